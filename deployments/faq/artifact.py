@@ -1,0 +1,112 @@
+"""Model artifact directories: write them, and load them only after verifying every file.
+
+Layout: ``model.skops`` (the fitted vectorizer and matrices, in skops' pickle-free format), ``originals.jsonl``
+(what a match returns) and ``metadata.json`` (versions, data hash, metrics and the sha256 of each file).
+Loading reads every file into memory, checks its sha256 against the metadata, refuses any type outside a
+fixed allow-list and only then deserialises, so a tampered or truncated artifact never reaches skops.
+The directory may be local or any fsspec URL (``az://container/faq/v3`` with the ``azure`` extra).
+"""
+
+import hashlib
+import json
+import platform
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import skops.io
+
+from deployments.faq.data import Original
+from deployments.faq.model import FaqModel
+
+MODEL_FILE = "model.skops"
+ORIGINALS_FILE = "originals.jsonl"
+METADATA_FILE = "metadata.json"
+ARTIFACT_FORMAT = 1
+
+# Everything a FaqModel's state may contain beyond skops' defaults; anything else is refused.
+TRUSTED_TYPES = [
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.pipeline.FeatureUnion",
+    "builtins.getattr",
+    "numpy.dtype",
+    "numpy.float64",
+    "numpy.int64",
+    "scipy.sparse._csr.csr_matrix",
+]
+
+
+class ArtifactError(RuntimeError):
+    """The artifact is missing, incomplete, tampered with or of an unknown format."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    packages = ("scikit-learn", "skops", "numpy", "scipy")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+def save_artifact(model: FaqModel, out_dir: str, *, data_sha256: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write the artifact (locally or to an fsspec URL) and return its metadata."""
+    contents = {
+        MODEL_FILE: skops.io.dumps(model.state()),
+        ORIGINALS_FILE: "".join(json.dumps(asdict(o), ensure_ascii=False) + "\n" for o in model.originals).encode(),
+    }
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "version_id": f"faq-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "libraries": _library_versions(),
+        "data_sha256": data_sha256,
+        "n_originals": len(model.originals),
+        "config": asdict(model.config),
+        "metrics": metrics,
+        "files": {name: _sha256(data) for name, data in contents.items()},
+    }
+    contents[METADATA_FILE] = json.dumps(metadata, indent=2).encode()
+    fs, root = fsspec.core.url_to_fs(out_dir)
+    fs.makedirs(root, exist_ok=True)
+    for name, data in contents.items():
+        with fs.open(f"{root}/{name}", "wb") as handle:
+            handle.write(data)
+    return metadata
+
+
+def _read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: is this a model directory written by `serve-app faq train`?") from None
+
+
+def load_artifact(uri: str | Path) -> tuple[FaqModel, dict[str, Any]]:
+    """Load and verify an artifact directory; raises ArtifactError with the reason on any doubt."""
+    fs, root = fsspec.core.url_to_fs(str(uri))
+    try:
+        metadata = json.loads(_read(fs, f"{root}/{METADATA_FILE}"))
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{uri}/{METADATA_FILE} is not valid JSON: {error.msg}") from None
+    if metadata.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{uri}: artifact format {metadata.get('format')!r}, expected {ARTIFACT_FORMAT}")
+    contents = {}
+    for name in (MODEL_FILE, ORIGINALS_FILE):
+        data = _read(fs, f"{root}/{name}")
+        expected = metadata.get("files", {}).get(name)
+        if expected is None or _sha256(data) != expected:
+            raise ArtifactError(f"{uri}/{name}: sha256 does not match metadata.json; refusing to load it")
+        contents[name] = data
+    untrusted = set(skops.io.get_untrusted_types(data=contents[MODEL_FILE])) - set(TRUSTED_TYPES)
+    if untrusted:
+        raise ArtifactError(f"{uri}/{MODEL_FILE} contains types outside the allow-list: {sorted(untrusted)}")
+    state = skops.io.loads(contents[MODEL_FILE], trusted=TRUSTED_TYPES)
+    originals = [Original(**json.loads(line)) for line in contents[ORIGINALS_FILE].decode().splitlines() if line]
+    return FaqModel.from_state(originals, state), metadata

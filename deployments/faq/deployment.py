@@ -1,0 +1,95 @@
+"""Serve deployment of the FAQ matcher: loads the model once, batches questions across requests."""
+
+import logging
+
+from ray import serve
+
+from deployments.faq.artifact import ArtifactError, load_artifact
+from deployments.faq.data import FaqDataError
+from deployments.faq.demo import demo_model
+from deployments.faq.model import FaqModel
+from serve_app.errors import ModelUnavailable
+from serve_app.settings import BatchConfig
+
+logger = logging.getLogger("ray.serve")
+
+FaqQuery = tuple[list[str], int]
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=64,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
+    user_config=BatchConfig().model_dump(),
+)
+class FAQMatcher:
+    def __init__(self, model_uri: str | None = None) -> None:
+        self.model: FaqModel | None = None
+        self.version: str | None = None
+        self.load_error: str | None = None
+        self.batch_config = BatchConfig()
+        self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
+        try:
+            self.model, self.version = self._load(model_uri)
+            logger.info("FAQ model %s loaded: %d originals", self.version, len(self.model.originals))
+        except (ArtifactError, FaqDataError, OSError, ValueError) as error:
+            # Degrade narrowly: this replica stays up and explains itself; the other models keep serving.
+            self.load_error = f"FAQ model {model_uri!r} could not be loaded: {error}"
+            logger.error(self.load_error)
+
+    @staticmethod
+    def _load(model_uri: str | None) -> tuple[FaqModel, str]:
+        if model_uri is None:
+            return demo_model().model, "demo"
+        model, metadata = load_artifact(model_uri)
+        return model, metadata["version_id"]
+
+    def reconfigure(self, user_config: dict) -> None:
+        config = BatchConfig(**user_config)
+        self.batch_config = config
+        self._match_batch.set_max_batch_size(config.max_batch_size)
+        self._match_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    def status(self) -> dict:
+        return {
+            "ready": self.model is not None,
+            "model_version": self.version,
+            "error": self.load_error,
+            "batching": {**self.batching, **self.batch_config.model_dump()},
+        }
+
+    def _require_model(self) -> FaqModel:
+        if self.model is None:
+            raise ModelUnavailable("faq", self.load_error or "not loaded")
+        return self.model
+
+    async def match(self, questions: list[str], top_k: int) -> dict:
+        """Best ``top_k`` originals for each question, in order."""
+        self._require_model()
+        return {"results": await self._match_batch((questions, top_k)), "model_version": self.version}
+
+    async def score_all(self, question: str) -> list[list]:
+        """The reference service's answer: [Id, AnswerId, probability] of every original, best first."""
+        model = self._require_model()
+        (matches,) = await self._match_batch(([question], len(model.originals)))
+        return [[m["id"], m["answer_id"], m["score"]] for m in matches]
+
+    def _count_batch(self, requests: int, questions: int) -> None:
+        stats = self.batching
+        stats["batches"] += 1
+        stats["requests"] += requests
+        stats["questions"] += questions
+        stats["largest_batch"] = max(stats["largest_batch"], requests)
+
+    @serve.batch(max_batch_size=BatchConfig().max_batch_size, batch_wait_timeout_s=BatchConfig().batch_wait_timeout_s)
+    async def _match_batch(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
+        # All questions of all waiting requests go through the model as one sparse matrix product.
+        model = self._require_model()
+        questions = [question for batch, _ in queries for question in batch]
+        probabilities = model.probabilities(questions)
+        self._count_batch(len(queries), len(questions))
+        results, row = [], 0
+        for batch, top_k in queries:
+            results.append([model.match(probabilities[row + i], top_k) for i in range(len(batch))])
+            row += len(batch)
+        return results

@@ -1,0 +1,19 @@
+"""Real-time scoring on Ray Serve. ``serve run serve_app:graph`` runs the default application.
+
+``graph`` and ``build_app`` are resolved lazily so that the CLI and the pure model code do not import Ray.
+"""
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_app":
+        from serve_app.app import build_app
+
+        return build_app
+    if name == "graph":
+        from serve_app.app import build_app
+        from serve_app.settings import AppArgs
+
+        return build_app(AppArgs())
+    raise AttributeError(f"module 'serve_app' has no attribute {name!r}")

@@ -1,0 +1,80 @@
+"""``serve-app``: the project's command line (training and evaluating the FAQ model)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deployments.faq.artifact import ArtifactError, load_artifact, save_artifact
+from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
+from deployments.faq.evaluate import evaluate
+from deployments.faq.train import train
+
+
+def _load_dataset(orig: Path, dups: Path | None, answers: Path | None = None) -> FaqDataset:
+    """A ``.jsonl`` FAQ carries its own duplicates; the reference TSV format takes them from ``dups``."""
+    if orig.suffix == ".jsonl":
+        return load_jsonl(orig)
+    return load_tsv(orig, dups, answers)
+
+
+def faq_train(args: argparse.Namespace) -> int:
+    dataset = _load_dataset(args.orig, args.dups, args.answers)
+    result = train(dataset, folds=args.folds, seed=args.seed)
+    metadata = save_artifact(result.model, args.out, data_sha256=dataset.fingerprint(), metrics=result.metrics)
+    print(json.dumps({"out": str(args.out), "version_id": metadata["version_id"], "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def faq_evaluate(args: argparse.Namespace) -> int:
+    model, metadata = load_artifact(args.model)
+    dataset = _load_dataset(args.orig, args.dups)
+    if not dataset.duplicates:
+        raise FaqDataError("nothing to evaluate: give --dups (TSV), or a .jsonl FAQ with 'duplicates'")
+    known = {original.answer_id for original in model.originals}
+    if {original.answer_id for original in dataset.originals} != known:
+        raise FaqDataError(f"{args.orig} lists other originals than the model at {args.model} was trained on")
+    metrics = evaluate(model.scores, dataset, dataset.duplicates)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"model {metadata['version_id']} on {metrics['n']} duplicates of {args.dups}:")
+        for key in ("acc_at_1", "acc_at_2", "acc_at_3", "mean_rank"):
+            print(f"  {key:10s} {metrics[key]:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    faq = commands.add_parser("faq", help="FAQ matching model").add_subparsers(dest="faq_command", required=True)
+
+    train_parser = faq.add_parser("train", help="train a model artifact directory")
+    train_parser.add_argument("--orig", type=Path, required=True, help="orig-q.tsv, or a FAQ .jsonl")
+    train_parser.add_argument("--dups", type=Path, help="dup-q.tsv (duplicates labelled with their original)")
+    train_parser.add_argument("--answers", type=Path, help="ans.tsv (answer texts), optional")
+    train_parser.add_argument("--out", required=True, help="artifact directory: a path or fsspec URL")
+    train_parser.add_argument("--folds", type=int, default=4, help="cross-validation folds (default 4)")
+    train_parser.add_argument("--seed", type=int, default=0, help="cross-validation shuffle seed")
+    train_parser.set_defaults(run=faq_train)
+
+    eval_parser = faq.add_parser("evaluate", help="rank labelled duplicates with a trained model")
+    eval_parser.add_argument("--model", required=True, help="artifact directory: a path or fsspec URL")
+    eval_parser.add_argument("--orig", type=Path, required=True, help="the originals the model was trained on")
+    eval_parser.add_argument("--dups", type=Path, help="dup-q.tsv: duplicates to rank (a .jsonl --orig has its own)")
+    eval_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    eval_parser.set_defaults(run=faq_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ArtifactError, FaqDataError, FileNotFoundError) as error:
+        print(f"serve-app: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Errors that cross from the deployments to the ingress, and the one JSON shape every error has."""
+
+from typing import Any
+
+
+class ModelUnavailable(RuntimeError):
+    """A model could not be loaded; its routes answer 503 with this reason until it is fixed."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model}: {reason}")
+        self.model = model
+        self.reason = reason
+
+    def __reduce__(self) -> tuple:  # keeps both fields when Ray ships the exception to the caller
+        return (type(self), (self.model, self.reason))
+
+
+class RequestError(ValueError):
+    """The client sent something we will not process; ``status`` is the 4xx to answer with."""
+
+    def __init__(self, status: int, error_type: str, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.details = details or []
+
+
+def error_body(error_type: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``{"error": {"type", "message", "details"}}``: clients branch on ``type``, people read ``message``."""
+    return {"error": {"type": error_type, "message": message, "details": details or []}}

@@ -1,0 +1,111 @@
+"""HTTP plumbing shared by every route: the body size limit and the mapping of errors to JSON responses.
+
+Every error leaves as ``{"error": {"type", "message", "details"}}`` with a 4xx when the client can fix it and
+a 5xx only when we cannot serve (503 model unavailable, 504 too slow, 500 a bug, logged with its request id).
+"""
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app.errors import ModelUnavailable, RequestError, error_body
+
+logger = logging.getLogger("ray.serve")
+
+JSON_TYPES = ("application/json",)
+HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_response(status: int, error_type: str, message: str, details: list | None = None, **headers: str):
+    return JSONResponse(error_body(error_type, message, details), status_code=status, headers=headers or None)
+
+
+class BodySizeLimit:
+    """413 for a body over its route's limit: at once when Content-Length says so, else while it streams in.
+
+    Starlette's own limiter answers in plain text; this one keeps the API's JSON error shape.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for_path = limit_for_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for_path(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise StarletteHTTPException(413, _too_large(limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than the limit of {limit} bytes"
+
+
+def _field_of(location: tuple) -> str:
+    return ".".join(str(part) for part in location if part != "body") or "body"
+
+
+def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if not (content_type in JSON_TYPES or content_type.endswith("+json")):
+        return error_response(
+            415, "unsupported_media_type", f"Content-Type must be application/json, got {content_type!r}"
+        )
+    problems = error.errors()
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        reason = next(p.get("ctx", {}).get("error", "") for p in problems if p["type"] == "json_invalid")
+        return error_response(400, "invalid_json", f"request body is not valid JSON: {reason}".rstrip(": "))
+    details = [{"field": _field_of(p["loc"]), "message": p["msg"]} for p in problems]
+    if any(p["type"] == "missing" and tuple(p["loc"]) == ("body",) for p in problems):
+        return error_response(422, "validation_error", "request body is required", details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return error_response(422, "validation_error", summary, details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _validation_error(request, error)
+
+    async def on_request_error(_: Request, error: RequestError) -> JSONResponse:
+        return error_response(error.status, error.error_type, error.message, error.details)
+
+    async def on_model_unavailable(_: Request, error: ModelUnavailable) -> JSONResponse:
+        return error_response(503, "model_unavailable", str(error), **{"Retry-After": "30"})
+
+    async def on_timeout(_: Request, error: TimeoutError) -> JSONResponse:
+        return error_response(504, "upstream_timeout", str(error) or "the model did not answer in time")
+
+    async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
+        return error_response(error.status_code, error_type, str(error.detail))
+
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"internal error ({type(error).__name__}); this is our fault")
+
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(RequestError, on_request_error)
+    app.add_exception_handler(ModelUnavailable, on_model_unavailable)
+    app.add_exception_handler(TimeoutError, on_timeout)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,125 @@
+"""The HTTP ingress: parses and validates requests, enforces limits, calls the model deployments.
+
+It holds no model. Each route turns a request into a DeploymentHandle call and the answer (or the error)
+into JSON; the shapes are in serve_app.schemas and the error mapping in serve_app.http.
+"""
+
+import asyncio
+from importlib.metadata import version
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+from serve_app.errors import RequestError
+from serve_app.http import BodySizeLimit, install_error_handlers
+from serve_app.schemas import (
+    BatchMatchResponse,
+    ErrorResponse,
+    MatchRequest,
+    MatchResponse,
+    ReadinessResponse,
+    ScoreRequest,
+    VersionResponse,
+)
+from serve_app.settings import Limits
+
+STATUS_TIMEOUT_S = 5.0
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503, 504)
+}
+
+
+def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
+    def invalid(field: str, message: str) -> RequestError:
+        return RequestError(422, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
+
+    if not questions:
+        raise invalid("questions", "must contain at least one question")
+    if len(questions) > limits.max_questions:
+        raise invalid("questions", f"at most {limits.max_questions} questions per request, got {len(questions)}")
+    for index, question in enumerate(questions):
+        field = "question" if len(questions) == 1 else f"questions.{index}"
+        if not question.strip():
+            raise invalid(field, "must not be empty")
+        if len(question) > limits.max_question_chars:
+            raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
+    if not 1 <= top_k <= limits.max_top_k:
+        raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {top_k}")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
+@serve.ingress()
+class Ingress:
+    def __init__(self, faq: DeploymentHandle, limits: dict[str, Any] | None = None) -> None:
+        self.faq = faq
+        self.limits = Limits(**(limits or {}))
+
+    async def _call(self, response: DeploymentResponse, timeout_s: float | None = None) -> Any:
+        try:
+            return await asyncio.wait_for(response, timeout_s or self.limits.upstream_timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise TimeoutError("the model did not answer within the upstream timeout") from None
+
+    async def _faq_status(self) -> dict[str, Any]:
+        try:
+            return await self._call(self.faq.status.remote(), STATUS_TIMEOUT_S)
+        except Exception as error:  # readiness must answer even when the deployment does not
+            return {"ready": False, "model_version": None, "error": f"FAQ deployment unreachable: {error}"}
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = FastAPI(
+            title="serve-app: real-time scoring",
+            summary="FAQ matching (scikit-learn) on Ray Serve",
+            version=version("serve-app"),
+        )
+        install_error_handlers(app)
+        app.add_middleware(BodySizeLimit, limit_for_path=lambda _path: self.limits.max_json_body_bytes)
+
+        @app.post(
+            "/faq/match",
+            responses={200: {"model": MatchResponse | BatchMatchResponse}, **ERROR_RESPONSES},
+        )
+        async def match(request: MatchRequest) -> JSONResponse:
+            """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
+            questions = [request.question] if request.question is not None else request.questions or []
+            _check_questions(questions, request.top_k, self.limits)
+            answer = await self._call(self.faq.match.remote(questions, request.top_k))
+            if request.question is not None:
+                return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
+            results = [{"matches": matches} for matches in answer["results"]]
+            return JSONResponse({"results": results, "model_version": answer["model_version"]})
+
+        @app.post("/score", responses=ERROR_RESPONSES)
+        async def score(request: ScoreRequest) -> list[list[int | str | float]]:
+            """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
+            _check_questions([request.input], 1, self.limits)
+            return await self._call(self.faq.score_all.remote(request.input))
+
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            """Liveness: the ingress answers."""
+            return {"status": "ok"}
+
+        @app.get("/readyz", response_model=ReadinessResponse, responses={503: {"model": ReadinessResponse}})
+        async def readyz() -> JSONResponse:
+            """Readiness: 200 when every model is loaded, else 503 naming what is missing and why."""
+            models = {"faq": await self._faq_status()}
+            ready = all(status["ready"] for status in models.values())
+            return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
+
+        @app.get("/version", response_model=VersionResponse)
+        async def version_info() -> dict[str, Any]:
+            """Versions of the app, Ray and each loaded model."""
+            faq = await self._faq_status()
+            return {
+                "app_version": app.version,
+                "ray_version": ray.__version__,
+                "models": {"faq": faq["model_version"]},
+            }
+
+        return app

@@ -1,0 +1,94 @@
+"""Request and response shapes of the HTTP API (the OpenAPI document at /openapi.json is built from them).
+
+Size limits (question length, number of questions, top_k) are settings (serve_app.settings.Limits), so they
+are checked by the ingress, not fixed here.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_TOP_K = 5
+
+
+class MatchRequest(BaseModel):
+    """One question, or a list of questions answered in order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"question": "How do I deep-copy an object?", "top_k": 3}]},
+    )
+
+    question: str | None = Field(None, description="The question to match (up to 10,000 characters by default).")
+    questions: list[str] | None = Field(None, description="Several questions (up to 64 by default).")
+    top_k: int = Field(DEFAULT_TOP_K, description="How many matches to return per question (1..50 by default).")
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> "MatchRequest":
+        if (self.question is None) == (self.questions is None):
+            raise ValueError("send either 'question' (a string) or 'questions' (a list of strings), not both")
+        return self
+
+
+class Match(BaseModel):
+    id: int | str = Field(description="Id of the original FAQ question.")
+    answer_id: int | str = Field(description="Id of its answer.")
+    question: str = Field(description="The original question's title.")
+    score: float = Field(description="Calibrated probability that this original answers the question (0..1).")
+    url: str | None = None
+    answer: str | None = Field(None, description="The answer text, when the FAQ has one.")
+
+
+class MatchResponse(BaseModel):
+    matches: list[Match]
+    model_version: str
+
+
+class MatchResult(BaseModel):
+    matches: list[Match]
+
+
+class BatchMatchResponse(BaseModel):
+    results: list[MatchResult]
+    model_version: str
+
+
+class ScoreRequest(BaseModel):
+    """The reference service's request body."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": "How to sort an array?"}]})
+
+    input: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class ModelStatus(BaseModel):
+    ready: bool
+    model_version: str | None = None
+    error: str | None = Field(None, description="Why the model is not ready, and how to fix it.")
+    batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")
+
+
+class ReadinessResponse(BaseModel):
+    ready: bool
+    models: dict[str, ModelStatus]
+
+
+class VersionResponse(BaseModel):
+    app_version: str
+    ray_version: str
+    models: dict[str, Any]

@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+from deployments.faq.demo import DEMO_FAQ_PATH
+from serve_app.cli import main
+
+
+def test_train_then_evaluate_prints_one_json_object(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["faq", "train", "--orig", str(DEMO_FAQ_PATH), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"]["cross_validation"]["n"] == 96
+    assert main(["faq", "evaluate", "--model", str(out), "--orig", str(DEMO_FAQ_PATH), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"acc_at_1", "acc_at_2", "acc_at_3", "mean_rank", "n"}
+    assert metrics["n"] == 96
+
+
+def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve_app.cli",
+            "faq",
+            "evaluate",
+            "--model",
+            str(tmp_path / "none"),
+            "--orig",
+            str(DEMO_FAQ_PATH),
+            "--dups",
+            "x",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from deployments.faq.data import load_jsonl
+from deployments.faq.demo import DEMO_FAQ_PATH, demo_model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return demo_model()
+
+
+def test_probabilities_are_a_distribution_over_originals(trained):
+    probabilities = trained.model.probabilities(["copy an object with nested arrays", "?"])
+    assert probabilities.shape == (2, len(trained.model.originals))
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_matches_are_best_first_and_truncated(trained):
+    model = trained.model
+    (row,) = model.probabilities(["put a string on the clipboard"])
+    matches = model.match(row, 3)
+    assert matches[0]["question"] == "How do I copy text to the clipboard?"
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+    assert len(model.match(row, 1000)) == len(model.originals)
+
+
+def test_demo_model_recognises_its_own_phrasings(trained):
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    probabilities = trained.model.probabilities([d.text for d in dataset.duplicates])
+    columns = {o.answer_id: i for i, o in enumerate(dataset.originals)}
+    truth = np.array([columns[d.answer_id] for d in dataset.duplicates])
+    assert (probabilities.argmax(axis=1) == truth).mean() > 0.9  # seen in training
+
+
+def test_training_reports_cross_validation_and_calibration(trained):
+    metrics = trained.metrics
+    assert metrics["cross_validation"]["folds"] == 4
+    assert metrics["cross_validation"]["n"] == metrics["n_duplicates"]
+    assert 0 < metrics["temperature"] < 100
+    assert trained.model.temperature == metrics["temperature"]
+
+
+def test_scores_batch_equals_one_by_one(trained):
+    questions = ["sort by price", "debounce typing", "date as yyyy-mm-dd"]
+    together = trained.model.scores(questions)
+    alone = np.vstack([trained.model.scores([q]) for q in questions])
+    assert np.allclose(together, alone)

@@ -1,0 +1,25 @@
+from deployments.faq.text import clean_text, title_of
+
+
+def test_code_blocks_are_dropped():
+    raw = "How to sort?. <p>I tried</p><pre><code>arr.sort()\nfoo()</code></pre><p>but it fails</p>"
+    assert clean_text(raw) == "how to sort?. i tried but it fails"
+
+
+def test_link_text_is_kept_unless_it_is_a_url():
+    raw = '<p>See <a href="https://x.org/a">the MDN page</a> and <a href="https://x.org">https://x.org</a></p>'
+    assert clean_text(raw) == "see the mdn page and"
+
+
+def test_bare_urls_tags_and_entities():
+    raw = "<p>Compare a &gt; b, see http://example.com/x?y=1 or www.example.org</p><br/>DONE"
+    assert clean_text(raw) == "compare a > b, see or done"
+
+
+def test_inline_code_is_kept():
+    assert clean_text("<p>What does <code>x || y</code> do?</p>") == "what does x || y do?"
+
+
+def test_title_of_reference_text_and_plain_text():
+    assert title_of("Is there an &quot;exists&quot; function?. <p>body</p>") == 'Is there an "exists" function?'
+    assert title_of("A plain question") == "A plain question"
