@@ -28,17 +28,8 @@ ORIGINALS_FILE = "originals.jsonl"
 METADATA_FILE = "metadata.json"
 ARTIFACT_FORMAT = 1
 
-# Everything a FaqModel's state may contain beyond skops' defaults; anything else is refused.
-TRUSTED_TYPES = [
-    "sklearn.feature_extraction.text.TfidfVectorizer",
-    "sklearn.feature_extraction.text.TfidfTransformer",
-    "sklearn.pipeline.FeatureUnion",
-    "builtins.getattr",
-    "numpy.dtype",
-    "numpy.float64",
-    "numpy.int64",
-    "scipy.sparse._csr.csr_matrix",
-]
+# Types a FaqModel's state holds beyond those skops trusts by default; any other type is refused.
+TRUSTED_TYPES = ["scipy.sparse._csr.csr_matrix"]
 
 
 class ArtifactError(RuntimeError):

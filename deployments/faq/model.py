@@ -1,10 +1,13 @@
-"""The FAQ matcher: TF-IDF features, two complementary scorers, calibrated probabilities.
+"""The FAQ matcher: two complementary scorers over TF-IDF features, mixed and calibrated.
 
-Every original is a class; its training examples are its own text, its title and its known duplicates.
-Two scorers see the same features: cosine similarity to each class's centroid (robust with few
-examples) and a linear classifier (learns which words separate similar questions). Their per-question
-z-scores are mixed, and a softmax with a temperature fitted on held-out duplicates turns the mix into
-calibrated match probabilities.
+Every original is a class; its training documents are its own text, its title and its known duplicates.
+- A kernel ridge classifier over the training documents (exponential cosine kernel): a question close to
+  any one phrasing of an original scores high for it, even when the other phrasings use other words.
+- Multinomial naive Bayes over the same features: evidence from every word of every phrasing of a class
+  adds up, which separates originals that share a topic.
+Each scorer's scores are z-scored per question and summed; a softmax with a temperature fitted on held-out
+duplicates turns the sum into calibrated probabilities. Chosen by cross-validation on the Stack Overflow
+data (benchmarks/results/faq_quality.md lists what was tried).
 """
 
 from dataclasses import asdict, dataclass
@@ -12,25 +15,24 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import softmax
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import normalize
-from sklearn.svm import LinearSVC
+from sklearn.naive_bayes import MultinomialNB
 
 from deployments.faq.data import FaqDataset, Original
+from deployments.faq.features import TextFeatures
 from deployments.faq.text import clean_text
 
 
 @dataclass(frozen=True)
 class FaqModelConfig:
-    """Hyper-parameters, chosen by cross-validation on the Stack Overflow data (benchmarks/results)."""
-
-    word_ngram_max: int = 2
-    char_ngram_min: int = 2
-    char_ngram_max: int = 5
-    svm_c: float = 0.5
-    centroid_weight: float = 1.0
-    classifier_weight: float = 1.0
+    word_max_df: float = 0.3
+    char_ngram_min: int = 1
+    char_ngram_max: int = 4
+    char_max_df: float = 0.5
+    kernel_gamma: float = 5.0  # kernel = exp(gamma * (cosine - 1))
+    kernel_ridge_alpha: float = 0.3
+    naive_bayes_alpha: float = 0.01
+    kernel_weight: float = 1.0
+    naive_bayes_weight: float = 1.0
 
 
 def _zscore(scores: np.ndarray) -> np.ndarray:
@@ -40,31 +42,30 @@ def _zscore(scores: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FaqModel:
-    """A fitted matcher. ``scores`` ranks; ``probabilities`` is the calibrated version of it."""
+    """A fitted matcher. ``scores`` ranks the originals; ``probabilities`` is its calibrated form."""
 
     originals: list[Original]
-    vectorizer: FeatureUnion
-    centroids: sp.csr_matrix  # (originals, features), rows L2-normalised
-    coef: sp.csr_matrix  # the linear classifier's weights, (originals, features)
-    intercept: np.ndarray
+    features: TextFeatures
+    documents_t: sp.csr_matrix  # training documents' features, transposed: (features, documents)
+    kernel_coef: np.ndarray  # (documents, originals)
+    nb_log_ratio: sp.csr_matrix  # (features, originals): log(1 + count / alpha), zero for unseen features
+    nb_class_bias: np.ndarray  # (originals,): log(alpha) - log(total count of the class)
     config: FaqModelConfig
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        # (features, originals) in CSR: a question's few non-zero features select a few rows to add up.
-        self._centroids_t = self.centroids.T.tocsr()
-        self._coef_t = self.coef.T.tocsr()
-
-    def features(self, questions: list[str]) -> sp.csr_matrix:
-        return normalize(self.vectorizer.transform([clean_text(q) for q in questions]))
+        # One sparse product gives both the cosines to every document and the naive Bayes sums.
+        self._projection = sp.hstack([self.documents_t, self.nb_log_ratio]).tocsr()
+        self._n_documents = self.documents_t.shape[1]
 
     def scores(self, questions: list[str]) -> np.ndarray:
         """Uncalibrated scores, one row per question and one column per original (higher is better)."""
-        features = self.features(questions)
-        centroid = (features @ self._centroids_t).toarray()
-        classifier = (features @ self._coef_t).toarray() + self.intercept
-        weights = self.config
-        return weights.centroid_weight * _zscore(centroid) + weights.classifier_weight * _zscore(classifier)
+        features = self.features.transform([clean_text(question) for question in questions])
+        projected = (features @ self._projection).toarray()
+        cosine, log_ratio = projected[:, : self._n_documents], projected[:, self._n_documents :]
+        kernel = np.exp(self.config.kernel_gamma * (cosine - 1.0)) @ self.kernel_coef
+        naive_bayes = log_ratio + np.asarray(features.sum(axis=1)) * self.nb_class_bias
+        return self.config.kernel_weight * _zscore(kernel) + self.config.naive_bayes_weight * _zscore(naive_bayes)
 
     def probabilities(self, questions: list[str]) -> np.ndarray:
         return softmax(self.scores(questions) / self.temperature, axis=1)
@@ -87,22 +88,27 @@ class FaqModel:
         ]
 
     def state(self) -> dict:
-        """Everything but the originals, in types skops can store without pickle."""
+        """Everything but the originals, in types skops stores without pickle."""
         return {
-            "vectorizer": self.vectorizer,
-            "centroids": self.centroids,
-            "coef": self.coef,
-            "intercept": self.intercept,
+            "word_vectorizer": self.features.word,
+            "char_vectorizer": self.features.char,
+            "documents_t": self.documents_t,
+            "kernel_coef": self.kernel_coef,
+            "nb_log_ratio": self.nb_log_ratio,
+            "nb_class_bias": self.nb_class_bias,
             "config": asdict(self.config),
             "temperature": self.temperature,
         }
 
     @classmethod
     def from_state(cls, originals: list[Original], state: dict) -> "FaqModel":
-        return cls(originals=originals, **{**state, "config": FaqModelConfig(**state["config"])})
+        state = dict(state)
+        features = TextFeatures(state.pop("word_vectorizer"), state.pop("char_vectorizer"))
+        config = FaqModelConfig(**state.pop("config"))
+        return cls(originals=originals, features=features, config=config, **state)
 
 
-def _training_examples(dataset: FaqDataset) -> tuple[list[str], np.ndarray]:
+def _training_documents(dataset: FaqDataset) -> tuple[list[str], np.ndarray]:
     column = {original.answer_id: index for index, original in enumerate(dataset.originals)}
     texts, labels = [], []
     for index, original in enumerate(dataset.originals):
@@ -114,25 +120,37 @@ def _training_examples(dataset: FaqDataset) -> tuple[list[str], np.ndarray]:
     return [clean_text(text) for text in texts], np.array(labels)
 
 
-def fit_model(dataset: FaqDataset, config: FaqModelConfig = FaqModelConfig()) -> FaqModel:
-    texts, labels = _training_examples(dataset)
-    vectorizer = FeatureUnion(
-        [
-            ("words", TfidfVectorizer(ngram_range=(1, config.word_ngram_max), sublinear_tf=True)),
-            (
-                "chars",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(config.char_ngram_min, config.char_ngram_max),
-                    sublinear_tf=True,
-                ),
-            ),
-        ]
+def _naive_bayes(documents: sp.csr_matrix, labels: np.ndarray, alpha: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """MultinomialNB's log-likelihoods split into a sparse part and a per-class constant.
+
+    log P(feature | class) = log(count + alpha) - log(class total) = log(1 + count / alpha) + bias(class), so
+    the dense (classes x features) table never needs to be kept.
+    """
+    naive_bayes = MultinomialNB(alpha=alpha).fit(documents, labels)
+    counts = sp.csr_matrix(naive_bayes.feature_count_)
+    log_ratio = counts.copy()
+    log_ratio.data = np.log1p(log_ratio.data / alpha)
+    class_totals = naive_bayes.feature_count_.sum(axis=1) + alpha * documents.shape[1]
+    return log_ratio.T.tocsr(), np.log(alpha) - np.log(class_totals)
+
+
+def fit_model(dataset: FaqDataset, config: FaqModelConfig | None = None) -> FaqModel:
+    config = config or FaqModelConfig()
+    texts, labels = _training_documents(dataset)
+    features = TextFeatures.fit(
+        texts, config.word_max_df, (config.char_ngram_min, config.char_ngram_max), config.char_max_df
     )
-    features = normalize(vectorizer.fit_transform(texts))
-    n_classes = len(dataset.originals)
-    membership = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(n_classes, len(labels)))
-    centroids = normalize(membership @ features).tocsr()
-    classifier = LinearSVC(C=config.svm_c).fit(features, labels)
-    coef = sp.csr_matrix(classifier.coef_)
-    return FaqModel(dataset.originals, vectorizer, centroids, coef, classifier.intercept_, config)
+    documents = features.transform(texts)
+    one_hot = np.eye(len(dataset.originals))[labels]
+    gram = np.exp(config.kernel_gamma * ((documents @ documents.T).toarray() - 1.0))
+    kernel_coef = np.linalg.solve(gram + config.kernel_ridge_alpha * np.eye(len(labels)), one_hot)
+    nb_log_ratio, nb_class_bias = _naive_bayes(documents, labels, config.naive_bayes_alpha)
+    return FaqModel(
+        originals=dataset.originals,
+        features=features,
+        documents_t=documents.T.tocsr(),
+        kernel_coef=kernel_coef,
+        nb_log_ratio=nb_log_ratio,
+        nb_class_bias=nb_class_bias,
+        config=config,
+    )

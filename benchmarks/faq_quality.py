@@ -1,0 +1,64 @@
+"""FAQ model quality and speed on the Stack Overflow data, printed as a Markdown report.
+
+    python -m benchmarks.faq_quality [--data ../shared/data/stackoverflow-faq] [--seeds 0 1 2]
+
+Cross-validated ranking quality for several shuffles, training time, and in-process scoring time per
+question (one question per call, and 200 per call as under Serve batching).
+"""
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deployments.faq.data import load_tsv
+from deployments.faq.train import train
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "stackoverflow-faq"
+
+
+def scoring_ms_per_question(model, questions: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(questions), batch):
+        model.probabilities(questions[start : start + batch])
+    return (time.perf_counter() - started) / len(questions) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    dataset = load_tsv(args.data / "orig-q.tsv", args.data / "dup-q-train.tsv")
+
+    print(f"# FAQ model quality ({platform.processor() or platform.machine()}, {len(dataset.duplicates)} duplicates)\n")
+    print("| CV seed | Acc@1 | Acc@2 | Acc@3 | mean rank | ECE | training s (4 CV fits + final) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
+    for seed in args.seeds:
+        result = train(dataset, seed=seed)
+        cv = result.metrics["cross_validation"]
+        rows.append(cv)
+        print(
+            f"| {seed} | {cv['acc_at_1']:.3f} | {cv['acc_at_2']:.3f} | {cv['acc_at_3']:.3f} | {cv['mean_rank']:.2f} "
+            f"| {cv['expected_calibration_error']:.3f} | {result.metrics['training_seconds']:.1f} |"
+        )
+    means = {key: np.mean([row[key] for row in rows]) for key in ("acc_at_1", "acc_at_3", "mean_rank")}
+    print(
+        f"\nMean over seeds: Acc@1 {means['acc_at_1']:.3f}, Acc@3 {means['acc_at_3']:.3f}, "
+        f"mean rank {means['mean_rank']:.2f}\n"
+    )
+
+    questions = [duplicate.text for duplicate in dataset.duplicates]
+    model = result.model
+    model.probabilities(questions[:10])  # warm-up
+    print("| scoring, in-process | ms per question |")
+    print("| --- | --- |")
+    print(f"| one question per call | {scoring_ms_per_question(model, questions, 1):.2f} |")
+    print(f"| 32 questions per call (a full Serve batch) | {scoring_ms_per_question(model, questions, 32):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""serve_config.yaml is a valid Serve config, its import path builds, and it agrees with the code."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve import Application
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.faq.deployment import FAQMatcher
+from serve_app.ingress import Ingress
+from serve_app.settings import AppArgs
+
+CONFIG_PATH = Path(__file__).resolve().parents[2] / "serve_config.yaml"
+DEPLOYMENTS_IN_CODE = {"Ingress": Ingress, "FAQMatcher": FAQMatcher}
+
+
+@pytest.fixture(scope="module")
+def config() -> ServeDeploySchema:
+    return ServeDeploySchema.model_validate(yaml.safe_load(CONFIG_PATH.read_text()))
+
+
+def test_import_path_builds_with_the_configured_args(config):
+    (app,) = config.applications
+    module_name, attribute = app.import_path.split(":")
+    builder = getattr(__import__(module_name), attribute)
+    assert isinstance(builder(AppArgs(**app.args)), Application)
+
+
+def test_args_are_exactly_the_settings(config):
+    (app,) = config.applications
+    assert AppArgs(**app.args).model_dump() == AppArgs().model_dump() | {"faq_model_uri": app.args["faq_model_uri"]}
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS_IN_CODE))
+def test_deployment_options_equal_the_code_defaults(config, name):
+    (app,) = config.applications
+    configured = next(d for d in app.deployments if d.name == name).model_dump(exclude_unset=True)
+    deployment = DEPLOYMENTS_IN_CODE[name]
+    in_code = {
+        "name": deployment.name,
+        "max_ongoing_requests": deployment.max_ongoing_requests,
+        "ray_actor_options": deployment.ray_actor_options,
+    }
+    if deployment.user_config is not None:
+        in_code["user_config"] = deployment.user_config
+    autoscaling = deployment._deployment_config.autoscaling_config
+    if autoscaling is not None:
+        in_code["autoscaling_config"] = autoscaling.model_dump(include=set(configured["autoscaling_config"]))
+    assert _without_defaults(configured) == in_code
+
+
+def _without_defaults(options: dict) -> dict:
+    actor = {key: value for key, value in options.get("ray_actor_options", {}).items() if value not in ({}, None)}
+    return {**options, "ray_actor_options": actor}
+
+
+def test_every_deployment_of_the_graph_is_configured(config):
+    (app,) = config.applications
+    assert {d.name for d in app.deployments} == set(DEPLOYMENTS_IN_CODE)

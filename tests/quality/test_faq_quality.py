@@ -1,0 +1,44 @@
+"""Cross-validated quality of the FAQ model on the real Stack Overflow data (../shared/data).
+
+The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0, which this model does NOT reach yet
+(benchmarks/results/faq_quality.md). The thresholds below sit just under what it measures, so any change
+that makes matching worse fails here; raise them as the model improves.
+"""
+
+import pytest
+
+from deployments.faq.data import load_tsv
+from deployments.faq.train import train
+
+pytestmark = pytest.mark.slow
+
+MEASURED_FLOOR = {"acc_at_1": 0.58, "acc_at_3": 0.80, "mean_rank": 3.7}
+REFERENCE_PIPELINE = {"acc_at_1": 0.31, "acc_at_3": 0.48, "mean_rank": 14.9}  # two TF-IDF + LightGBM, same data
+
+
+@pytest.fixture(scope="module")
+def result(faq_data):
+    return train(load_tsv(faq_data / "orig-q.tsv", faq_data / "dup-q-train.tsv"))
+
+
+def test_cross_validated_ranking_quality(result):
+    cv = result.metrics["cross_validation"]
+    assert cv["n"] == 728 and cv["folds"] == 4
+    assert cv["acc_at_1"] >= MEASURED_FLOOR["acc_at_1"]
+    assert cv["acc_at_3"] >= MEASURED_FLOOR["acc_at_3"]
+    assert cv["mean_rank"] <= MEASURED_FLOOR["mean_rank"]
+
+
+def test_far_better_than_the_reference_pipeline(result):
+    cv = result.metrics["cross_validation"]
+    assert cv["acc_at_1"] > REFERENCE_PIPELINE["acc_at_1"] + 0.2
+    assert cv["mean_rank"] < REFERENCE_PIPELINE["mean_rank"] / 3
+
+
+def test_probabilities_are_calibrated(result):
+    # Temperature scaling leaves the top decile overconfident (0.97 said, 0.78 right): measured 0.12.
+    assert result.metrics["cross_validation"]["expected_calibration_error"] < 0.15
+
+
+def test_training_is_fast(result):
+    assert result.metrics["training_seconds"] < 60

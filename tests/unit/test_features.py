@@ -1,0 +1,18 @@
+import numpy as np
+
+from deployments.faq.data import load_jsonl
+from deployments.faq.demo import DEMO_FAQ_PATH
+from deployments.faq.features import TextFeatures
+from deployments.faq.text import clean_text
+
+
+def test_fast_transform_equals_scikit_learn():
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    texts = [clean_text(o.text) for o in dataset.originals] + [clean_text(d.text) for d in dataset.duplicates]
+    features = TextFeatures.fit(texts, word_max_df=0.3, char_ngrams=(1, 4), char_max_df=0.5)
+    questions = [*texts[:40], "", "   ", "only-unknown-∰∰∰", "x" * 5000, "== vs ===, and what about !== ?"]
+    fast, reference = features.transform(questions), features.reference_transform(questions)
+    assert fast.shape == reference.shape == (len(questions), features.n_features)
+    assert np.abs((fast - reference).toarray()).max() < 1e-12
+    norms = np.sqrt(np.asarray(fast.multiply(fast).sum(axis=1))).ravel()
+    assert np.allclose(norms[norms > 0], 1.0)
