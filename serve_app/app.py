@@ -3,6 +3,7 @@
 from ray.serve import Application
 
 from deployments.faq.deployment import FAQMatcher
+from deployments.resnet.deployment import ImageClassifier
 from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
@@ -10,4 +11,5 @@ from serve_app.settings import AppArgs
 def build_app(args: AppArgs) -> Application:
     """Application builder named by serve_config.yaml (``import_path: serve_app:build_app``)."""
     faq = FAQMatcher.bind(args.faq_model_uri)
-    return Ingress.bind(faq, args.limits.model_dump())
+    images = ImageClassifier.bind(args.images.model_dump())
+    return Ingress.bind(faq, images, args.limits.model_dump())

@@ -25,6 +25,9 @@ class RequestError(ValueError):
         self.message = message
         self.details = details or []
 
+    def __reduce__(self) -> tuple:  # keeps every field when Ray ships the exception to the caller
+        return (type(self), (self.status, self.error_type, self.message, self.details))
+
 
 def error_body(error_type: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``{"error": {"type", "message", "details"}}``: clients branch on ``type``, people read ``message``."""

@@ -66,12 +66,13 @@ def _field_of(location: tuple) -> str:
 
 
 def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = error.errors()
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if not (content_type in JSON_TYPES or content_type.endswith("+json")):
+    about_body = any(tuple(p["loc"])[:1] == ("body",) for p in problems)
+    if about_body and not (content_type in JSON_TYPES or content_type.endswith("+json")):
         return error_response(
             415, "unsupported_media_type", f"Content-Type must be application/json, got {content_type!r}"
         )
-    problems = error.errors()
     if any(problem["type"] == "json_invalid" for problem in problems):
         reason = next(p.get("ctx", {}).get("error", "") for p in problems if p["type"] == "json_invalid")
         return error_response(400, "invalid_json", f"request body is not valid JSON: {reason}".rstrip(": "))

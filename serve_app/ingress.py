@@ -9,15 +9,19 @@ from importlib.metadata import version
 from typing import Any
 
 import ray
-from fastapi import FastAPI
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from serve_app.errors import RequestError
+from serve_app.errors import ModelUnavailable, RequestError
 from serve_app.http import BodySizeLimit, install_error_handlers
+from serve_app.image_input import read_image_request
 from serve_app.schemas import (
     BatchMatchResponse,
+    ClassifyRequest,
+    ClassifyResponse,
     ErrorResponse,
     MatchRequest,
     MatchResponse,
@@ -28,6 +32,23 @@ from serve_app.schemas import (
 from serve_app.settings import Limits
 
 STATUS_TIMEOUT_S = 5.0
+IMAGE_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "top_k": {"type": "integer"},
+                },
+                "required": ["image"],
+            }
+        },
+        "application/json": {"schema": ClassifyRequest.model_json_schema()},
+    },
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503, 504)
 }
@@ -54,8 +75,10 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
 @serve.ingress()
 class Ingress:
-    def __init__(self, faq: DeploymentHandle, limits: dict[str, Any] | None = None) -> None:
+    def __init__(self, faq: DeploymentHandle, images: DeploymentHandle, limits: dict[str, Any] | None = None) -> None:
+        self.models = {"faq": faq, "images": images}
         self.faq = faq
+        self.images = images
         self.limits = Limits(**(limits or {}))
 
     async def _call(self, response: DeploymentResponse, timeout_s: float | None = None) -> Any:
@@ -64,21 +87,35 @@ class Ingress:
         except TimeoutError:
             response.cancel()
             raise TimeoutError("the model did not answer within the upstream timeout") from None
+        except RayTaskError as error:
+            # Our own errors cross the handle wrapped with the replica's traceback: answer with the bare error.
+            if isinstance(error.cause, RequestError | ModelUnavailable):
+                raise error.cause from None
+            raise
 
-    async def _faq_status(self) -> dict[str, Any]:
+    async def _status(self, name: str) -> dict[str, Any]:
         try:
-            return await self._call(self.faq.status.remote(), STATUS_TIMEOUT_S)
+            return await self._call(self.models[name].status.remote(), STATUS_TIMEOUT_S)
         except Exception as error:  # readiness must answer even when the deployment does not
-            return {"ready": False, "model_version": None, "error": f"FAQ deployment unreachable: {error}"}
+            return {"ready": False, "model_version": None, "error": f"{name} deployment unreachable: {error!r}"}
+
+    async def _statuses(self) -> dict[str, dict[str, Any]]:
+        statuses = await asyncio.gather(*(self._status(name) for name in self.models))
+        return dict(zip(self.models, statuses, strict=True))
+
+    def _body_limit(self, path: str) -> int:
+        if path.endswith("/images/classify"):
+            return self.limits.max_image_body_bytes
+        return self.limits.max_json_body_bytes
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = FastAPI(
             title="serve-app: real-time scoring",
-            summary="FAQ matching (scikit-learn) on Ray Serve",
+            summary="FAQ matching (scikit-learn) and image classification (ResNet-152) on Ray Serve",
             version=version("serve-app"),
         )
         install_error_handlers(app)
-        app.add_middleware(BodySizeLimit, limit_for_path=lambda _path: self.limits.max_json_body_bytes)
+        app.add_middleware(BodySizeLimit, limit_for_path=self._body_limit)
 
         @app.post(
             "/faq/match",
@@ -108,18 +145,32 @@ class Ingress:
         @app.get("/readyz", response_model=ReadinessResponse, responses={503: {"model": ReadinessResponse}})
         async def readyz() -> JSONResponse:
             """Readiness: 200 when every model is loaded, else 503 naming what is missing and why."""
-            models = {"faq": await self._faq_status()}
+            models = await self._statuses()
             ready = all(status["ready"] for status in models.values())
             return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
 
         @app.get("/version", response_model=VersionResponse)
         async def version_info() -> dict[str, Any]:
             """Versions of the app, Ray and each loaded model."""
-            faq = await self._faq_status()
+            statuses = await self._statuses()
             return {
                 "app_version": app.version,
                 "ray_version": ray.__version__,
-                "models": {"faq": faq["model_version"]},
+                "models": {name: status["model_version"] for name, status in statuses.items()},
             }
+
+        @app.post(
+            "/images/classify",
+            responses={200: {"model": ClassifyResponse | list[ClassifyResponse]}, **ERROR_RESPONSES},
+            openapi_extra={"requestBody": IMAGE_REQUEST_BODY},
+        )
+        async def classify(
+            request: Request, top_k: int | None = Query(None, description="Classes per image (default 5).")
+        ) -> JSONResponse:
+            """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
+            parsed = await read_image_request(request, top_k, self.limits)
+            answer = await self._call(self.images.classify.remote(parsed.images, parsed.top_k))
+            results = [{"predictions": p, "model_version": answer["model_version"]} for p in answer["results"]]
+            return JSONResponse(results if parsed.several else results[0])
 
         return app

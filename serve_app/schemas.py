@@ -61,6 +61,35 @@ class ScoreRequest(BaseModel):
     input: str
 
 
+class ClassifyRequest(BaseModel):
+    """JSON form of /images/classify: base64-encoded image files (JPEG, PNG, WebP, GIF, BMP, ...)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str | None = Field(None, description="One base64-encoded image file.")
+    images: list[str] | None = Field(None, description="Several base64-encoded image files (up to 32 by default).")
+    top_k: int | None = Field(None, description="Classes per image (1..20 by default, default 5).")
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> "ClassifyRequest":
+        if (self.image is None) == (self.images is None):
+            raise ValueError("send either 'image' (a base64 string) or 'images' (a list of them), not both")
+        return self
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="ImageNet-1k class name.")
+    class_index: int = Field(description="ImageNet-1k class index, 0..999.")
+    score: float = Field(description="Softmax probability of the class.")
+
+
+class ClassifyResponse(BaseModel):
+    """One image's answer; several images get a list of these, in order."""
+
+    predictions: list[Prediction]
+    model_version: str
+
+
 class ErrorDetail(BaseModel):
     field: str
     message: str
@@ -80,6 +109,7 @@ class ModelStatus(BaseModel):
     ready: bool
     model_version: str | None = None
     error: str | None = Field(None, description="Why the model is not ready, and how to fix it.")
+    device: str | None = Field(None, description="Where the model runs (image model).")
     batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")
 
 

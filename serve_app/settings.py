@@ -6,6 +6,8 @@
 of batched deployments: changing it in the config re-tunes running replicas without restarting them.
 """
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,27 @@ class Limits(BaseModel):
     max_top_k: int = Field(50, ge=1, description="Largest top_k accepted by /faq/match.")
     max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest JSON body (413 above).")
     upstream_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a model replica (504 after).")
+    max_image_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /images body (413 above).")
+    max_images: int = Field(32, ge=1, description="Most images in one /images/classify request.")
+    max_image_top_k: int = Field(20, ge=1, description="Largest top_k accepted by /images/classify.")
+
+
+class ImageModelSettings(BaseModel):
+    """How the ResNet-152 classifier loads and runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = Field(
+        "IMAGENET1K_V2",
+        description="IMAGENET1K_V2 (torchvision's, downloaded once into the torch cache), a path or fsspec URL "
+        "to a state_dict, or random:SEED (same architecture and compute, meaningless classes).",
+    )
+    weights_sha256: str | None = Field(None, description="Expected sha256 of a state_dict file; refused if it differs.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when the replica has a GPU.")
+    half_precision: bool = Field(True, description="fp16 on CUDA (ignored on the CPU).")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA (ignored on the CPU).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are refused (decompression bombs).")
+    decode_threads: int = Field(4, ge=1, description="Threads decoding and preprocessing images on a replica.")
 
 
 class BatchConfig(BaseModel):
@@ -29,6 +52,11 @@ class BatchConfig(BaseModel):
 
     max_batch_size: int = Field(32, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0)
+
+
+FAQ_BATCHING = BatchConfig(max_batch_size=32, batch_wait_timeout_s=0.002)
+# Images are ~100x costlier than questions: a longer wait to fill a batch costs little relative latency.
+IMAGE_BATCHING = BatchConfig(max_batch_size=16, batch_wait_timeout_s=0.01)
 
 
 class AppArgs(BaseSettings):
@@ -41,4 +69,5 @@ class AppArgs(BaseSettings):
         description="Model directory from `serve-app faq train`: a path or fsspec URL (az://...). "
         "Unset: the embedded demo FAQ, trained at start-up.",
     )
+    images: ImageModelSettings = ImageModelSettings()
     limits: Limits = Limits()

@@ -9,7 +9,7 @@ from deployments.faq.data import FaqDataError
 from deployments.faq.demo import demo_model
 from deployments.faq.model import FaqModel
 from serve_app.errors import ModelUnavailable
-from serve_app.settings import BatchConfig
+from serve_app.settings import FAQ_BATCHING, BatchConfig
 
 logger = logging.getLogger("ray.serve")
 
@@ -20,14 +20,14 @@ FaqQuery = tuple[list[str], int]
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
-    user_config=BatchConfig().model_dump(),
+    user_config=FAQ_BATCHING.model_dump(),
 )
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
         self.model: FaqModel | None = None
         self.version: str | None = None
         self.load_error: str | None = None
-        self.batch_config = BatchConfig()
+        self.batch_config = FAQ_BATCHING
         self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
         try:
             self.model, self.version = self._load(model_uri)
@@ -81,7 +81,7 @@ class FAQMatcher:
         stats["questions"] += questions
         stats["largest_batch"] = max(stats["largest_batch"], requests)
 
-    @serve.batch(max_batch_size=BatchConfig().max_batch_size, batch_wait_timeout_s=BatchConfig().batch_wait_timeout_s)
+    @serve.batch(max_batch_size=FAQ_BATCHING.max_batch_size, batch_wait_timeout_s=FAQ_BATCHING.batch_wait_timeout_s)
     async def _match_batch(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
         # All questions of all waiting requests go through the model as one sparse matrix product.
         model = self._require_model()

@@ -1,7 +1,8 @@
 """One real Ray Serve instance per test session, on a free local port, always shut down.
 
-Two applications run side by side: ``main`` (the default graph) and ``broken`` (an FAQ model URI that does
-not exist), so tests see both the happy path and the narrow degradation of a model that cannot load.
+Three applications run side by side: ``main`` (the default graph, with seeded random ResNet weights since
+none can be downloaded here), ``no-images`` (image weights that cannot load) and ``broken`` (neither model
+loads), so tests see the happy path and the narrow degradation of each model that cannot load.
 """
 
 import socket
@@ -17,6 +18,8 @@ from serve_app.app import build_app
 from serve_app.settings import AppArgs
 
 BROKEN_MODEL_URI = "/nonexistent/faq-model"
+BROKEN_WEIGHTS = "/nonexistent/resnet152.pt"
+IMAGE_WEIGHTS = "random:0"
 
 
 def free_port() -> int:
@@ -36,11 +39,17 @@ class ServeApps:
 @pytest.fixture(scope="session")
 def serve_apps() -> Iterator[ServeApps]:
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    # Logical CPUs: the replicas of three apps must fit, though most of them idle.
+    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs()), name="main", route_prefix="/")
-        serve.run(build_app(AppArgs(faq_model_uri=BROKEN_MODEL_URI)), name="broken", route_prefix="/broken")
+        apps = {
+            "main": AppArgs(images={"weights": IMAGE_WEIGHTS}),
+            "no-images": AppArgs(images={"weights": BROKEN_WEIGHTS}),
+            "broken": AppArgs(faq_model_uri=BROKEN_MODEL_URI, images={"weights": BROKEN_WEIGHTS}),
+        }
+        for name, args in apps.items():
+            serve.run(build_app(args), name=name, route_prefix="/" if name == "main" else f"/{name}")
         yield ServeApps(base_url=f"http://127.0.0.1:{port}")
     finally:
         serve.shutdown()

@@ -16,7 +16,7 @@ def test_probes_and_version(client):
     assert ready.status_code == 200
     assert ready.json()["models"]["faq"]["model_version"] == "demo"
     version = client.get("/version").json()
-    assert version["models"] == {"faq": "demo"}
+    assert version["models"] == {"faq": "demo", "images": "resnet152-random-seed0"}
     assert version["ray_version"].startswith("2.")
 
 
@@ -163,7 +163,9 @@ def test_a_model_that_cannot_load_degrades_narrowly(serve_apps, client):
         response = broken.post("/faq/match", json={"question": "sort by price"})
         assert response.status_code == 503
         assert response.json()["error"]["type"] == "model_unavailable"
-        assert "missing" in response.json()["error"]["message"]
+        message = response.json()["error"]["message"]
+        assert "metadata.json is missing" in message
+        assert "Traceback" not in message and "File " not in message and "ray::" not in message
         assert response.headers["retry-after"]
         assert broken.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200

@@ -8,11 +8,12 @@ from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.faq.deployment import FAQMatcher
+from deployments.resnet.deployment import ImageClassifier
 from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "serve_config.yaml"
-DEPLOYMENTS_IN_CODE = {"Ingress": Ingress, "FAQMatcher": FAQMatcher}
+DEPLOYMENTS_IN_CODE = {"Ingress": Ingress, "FAQMatcher": FAQMatcher, "ImageClassifier": ImageClassifier}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_import_path_builds_with_the_configured_args(config):
 
 def test_args_are_exactly_the_settings(config):
     (app,) = config.applications
-    assert AppArgs(**app.args).model_dump() == AppArgs().model_dump() | {"faq_model_uri": app.args["faq_model_uri"]}
+    assert AppArgs(**app.args).model_dump() == AppArgs().model_dump()
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS_IN_CODE))

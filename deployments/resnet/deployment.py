@@ -1,0 +1,94 @@
+"""Serve deployment of the ResNet-152 classifier: decode on the replica, batch forward passes across requests."""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from functools import partial
+
+import torch
+from ray import serve
+
+from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152, top_k
+from deployments.resnet.preprocess import ImageError, preprocess
+from serve_app.errors import ModelUnavailable, RequestError
+from serve_app.settings import IMAGE_BATCHING, BatchConfig, ImageModelSettings
+
+logger = logging.getLogger("ray.serve")
+IMAGE_ERROR_STATUS = {"image_too_large": 413}
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    # At least a few batches' worth, or batches could never fill.
+    max_ongoing_requests=4 * IMAGE_BATCHING.max_batch_size,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
+    user_config=IMAGE_BATCHING.model_dump(),
+)
+class ImageClassifier:
+    def __init__(self, settings: dict | None = None) -> None:
+        self.settings = ImageModelSettings(**(settings or {}))
+        # Decoding and resizing release the GIL in PIL and torch, so threads use the replica's cores.
+        self.pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
+        self.classifier: ResNetClassifier | None = None
+        self.version: str | None = None
+        self.load_error: str | None = None
+        self.batch_config = IMAGE_BATCHING
+        self.batching = {"forward_passes": 0, "images": 0, "largest_batch": 0}
+        try:
+            model, self.version = load_resnet152(self.settings.weights, self.settings.weights_sha256)
+            self.classifier = ResNetClassifier(
+                model, self.settings.device, self.settings.half_precision, self.settings.channels_last
+            )
+            logger.info("ResNet-152 %s loaded on %s (%s)", self.version, self.classifier.device, self.classifier.dtype)
+        except WeightsError as error:
+            self.load_error = f"image model could not be loaded: {error}"
+            logger.error(self.load_error)
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.batch_config = BatchConfig(**user_config)
+        self._forward.set_max_batch_size(self.batch_config.max_batch_size)
+        self._forward.set_batch_wait_timeout_s(self.batch_config.batch_wait_timeout_s)
+
+    def status(self) -> dict:
+        device = str(self.classifier.device) if self.classifier else None
+        return {
+            "ready": self.classifier is not None,
+            "model_version": self.version,
+            "error": self.load_error,
+            "device": device,
+            "batching": {**self.batching, **self.batch_config.model_dump()},
+        }
+
+    async def _preprocess(self, index: int, data: bytes) -> torch.Tensor:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.pool, partial(preprocess, data, self.settings.max_image_pixels)
+            )
+        except ImageError as error:
+            field = f"images.{index}"
+            status = IMAGE_ERROR_STATUS.get(error.kind, 422)
+            raise RequestError(status, error.kind, f"{field}: {error}", [{"field": field, "message": str(error)}])
+
+    async def classify(self, images: list[bytes], k: int) -> dict:
+        """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches."""
+        if self.classifier is None:
+            raise ModelUnavailable("images", self.load_error or "not loaded")
+        tensors = await asyncio.gather(*(self._preprocess(i, data) for i, data in enumerate(images)))
+        probabilities = await asyncio.gather(*(self._forward(tensor) for tensor in tensors))
+        return {
+            "results": [[asdict(p) for p in top_k(row, k)] for row in probabilities],
+            "model_version": self.version,
+        }
+
+    @serve.batch(max_batch_size=IMAGE_BATCHING.max_batch_size, batch_wait_timeout_s=IMAGE_BATCHING.batch_wait_timeout_s)
+    async def _forward(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        assert self.classifier is not None
+        stats = self.batching
+        stats["forward_passes"] += 1
+        stats["images"] += len(tensors)
+        stats["largest_batch"] = max(stats["largest_batch"], len(tensors))
+        # Off the event loop, so requests keep arriving (and decoding) while the model runs.
+        batch = torch.stack(tensors)
+        probabilities = await asyncio.get_running_loop().run_in_executor(None, self.classifier.probabilities, batch)
+        return list(probabilities)

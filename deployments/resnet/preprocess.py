@@ -1,0 +1,70 @@
+"""Image bytes to the tensor ResNet-152 expects, exactly as ``ResNet152_Weights.IMAGENET1K_V2.transforms()``.
+
+Decoding is defensive: the pixel count is checked from the header before any pixel is decoded (decompression
+bombs), EXIF orientation is applied, animated formats give their first frame, and every colour mode (palette,
+grayscale, CMYK, alpha, 16-bit) ends up as 8-bit RGB. Anything that is not a whole, sane image raises
+ImageError with a message a client can act on.
+"""
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.models import ResNet152_Weights
+
+IMAGENET_TRANSFORM = ResNet152_Weights.IMAGENET1K_V2.transforms()
+HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageError(ValueError):
+    """The bytes are not an image we can classify; ``kind`` is the machine-readable reason."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode != "F" and pixels.max(initial=0) > 255:
+            pixels = pixels / 257.0  # 16-bit range onto 8-bit
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent areas become white, as a browser shows them, instead of whatever colour they hide.
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode, orient and convert to RGB; raises ImageError for anything unusable."""
+    if not data:
+        raise ImageError("empty_image", "the image is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image", "not a recognised image (JPEG, PNG, WebP, GIF, BMP, ...)") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError("image_too_large", str(error)) from None
+    except Exception as error:  # PIL's format plugins raise many types on hostile headers
+        raise ImageError("corrupt_image", f"the image header could not be read: {error}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
+    if width == 0 or height == 0:
+        raise ImageError("not_an_image", "the image has no pixels")
+    try:
+        image.seek(0)  # animated GIF/WebP: the first frame
+        image.load()
+    except Exception as error:  # likewise for the pixel data: truncated, corrupt or malicious
+        raise ImageError("corrupt_image", f"the image could not be decoded (truncated or corrupt): {error}") from None
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def preprocess(data: bytes, max_pixels: int) -> torch.Tensor:
+    """A (3, 224, 224) float tensor: resize 232 (bilinear, antialiased), centre crop 224, normalise."""
+    return IMAGENET_TRANSFORM(decode_image(data, max_pixels))

@@ -1,0 +1,97 @@
+"""Reading images out of a /images/classify request: a raw image body, multipart form fields, or JSON base64.
+
+Only bytes come out: decoding happens on the classifier replica, so the ingress stays light and the network
+carries compressed images.
+"""
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from serve_app.errors import RequestError
+from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
+from serve_app.settings import Limits
+
+IMAGE_FIELD = "image"
+ACCEPTED = "image/* (raw body), multipart/form-data (field 'image') or application/json ('image'/'images')"
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    images: list[bytes]
+    top_k: int
+    several: bool  # answer with a list, one entry per image
+
+
+def _invalid(field: str, message: str, status: int = 422) -> RequestError:
+    return RequestError(status, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
+
+
+def _parse_top_k(value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise _invalid(field, f"must be an integer, got {value!r}") from None
+
+
+async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
+    try:
+        form = await request.form(
+            max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes
+        )
+    except (MultiPartException, HTTPException) as error:  # Starlette wraps parser errors in a 400 HTTPException
+        reason = error.message if isinstance(error, MultiPartException) else error.detail
+        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {reason}") from None
+    parts = form.getlist(IMAGE_FIELD)
+    if any(not isinstance(part, UploadFile) for part in parts):
+        raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
+    images = [await part.read() for part in parts if isinstance(part, UploadFile)]
+    top_k = form.get("top_k")
+    return images, _parse_top_k(top_k if isinstance(top_k, str) else None, "top_k")
+
+
+def _from_json(body: bytes) -> tuple[list[bytes], int | None, bool]:
+    try:
+        request = ClassifyRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
+    encoded = [request.image] if request.image is not None else request.images or []
+    images = []
+    for index, text in enumerate(encoded):
+        try:
+            images.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            field = "image" if request.image is not None else f"images.{index}"
+            raise _invalid(field, "is not valid base64") from None
+    return images, request.top_k, request.images is not None
+
+
+async def read_image_request(request: Request, query_top_k: int | None, limits: Limits) -> ImageRequest:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body_top_k, several = None, False
+    if content_type.startswith("image/"):
+        images = [await request.body()]
+    elif content_type == "multipart/form-data":
+        images, body_top_k = await _from_multipart(request, limits)
+        several = len(images) > 1
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        images, body_top_k, several = _from_json(await request.body())
+    else:
+        raise RequestError(415, "unsupported_media_type", f"Content-Type {content_type or 'missing'!r}: send {ACCEPTED}")
+    if not images:
+        raise _invalid("images", f"no image in the request: send {ACCEPTED}")
+    if len(images) > limits.max_images:
+        raise _invalid("images", f"at most {limits.max_images} images per request, got {len(images)}")
+    top_k = body_top_k if body_top_k is not None else query_top_k if query_top_k is not None else DEFAULT_TOP_K
+    if not 1 <= top_k <= limits.max_image_top_k:
+        raise _invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {top_k}")
+    return ImageRequest(images=images, top_k=top_k, several=several)

@@ -1,0 +1,54 @@
+"""Test images made in code from the shared photos, in every format and colour mode the API accepts."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import SHARED
+
+PHOTOS = SHARED / "data" / "images"
+
+
+def photo_paths() -> list[Path]:
+    return sorted(path for path in PHOTOS.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def sample_rgb(size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A deterministic, textured RGB image (gradients and stripes), no file needed."""
+    x, y = np.meshgrid(np.linspace(0, 1, size[0]), np.linspace(0, 1, size[1]))
+    red, green, blue = x * 255, y * 255, (np.sin(x * 40) * 0.5 + 0.5) * 255
+    return Image.fromarray(np.stack([red, green, blue], axis=-1).astype(np.uint8))
+
+
+def variants() -> dict[str, bytes]:
+    """Every accepted encoding of the same picture."""
+    rgb = sample_rgb()
+    sixteen_bit = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)  # mode I;16
+    animated = io.BytesIO()
+    rgb.save(animated, format="GIF", save_all=True, append_images=[rgb.rotate(90)], duration=100, loop=0)
+    return {
+        "jpeg": encode(rgb, "JPEG", quality=90),
+        "png": encode(rgb, "PNG"),
+        "webp": encode(rgb, "WEBP"),
+        "gif-animated": animated.getvalue(),
+        "bmp": encode(rgb, "BMP"),
+        "grayscale-png": encode(rgb.convert("L"), "PNG"),
+        "palette-png": encode(rgb.convert("P"), "PNG"),
+        "cmyk-jpeg": encode(rgb.convert("CMYK"), "JPEG"),
+        "rgba-png": encode(rgb.convert("RGBA"), "PNG"),
+        "16-bit-png": encode(sixteen_bit, "PNG"),
+    }
+
+
+def decompression_bomb(pixels: int) -> bytes:
+    """A tiny PNG that decodes to ``pixels`` pixels (1-bit, so building it stays cheap)."""
+    side = int(pixels**0.5) + 1
+    return encode(Image.new("1", (side, side)), "PNG", optimize=True)

@@ -1,0 +1,186 @@
+"""The image route over real HTTP against the real Serve application (seeded random ResNet-152 weights)."""
+
+import asyncio
+import base64
+
+import httpx
+import pytest
+import torch
+from PIL import Image, ImageOps
+from torchvision.models import ResNet152_Weights
+
+from deployments.resnet.model import LABELS, random_resnet152
+from tests.images import decompression_bomb, photo_paths, variants
+
+pytestmark = pytest.mark.integration
+
+JPEG = {"content-type": "image/jpeg"}
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    paths = photo_paths()
+    if not paths:
+        pytest.skip("no shared photos in ../shared/data/images")
+    return {path.name: path.read_bytes() for path in paths}
+
+
+@pytest.fixture(scope="module")
+def reference_top5(photos) -> dict[str, list[tuple[int, float]]]:
+    """torchvision's resnet152 in this process: same seeded weights, the preset transforms, one image at a time."""
+    model = random_resnet152(seed=0).eval()
+    transform = ResNet152_Weights.IMAGENET1K_V2.transforms()
+    expected = {}
+    for path in photo_paths():
+        image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        with torch.inference_mode():
+            probabilities = torch.softmax(model(transform(image).unsqueeze(0)), dim=1)[0]
+        scores, indices = torch.topk(probabilities, 5)
+        expected[path.name] = list(zip(indices.tolist(), scores.tolist(), strict=True))
+    return expected
+
+
+def test_served_top5_equals_in_process_torchvision(client, photos, reference_top5):
+    for name, data in photos.items():
+        response = client.post("/images/classify", content=data, headers=JPEG)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == "resnet152-random-seed0"
+        served = [(p["class_index"], p["score"]) for p in body["predictions"]]
+        assert [index for index, _ in served] == [index for index, _ in reference_top5[name]], name
+        for (_, score), (_, expected) in zip(served, reference_top5[name], strict=True):
+            assert score == pytest.approx(expected, abs=1e-4)
+        assert [p["label"] for p in body["predictions"]] == [LABELS[i] for i, _ in served]
+
+
+def test_multipart_json_and_query_forms_agree(client, photos):
+    data = next(iter(photos.values()))
+    raw = client.post("/images/classify?top_k=3", content=data, headers=JPEG).json()
+    multipart = client.post("/images/classify", files={"image": ("p.jpg", data, "image/jpeg")}, data={"top_k": "3"})
+    encoded = base64.b64encode(data).decode()
+    as_json = client.post("/images/classify", json={"image": encoded, "top_k": 3})
+    assert len(raw["predictions"]) == 3
+    assert multipart.json() == raw
+    assert as_json.json() == raw
+
+
+def test_several_images_answer_in_order(client, photos):
+    names, datas = zip(*photos.items(), strict=True)
+    singles = [client.post("/images/classify", content=d, headers=JPEG).json() for d in datas[:2]]
+    files = [("image", (name, data, "image/jpeg")) for name, data in zip(names[:2], datas[:2], strict=True)]
+    several = client.post("/images/classify", files=files)
+    assert several.status_code == 200
+    as_json = client.post("/images/classify", json={"images": [base64.b64encode(d).decode() for d in datas[:2]]})
+    for answer in (several.json(), as_json.json()):
+        assert [a["predictions"][0]["class_index"] for a in answer] == [
+            s["predictions"][0]["class_index"] for s in singles
+        ]
+
+
+@pytest.mark.parametrize("name", ["png", "webp", "gif-animated", "bmp", "cmyk-jpeg", "rgba-png", "16-bit-png"])
+def test_formats_over_http(client, name):
+    response = client.post("/images/classify", content=variants()[name], headers={"content-type": "image/x-any"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 5
+
+
+def test_concurrent_requests_share_forward_passes(serve_apps, client, photos):
+    before = client.get("/readyz").json()["models"]["images"]["batching"]
+    data = next(iter(photos.values()))
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=serve_apps.base_url, timeout=120) as http:
+            requests = [http.post("/images/classify", content=data, headers=JPEG) for _ in range(8)]
+            return [response.status_code for response in await asyncio.gather(*requests)]
+
+    assert asyncio.run(burst()) == [200] * 8
+    after = client.get("/readyz").json()["models"]["images"]["batching"]
+    assert after["images"] - before["images"] == 8
+    assert after["forward_passes"] - before["forward_passes"] < 8
+    assert after["largest_batch"] > 1
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 3]
+
+
+BAD_IMAGES = [
+    ("not an image", {"content": b"hello, world", "headers": JPEG}, 422, "not_an_image"),
+    ("truncated jpeg", {"content": truncated(variants()["jpeg"]), "headers": JPEG}, 422, "corrupt_image"),
+    ("zero bytes", {"content": b"", "headers": JPEG}, 422, "empty_image"),
+    ("bad base64", {"json": {"image": "not*base64!"}}, 422, "validation_error"),
+    (
+        "decompression bomb",
+        {"content": decompression_bomb(40_000_001), "headers": {"content-type": "image/png"}},
+        413,
+        "image_too_large",
+    ),
+    ("body over 20 MB", {"content": b"\xff" * (20 * 1024 * 1024 + 1), "headers": JPEG}, 413, "payload_too_large"),
+    (
+        "wrong content type",
+        {"content": b"abc", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    ("no image field", {"files": {"picture": ("a.jpg", b"x", "image/jpeg")}}, 422, "validation_error"),
+    (
+        "image as a text field",
+        {"data": {"image": "abc"}, "files": {"other": ("a", b"", "text/plain")}},
+        422,
+        "validation_error",
+    ),
+    (
+        "multipart without a boundary",
+        {"content": b"--xx\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "invalid_multipart",
+    ),
+    ("too many images", {"json": {"images": ["AAAA"] * 33}}, 422, "validation_error"),
+    ("top_k too large", {"json": {"image": "AAAA", "top_k": 21}}, 422, "validation_error"),
+    ("top_k not a number", {"json": {"image": "AAAA", "top_k": "five"}}, 422, "validation_error"),
+    ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),
+    ("invalid JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "status", "error_type"), BAD_IMAGES, ids=[c[0] for c in BAD_IMAGES])
+def test_bad_images_get_a_json_4xx(client, case, kwargs, status, error_type):
+    response = client.post("/images/classify", **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["type"] == error_type
+    assert response.json()["error"]["message"]
+
+
+def test_query_top_k_out_of_range_is_422_not_415(client, photos):
+    response = client.post("/images/classify?top_k=abc", content=next(iter(photos.values())), headers=JPEG)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "query.top_k"
+
+
+def test_one_bad_image_among_several_names_it(client, photos):
+    good = base64.b64encode(next(iter(photos.values()))).decode()
+    bad = base64.b64encode(b"nope").decode()
+    response = client.post("/images/classify", json={"images": [good, bad]})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "images.1"
+
+
+def test_replica_keeps_serving_after_bad_images(client, photos):
+    for _, kwargs, _, _ in BAD_IMAGES:
+        client.post("/images/classify", **kwargs)
+    response = client.post("/images/classify", content=next(iter(photos.values())), headers=JPEG)
+    assert response.status_code == 200
+
+
+def test_unloadable_weights_fail_only_the_image_routes(serve_apps, photos):
+    with serve_apps.client("/no-images") as app:
+        response = app.post("/images/classify", content=next(iter(photos.values())), headers=JPEG)
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["type"] == "model_unavailable" and "/nonexistent/resnet152.pt" in error["message"]
+        ready = app.get("/readyz")
+        assert ready.status_code == 503
+        models = ready.json()["models"]
+        assert models["faq"]["ready"] is True and models["images"]["ready"] is False
+        assert "could not be read" in models["images"]["error"]
+        assert app.post("/faq/match", json={"question": "sort by price"}).status_code == 200

@@ -1,0 +1,68 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import ResNet152_Weights
+
+from deployments.resnet.preprocess import ImageError, decode_image, preprocess
+from tests.images import decompression_bomb, encode, sample_rgb, variants
+
+LIMIT = 40_000_000
+
+
+@pytest.mark.parametrize("name", sorted(variants()))
+def test_every_format_and_mode_becomes_a_normalised_rgb_tensor(name):
+    tensor = preprocess(variants()[name], LIMIT)
+    assert tensor.shape == (3, 224, 224) and tensor.dtype == torch.float32
+    assert torch.isfinite(tensor).all()
+
+
+def test_matches_torchvision_preset_transforms():
+    data = variants()["png"]
+    expected = ResNet152_Weights.IMAGENET1K_V2.transforms()(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert torch.equal(preprocess(data, LIMIT), expected)
+
+
+def test_sixteen_bit_keeps_its_contrast():
+    gray = np.asarray(decode_image(variants()["16-bit-png"], LIMIT).convert("L"), dtype=int)
+    reference = np.asarray(sample_rgb().convert("L"), dtype=int)
+    assert np.abs(gray - reference).max() <= 1
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert decode_image(encode(image, "PNG"), LIMIT).getpixel((4, 4)) == (255, 255, 255)
+
+
+def test_gif_gives_its_first_frame():
+    red, blue = Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))
+    buffer = io.BytesIO()
+    red.save(buffer, format="GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    assert decode_image(buffer.getvalue(), LIMIT).getpixel((8, 8)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied():
+    image = sample_rgb((300, 100))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()), LIMIT)
+    assert decoded.size == (100, 300)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty_image"),
+        (b"definitely not an image", "not_an_image"),
+        (variants()["jpeg"][:600], "corrupt_image"),
+        (variants()["png"][:-200], "corrupt_image"),
+        (decompression_bomb(LIMIT + 1), "image_too_large"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png", "bomb"],
+)
+def test_bad_images_raise_a_clear_error(data, kind):
+    with pytest.raises(ImageError) as raised:
+        preprocess(data, LIMIT)
+    assert raised.value.kind == kind and str(raised.value)
