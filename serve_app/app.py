@@ -1,6 +1,8 @@
 """The application graph: one ingress in front of the model deployments."""
 
-from ray.serve import Application
+from typing import Any
+
+from ray.serve import Application, Deployment
 
 from deployments.faq.deployment import FAQMatcher
 from deployments.resnet.deployment import ImageClassifier
@@ -8,8 +10,17 @@ from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
 
-def build_app(args: AppArgs) -> Application:
-    """Application builder named by serve_config.yaml (``import_path: serve_app:build_app``)."""
-    faq = FAQMatcher.bind(args.faq_model_uri)
-    images = ImageClassifier.bind(args.images.model_dump())
-    return Ingress.bind(faq, images, args.limits.model_dump())
+def build_app(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """Application builder named by serve_config.yaml (``import_path: serve_app:build_app``).
+
+    ``deployment_options`` overrides deployment options by deployment name from Python (benchmarks, tests),
+    as the ``deployments`` section of serve_config.yaml does for ``serve deploy``.
+    """
+    options = deployment_options or {}
+
+    def configured(deployment: Deployment) -> Deployment:
+        return deployment.options(**options[deployment.name]) if deployment.name in options else deployment
+
+    faq = configured(FAQMatcher).bind(args.faq_model_uri)
+    images = configured(ImageClassifier).bind(args.images.model_dump())
+    return configured(Ingress).bind(faq, images, args.limits.model_dump())

@@ -45,9 +45,7 @@ def _parse_top_k(value: str | None, field: str) -> int | None:
 
 async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
     try:
-        form = await request.form(
-            max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes
-        )
+        form = await request.form(max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes)
     except (MultiPartException, HTTPException) as error:  # Starlette wraps parser errors in a 400 HTTPException
         reason = error.message if isinstance(error, MultiPartException) else error.detail
         raise RequestError(400, "invalid_multipart", f"malformed multipart body: {reason}") from None
@@ -86,7 +84,9 @@ async def read_image_request(request: Request, query_top_k: int | None, limits: 
     elif content_type == "application/json" or content_type.endswith("+json"):
         images, body_top_k, several = _from_json(await request.body())
     else:
-        raise RequestError(415, "unsupported_media_type", f"Content-Type {content_type or 'missing'!r}: send {ACCEPTED}")
+        raise RequestError(
+            415, "unsupported_media_type", f"Content-Type {content_type or 'missing'!r}: send {ACCEPTED}"
+        )
     if not images:
         raise _invalid("images", f"no image in the request: send {ACCEPTED}")
     if len(images) > limits.max_images:

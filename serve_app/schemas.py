@@ -110,6 +110,7 @@ class ModelStatus(BaseModel):
     model_version: str | None = None
     error: str | None = Field(None, description="Why the model is not ready, and how to fix it.")
     device: str | None = Field(None, description="Where the model runs (image model).")
+    torch_threads: int | None = Field(None, description="CPU threads torch uses on the replica (image model).")
     batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")
 
 

@@ -57,6 +57,7 @@ class ImageClassifier:
             "model_version": self.version,
             "error": self.load_error,
             "device": device,
+            "torch_threads": torch.get_num_threads(),
             "batching": {**self.batching, **self.batch_config.model_dump()},
         }
 
@@ -68,7 +69,8 @@ class ImageClassifier:
         except ImageError as error:
             field = f"images.{index}"
             status = IMAGE_ERROR_STATUS.get(error.kind, 422)
-            raise RequestError(status, error.kind, f"{field}: {error}", [{"field": field, "message": str(error)}])
+            details = [{"field": field, "message": str(error)}]
+            raise RequestError(status, error.kind, f"{field}: {error}", details) from None
 
     async def classify(self, images: list[bytes], k: int) -> dict:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches."""

@@ -59,3 +59,13 @@ def _without_defaults(options: dict) -> dict:
 def test_every_deployment_of_the_graph_is_configured(config):
     (app,) = config.applications
     assert {d.name for d in app.deployments} == set(DEPLOYMENTS_IN_CODE)
+
+
+def test_batched_deployments_can_fill_their_batches(config):
+    (app,) = config.applications
+    batched = [
+        d for d in app.deployments if "max_batch_size" in (d.model_dump(exclude_unset=True).get("user_config") or {})
+    ]
+    assert {d.name for d in batched} == {"FAQMatcher", "ImageClassifier"}
+    for deployment in batched:
+        assert deployment.max_ongoing_requests >= deployment.user_config["max_batch_size"], deployment.name

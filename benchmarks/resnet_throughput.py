@@ -1,0 +1,159 @@
+"""ResNet-152 images/s and latency over HTTP, batching on and off, next to the bare model in the same run.
+
+    python -m benchmarks.resnet_throughput [--weights random:0] [--duration 20] [--concurrency 1 8 32]
+        [--device auto] [--cpus 2] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
+
+The bare model is the limit: decode + preprocess + forward in this process at its best batch size, with the
+same torch threads as the replica. Served runs go through the whole stack (HTTP -> proxy -> ingress ->
+classifier replica with @serve.batch); "batching off" is the same replica re-tuned live to max_batch_size 1.
+efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+
+import ray
+import torch
+from PIL import Image
+from ray import serve
+
+from benchmarks.load import closed_loop
+from deployments.resnet.model import ResNetClassifier, load_resnet152
+from deployments.resnet.preprocess import preprocess
+from serve_app.app import build_app
+from serve_app.settings import AppArgs, BatchConfig, ImageModelSettings
+
+PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "lynx.jpg"
+
+
+def benchmark_image() -> bytes:
+    """A realistic upload: 500x375 JPEG at quality 90 (~100 KB)."""
+    image = (
+        Image.open(PHOTO).convert("RGB") if PHOTO.exists() else Image.effect_mandelbrot((500, 375), (-2, -1, 1, 1), 50)
+    )
+    buffer = io.BytesIO()
+    image.convert("RGB").resize((500, 375)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int, seconds: float) -> float:
+    classifier.probabilities(torch.stack([preprocess(data, 10**9)] * batch_size))  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        classifier.probabilities(torch.stack([preprocess(data, 10**9) for _ in range(batch_size)]))
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
+    app = build_app(
+        AppArgs(images=ImageModelSettings(weights=args.weights, device=args.device)),
+        {"ImageClassifier": {"user_config": batching.model_dump(), "ray_actor_options": {"num_cpus": args.cpus}}},
+    )
+    serve.run(app, name="bench", route_prefix="/")
+    url = f"http://127.0.0.1:{args.port}"
+
+    def send(client):
+        return client.post("/images/classify", content=data, headers={"content-type": "image/jpeg"})
+
+    asyncio.run(closed_loop(url, send, 2, 3.0))  # warm-up
+    rows = []
+    for concurrency in args.concurrency:
+        result = asyncio.run(closed_loop(url, send, concurrency, args.duration))
+        rows.append({"batching": batching.max_batch_size > 1, **result.summary()})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
+        "off: max_batch_size 1.  ",
+        f"Machine: {report['machine']}",
+        "",
+        "| bare model batch size | images/s |",
+        "| --- | --- |",
+        *(f"| {b} | {ips:.2f} |" for b, ips in report["bare_images_per_s"].items()),
+        "",
+        "| batching | concurrency | images/s | p50 ms | p99 ms | errors | efficiency (served / best bare) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    best = max(report["bare_images_per_s"].values())
+    for row in report["served"]:
+        lines.append(
+            f"| {'on' if row['batching'] else 'off'} | {row['concurrency']} | {row['items_per_s']:.2f} "
+            f"| {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['errors']} | {row['items_per_s'] / best:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="random:0")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per served measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--bare-batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
+    )
+    parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replica")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
+    args = parser.parse_args()
+    args.port = free_port()
+    data = benchmark_image()
+
+    torch.set_num_threads(max(1, int(args.cpus)))
+    model, _ = load_resnet152(args.weights)
+    settings = ImageModelSettings(device=args.device)
+    classifier = ResNetClassifier(model, settings.device, settings.half_precision, settings.channels_last)
+    bare = {b: bare_images_per_s(classifier, data, b, min(args.duration, 15.0)) for b in args.bare_batch_sizes}
+    print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
+    del classifier, model
+
+    ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        batching = BatchConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
+        rows = served(args, data, batching)
+        rows += served(args, data, BatchConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    report = {
+        "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
+        "weights": args.weights,
+        "image_bytes": len(data),
+        "max_batch_size": args.max_batch_size,
+        "batch_wait": args.batch_wait,
+        "bare_images_per_s": bare,
+        "served": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
