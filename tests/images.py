@@ -12,6 +12,9 @@ PHOTOS = SHARED / "data" / "images"
 
 
 def photo_paths() -> list[Path]:
+    """The shared real photos; empty when ../shared is not beside the project."""
+    if not PHOTOS.is_dir():
+        return []
     return sorted(path for path in PHOTOS.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
 
 
