@@ -27,7 +27,7 @@ from ray import serve
 from benchmarks.load import closed_loop
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
-from serve_app.app import build_app
+from serve_app.app import build_graph
 from serve_app.settings import AppArgs, BatchConfig, ImageModelSettings
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "lynx.jpg"
@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
-    app = build_app(
+    app = build_graph(
         AppArgs(images=ImageModelSettings(weights=args.weights, device=args.device)),
         {"ImageClassifier": {"user_config": batching.model_dump(), "ray_actor_options": {"num_cpus": args.cpus}}},
     )

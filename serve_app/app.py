@@ -10,12 +10,17 @@ from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
 
-def build_app(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
+def build_app(args: AppArgs) -> Application:
     """Application builder named by serve_config.yaml (``import_path: serve_app:build_app``).
 
-    ``deployment_options`` overrides deployment options by deployment name from Python (benchmarks, tests),
-    as the ``deployments`` section of serve_config.yaml does for ``serve deploy``.
+    Serve requires a builder to take exactly one parameter, the ``args`` of the config.
     """
+    return build_graph(args)
+
+
+def build_graph(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """The graph, with deployment options overridden by deployment name from Python (benchmarks), as the
+    ``deployments`` section of serve_config.yaml does for ``serve deploy``."""
     options = deployment_options or {}
 
     def configured(deployment: Deployment) -> Deployment:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ray.serve import Application
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.faq.deployment import FAQMatcher
@@ -25,7 +26,9 @@ def test_import_path_builds_with_the_configured_args(config):
     (app,) = config.applications
     module_name, attribute = app.import_path.split(":")
     builder = getattr(__import__(module_name), attribute)
-    assert isinstance(builder(AppArgs(**app.args)), Application)
+    # The very call `serve deploy` makes on the cluster (it checks the builder's signature, then validates args).
+    built = call_user_app_builder_with_args_if_necessary(builder, app.args)
+    assert isinstance(built, Application)
 
 
 def test_args_are_exactly_the_settings(config):
