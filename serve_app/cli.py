@@ -1,4 +1,4 @@
-"""``serve-app``: the project's command line (training and evaluating the FAQ model)."""
+"""``serve-app``: the project's command line (FAQ model training and evaluation, KubeRay manifests)."""
 
 import argparse
 import json
@@ -44,6 +44,20 @@ def faq_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def kuberay_render(args: argparse.Namespace) -> int:
+    from serve_app.kuberay import RAYSERVICE, render
+
+    rendered = render()
+    if args.check:
+        if not RAYSERVICE.exists() or RAYSERVICE.read_text() != rendered:
+            print(f"serve-app: {RAYSERVICE} is stale: run `serve-app kuberay render`", file=sys.stderr)
+            return 1
+        return 0
+    RAYSERVICE.write_text(rendered)
+    print(f"wrote {RAYSERVICE}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--dups", type=Path, help="dup-q.tsv: duplicates to rank (a .jsonl --orig has its own)")
     eval_parser.add_argument("--json", action="store_true", help="print one JSON object")
     eval_parser.set_defaults(run=faq_evaluate)
+
+    kuberay = commands.add_parser("kuberay", help="Kubernetes manifests").add_subparsers(dest="kuberay_command")
+    kuberay.required = True
+    render_parser = kuberay.add_parser("render", help="write kuberay/rayservice.yaml from serve_config.yaml")
+    render_parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
+    render_parser.set_defaults(run=kuberay_render)
     return parser
 
 
