@@ -58,6 +58,26 @@ def kuberay_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def capacity(args: argparse.Namespace) -> int:
+    from serve_app.capacity import plan
+
+    try:
+        result = plan(args.target_rps, args.latency_ms / 1000, args.utilisation, args.concurrency, args.per_node)
+    except ValueError as error:
+        print(f"serve-app: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {
+                "replicas": result.replicas,
+                "nodes": result.nodes,
+                "requests_per_s_per_replica": round(result.requests_per_s_per_replica, 2),
+            }
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     render_parser = kuberay.add_parser("render", help="write kuberay/rayservice.yaml from serve_config.yaml")
     render_parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
     render_parser.set_defaults(run=kuberay_render)
+
+    capacity_parser = commands.add_parser("capacity", help="replicas and nodes for a target load")
+    capacity_parser.add_argument("--target-rps", type=float, required=True, help="requests per second to serve")
+    capacity_parser.add_argument("--latency-ms", type=float, required=True, help="measured time per request")
+    capacity_parser.add_argument("--utilisation", type=float, default=0.7, help="target utilisation (0.7)")
+    capacity_parser.add_argument("--concurrency", type=int, default=1, help="requests a replica runs at once")
+    capacity_parser.add_argument("--per-node", type=int, default=1, help="replicas per node (1 per GPU node)")
+    capacity_parser.set_defaults(run=capacity)
     return parser
 
 
