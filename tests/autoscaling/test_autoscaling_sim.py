@@ -1,0 +1,44 @@
+"""Serve replicas and Ray nodes scale up under load and back down after it, on a simulated cluster.
+
+Runs apart from the other tests (`python -m pytest -m autoscaling`): the simulation starts its own Ray
+cluster and ends with `ray stop --force`, which would stop the Ray instance of the integration tests.
+"""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.autoscaling, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def timeline(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("autoscaling") / "timeline"
+    command = [sys.executable, "-m", "benchmarks.autoscaling_sim", "--load-s", "40", "--out", str(out)]
+    subprocess.run(command, check=True, timeout=600, capture_output=True)
+    assert out.with_suffix(".png").stat().st_size > 0
+    with out.with_suffix(".csv").open() as handle:
+        return [
+            {**row, **{k: int(row[k]) for k in ("image_replicas", "gpu_nodes", "nodes")}}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def test_load_adds_replicas_and_gpu_nodes(timeline):
+    idle = [row for row in timeline if row["phase"] == "idle"]
+    busy = [row for row in timeline if row["phase"] in ("load", "after")]
+    assert idle and idle[0]["image_replicas"] == 1
+    assert max(row["image_replicas"] for row in busy) >= 2
+    assert max(row["gpu_nodes"] for row in busy) > idle[0]["gpu_nodes"]
+
+
+def test_replicas_then_nodes_scale_back_down(timeline):
+    peak_replicas = max(range(len(timeline)), key=lambda i: timeline[i]["image_replicas"])
+    replicas_down = next(i for i in range(peak_replicas, len(timeline)) if timeline[i]["image_replicas"] == 1)
+    peak_nodes = max(timeline[i]["gpu_nodes"] for i in range(len(timeline)))
+    nodes_down = next(i for i in range(replicas_down, len(timeline)) if timeline[i]["gpu_nodes"] < peak_nodes)
+    assert replicas_down <= nodes_down
+    assert timeline[-1]["image_replicas"] == 1
+    assert timeline[-1]["gpu_nodes"] == 1  # min_replicas 1 keeps one GPU node; the idle ones are gone
