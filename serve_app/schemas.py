@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_TOP_K = 5
 
 
+def _exactly_one(single: object, several: object, message: str) -> None:
+    if (single is None) == (several is None):
+        raise ValueError(message)
+
+
 class MatchRequest(BaseModel):
     """One question, or a list of questions answered in order."""
 
@@ -25,8 +30,7 @@ class MatchRequest(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> "MatchRequest":
-        if (self.question is None) == (self.questions is None):
-            raise ValueError("send either 'question' (a string) or 'questions' (a list of strings), not both")
+        _exactly_one(self.question, self.questions, "send either 'question' (a string) or 'questions' (a list)")
         return self
 
 
@@ -72,8 +76,7 @@ class ClassifyRequest(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> "ClassifyRequest":
-        if (self.image is None) == (self.images is None):
-            raise ValueError("send either 'image' (a base64 string) or 'images' (a list of them), not both")
+        _exactly_one(self.image, self.images, "send either 'image' (a base64 string) or 'images' (a list of them)")
         return self
 
 
