@@ -1,12 +1,13 @@
 """Serve and Ray autoscaling on a simulated multi-node cluster: replicas and nodes over time, under load.
 
-    python -m benchmarks.autoscaling_sim [--load-s 60] [--concurrency 8] [--out benchmarks/results/autoscaling]
+    python -m benchmarks.autoscaling_sim [--load-s 60] [--concurrency 4] [--out benchmarks/results/autoscaling]
 
 Ray's fake multi-node provider (RAY_FAKE_CLUSTER=1) starts real raylets on this machine for the node types
 of the RayService: a ``cpu`` type for ingress and FAQ replicas and a ``gpu`` type advertising ``GPU: 1``
 (the model runs on the CPU, but scheduling sees a GPU). The real application runs with small, fast
 autoscaling settings; image load makes the ImageClassifier scale up, the Ray autoscaler adds ``gpu`` nodes to
-place the new replicas, and after the load both scale back down. Writes OUT.csv and OUT.png.
+place the new replicas, and after the load both scale back down. Writes OUT.csv and OUT.png, and OUT.json: the
+load's numbers and the capacity calculator's plan from them next to the peak replicas and nodes reached.
 Warning: it runs `ray stop --force`, which stops every Ray process on the machine.
 """
 
@@ -28,6 +29,7 @@ from ray import serve
 from benchmarks.load import closed_loop
 from benchmarks.resnet_throughput import benchmark_image, free_port
 from serve_app.app import build_graph
+from serve_app.capacity import plan
 from serve_app.settings import AppArgs, ImageModelSettings
 
 NODE_TYPES = {
@@ -116,7 +118,7 @@ def record(timeline: list, started: float, phase: dict, stop: threading.Event) -
         stop.wait(1.0)
 
 
-def run(args: argparse.Namespace) -> list[tuple]:
+def run(args: argparse.Namespace) -> tuple[list[tuple], dict]:
     with tempfile.TemporaryDirectory() as folder:
         config_path = Path(folder) / "cluster.json"
         config_path.write_text(json.dumps(cluster_config(args.idle_timeout_s)))
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> list[tuple]:
 
         phase["name"] = "load"
         result = asyncio.run(closed_loop(f"http://127.0.0.1:{port}", send, args.concurrency, args.load_s))
-        print(json.dumps(result.summary()), file=sys.stderr)
+        load = result.summary()
         phase["name"] = "after"
         deadline = time.monotonic() + args.settle_s
         while time.monotonic() < deadline:
@@ -159,15 +161,39 @@ def run(args: argparse.Namespace) -> list[tuple]:
         serve.shutdown()
         ray.shutdown()
         subprocess.run([RAY_CLI, "stop", "--force"], check=False, capture_output=True)
-    return timeline
+    return timeline, load
 
 
-def write(timeline: list[tuple], out: Path) -> None:
+def capacity_check(timeline: list[tuple], load: dict) -> dict:
+    """The reference rule fed the measured load, next to what Serve and the Ray autoscaler actually did.
+
+    Serve keeps ``target_ongoing_requests`` in flight per replica, so that is the rule's per-replica
+    concurrency at full utilisation; one replica needs one ``gpu`` node.
+    """
+    capacity = plan(
+        target_rps=load["requests_per_s"],
+        latency_s=load["mean_ms"] / 1000,
+        target_utilisation=1.0,
+        concurrency=FAST_IMAGE_AUTOSCALING["target_ongoing_requests"],
+    )
+    planned = min(capacity.replicas, FAST_IMAGE_AUTOSCALING["max_replicas"])
+    return {
+        "load": load,
+        "autoscaling_config": FAST_IMAGE_AUTOSCALING,
+        "planned_replicas": planned,
+        "planned_gpu_nodes": min(capacity.nodes, NODE_TYPES["gpu"]["max_workers"]),
+        "peak_image_replicas": max(row[2] for row in timeline),
+        "peak_gpu_nodes": max(row[3] for row in timeline),
+    }
+
+
+def write(timeline: list[tuple], check: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["t_s", "phase", "image_replicas", "gpu_nodes", "nodes"])
         writer.writerows(timeline)
+    out.with_suffix(".json").write_text(json.dumps(check, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,15 +217,17 @@ def write(timeline: list[tuple], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--load-s", type=float, default=60)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--idle-timeout-s", type=float, default=10)
     parser.add_argument("--settle-s", type=float, default=120, help="longest wait for scale-down after the load")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/autoscaling"))
     args = parser.parse_args()
-    timeline = run(args)
-    write(timeline, args.out)
+    timeline, load = run(args)
+    check = capacity_check(timeline, load)
+    write(timeline, check, args.out)
     for row in timeline:
         print(*row, sep="\t")
+    print(json.dumps(check))
 
 
 if __name__ == "__main__":

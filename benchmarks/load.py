@@ -29,6 +29,7 @@ class LoadResult:
             "errors": sum(n for status, n in self.statuses.items() if status != 200),
             "requests_per_s": self.ok / self.seconds,
             "items_per_s": self.ok * items_per_request / self.seconds,
+            "mean_ms": float(np.mean(latencies)),
             "p50_ms": float(np.percentile(latencies, 50)),
             "p90_ms": float(np.percentile(latencies, 90)),
             "p99_ms": float(np.percentile(latencies, 99)),
