@@ -1,62 +1,157 @@
-"""A lean closed-loop HTTP load generator: ``concurrency`` asyncio workers, each sending back to back."""
+"""A lean asyncio HTTP load generator (aiohttp): closed loop (fixed concurrency) or open loop (fixed rate).
+
+The client shares the machine with the servers it measures, so it stays cheap: one event loop, one
+connection pool, no thread per request, and it reports its own CPU time so a run can show the client was
+not the bottleneck. Latency in the open loop counts from each request's scheduled start, so a slow server
+cannot hide queueing behind a slowed-down client (no coordinated omission).
+"""
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to send; ``label`` groups results (mixed traffic), ``items`` counts questions or images."""
+
+    path: str
+    body: bytes
+    content_type: str
+    label: str = "all"
+    items: int = 1
+    method: str = "POST"
+
+
+CallFactory = Callable[[], Call]
 
 
 @dataclass
 class LoadResult:
-    concurrency: int
-    seconds: float
-    latencies_s: list[float] = field(default_factory=list)
-    statuses: Counter = field(default_factory=Counter)
+    mode: str
+    load: float  # concurrency (closed loop) or requests/s offered (open loop)
+    seconds: float = 0.0
+    client_cpu_s: float = 0.0
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    items: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)  # (label, status) -> count
 
-    @property
-    def ok(self) -> int:
-        return self.statuses.get(200, 0)
+    def record(self, call: Call, status: int | str, latency_s: float) -> None:
+        self.statuses[call.label, status] += 1
+        if status == 200:
+            self.latencies_s[call.label].append(latency_s)
+            self.items[call.label] += call.items
 
-    def summary(self, items_per_request: int = 1) -> dict[str, float]:
-        latencies = np.array(self.latencies_s) * 1000 if self.latencies_s else np.array([np.nan])
+    def _stats(self, labels: list[str]) -> dict:
+        latencies = [value for label in labels for value in self.latencies_s.get(label, [])]
+        milliseconds = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+        ok = len(latencies)
+        errors = Counter(
+            {str(status): n for (label, status), n in self.statuses.items() if label in labels and status != 200}
+        )
         return {
-            "concurrency": self.concurrency,
-            "requests": sum(self.statuses.values()),
-            "errors": sum(n for status, n in self.statuses.items() if status != 200),
-            "requests_per_s": self.ok / self.seconds,
-            "items_per_s": self.ok * items_per_request / self.seconds,
-            "mean_ms": float(np.mean(latencies)),
-            "p50_ms": float(np.percentile(latencies, 50)),
-            "p90_ms": float(np.percentile(latencies, 90)),
-            "p99_ms": float(np.percentile(latencies, 99)),
+            "requests": ok + sum(errors.values()),
+            "ok": ok,
+            "errors": sum(errors.values()),
+            "errors_by_status": dict(errors),
+            "requests_per_s": ok / self.seconds if self.seconds else 0.0,
+            "items_per_s": sum(self.items[label] for label in labels) / self.seconds if self.seconds else 0.0,
+            "mean_ms": float(np.mean(milliseconds)),
+            "p50_ms": float(np.percentile(milliseconds, 50)),
+            "p90_ms": float(np.percentile(milliseconds, 90)),
+            "p99_ms": float(np.percentile(milliseconds, 99)),
         }
+
+    def summary(self) -> dict:
+        labels = sorted({label for label, _ in self.statuses})
+        summary = {
+            "mode": self.mode,
+            "concurrency" if self.mode == "closed" else "offered_rps": self.load,
+            "seconds": round(self.seconds, 2),
+            **self._stats(labels),
+            "client_cpu_percent": round(100 * self.client_cpu_s / self.seconds, 1) if self.seconds else 0.0,
+        }
+        if len(labels) > 1:
+            summary["by_label"] = {label: self._stats([label]) for label in labels}
+        return summary
+
+
+async def _send(session: aiohttp.ClientSession, base_url: str, call: Call) -> int | str:
+    try:
+        async with session.request(
+            call.method, base_url + call.path, data=call.body, headers={"Content-Type": call.content_type}
+        ) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return type(error).__name__
+
+
+def _session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
 async def closed_loop(
-    base_url: str, send: Callable[[httpx.AsyncClient], "asyncio.Future"], concurrency: int, duration_s: float
+    base_url: str, calls: CallFactory, concurrency: int, duration_s: float, timeout_s: float = 120.0
 ) -> LoadResult:
-    """Run ``concurrency`` workers for ``duration_s``; ``send(client)`` makes one request and returns it."""
-    result = LoadResult(concurrency=concurrency, seconds=duration_s)
-    deadline = time.perf_counter() + duration_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    """``concurrency`` workers, each sending its next request as soon as the previous one is answered."""
+    result = LoadResult(mode="closed", load=concurrency)
+    async with _session(concurrency, timeout_s) as session:
 
-        async def worker() -> None:
+        async def worker(deadline: float) -> None:
             while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    status = (await send(client)).status_code
-                except httpx.HTTPError as error:
-                    status = type(error).__name__
-                result.statuses[status] += 1
-                if status == 200:
-                    result.latencies_s.append(time.perf_counter() - started)
+                call, started = calls(), time.perf_counter()
+                status = await _send(session, base_url, call)
+                result.record(call, status, time.perf_counter() - started)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker(started + duration_s) for _ in range(concurrency)))
         result.seconds = time.perf_counter() - started
+        result.client_cpu_s = time.process_time() - cpu
+    return result
+
+
+async def open_loop(
+    base_url: str,
+    calls: CallFactory,
+    rate: float,
+    duration_s: float,
+    timeout_s: float = 30.0,
+    max_outstanding: int = 10_000,
+) -> LoadResult:
+    """Requests start on a fixed schedule of ``rate`` per second, whether or not earlier ones finished.
+
+    Beyond ``max_outstanding`` requests in flight, a scheduled request is counted as ``client_overflow``
+    instead of being sent: the server has fallen so far behind that more load would only measure the client.
+    """
+    result = LoadResult(mode="open", load=rate)
+    outstanding: set[asyncio.Task] = set()
+    async with _session(0, timeout_s) as session:
+
+        async def one(call: Call, scheduled: float) -> None:
+            status = await _send(session, base_url, call)
+            result.record(call, status, time.perf_counter() - scheduled)
+
+        cpu, started = time.process_time(), time.perf_counter()
+        for index in range(int(rate * duration_s)):
+            scheduled = started + index / rate
+            if (delay := scheduled - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            call = calls()
+            if len(outstanding) >= max_outstanding:
+                result.statuses[call.label, "client_overflow"] += 1
+                continue
+            task = asyncio.create_task(one(call, scheduled))
+            outstanding.add(task)
+            task.add_done_callback(outstanding.discard)
+        if outstanding:
+            await asyncio.wait(outstanding)
+        result.seconds = time.perf_counter() - started
+        result.client_cpu_s = time.process_time() - cpu
     return result

@@ -12,8 +12,7 @@ def __getattr__(name: str) -> Any:
 
         return build_app
     if name == "graph":
-        from serve_app.app import build_app
-        from serve_app.settings import AppArgs
+        from serve_app.app import build_app, local_development_args
 
-        return build_app(AppArgs())
+        return build_app(local_development_args())
     raise AttributeError(f"module 'serve_app' has no attribute {name!r}")

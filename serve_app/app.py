@@ -1,11 +1,13 @@
 """The application graph: one ingress in front of the model deployments."""
 
+import os
 from typing import Any
 
 from ray.serve import Application, Deployment
 
 from deployments.faq.deployment import FAQMatcher
 from deployments.resnet.deployment import ImageClassifier
+from serve_app.auth import Authenticator
 from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
@@ -28,4 +30,19 @@ def build_graph(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | N
 
     faq = configured(FAQMatcher).bind(args.faq_model_uri)
     images = configured(ImageClassifier).bind(args.images.model_dump())
-    return configured(Ingress).bind(faq, images, args.limits.model_dump())
+    return configured(Ingress).bind(
+        faq, images, args.limits.model_dump(), args.faq_call_grouping.model_dump(), args.auth.model_dump()
+    )
+
+
+def local_development_args() -> AppArgs:
+    """Arguments of ``serve run serve_app:graph`` on a laptop.
+
+    Authentication follows ``SERVE_APP_AUTH__ENABLED`` when it is set. Otherwise it is on exactly when
+    credentials are configured, so a fresh clone answers without keys; the ingress logs loudly that auth is off.
+    ``build_app`` (serve deploy, the RayService) keeps it on and refuses everything until keys are set.
+    """
+    args = AppArgs()
+    if "SERVE_APP_AUTH__ENABLED" not in os.environ and not Authenticator(args.auth).configured:
+        args.auth.enabled = False
+    return args

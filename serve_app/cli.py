@@ -1,4 +1,4 @@
-"""``serve-app``: the project's command line (FAQ model training and evaluation, KubeRay manifests)."""
+"""``serve-app``: the project's command line (FAQ models, KubeRay manifests, capacity, API tokens)."""
 
 import argparse
 import json
@@ -78,6 +78,23 @@ def capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def token(args: argparse.Namespace) -> int:
+    import os
+
+    from serve_app.auth import mint_token
+
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        print(f"serve-app: error: set {args.secret_env} to the signing secret the ingress uses", file=sys.stderr)
+        return 2
+    try:
+        print(mint_token(secret, args.subject, args.ttl_s, audience=args.audience, issuer=args.issuer))
+    except ValueError as error:
+        print(f"serve-app: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     capacity_parser.add_argument("--concurrency", type=int, default=1, help="requests a replica runs at once")
     capacity_parser.add_argument("--per-node", type=int, default=1, help="replicas per node (1 per GPU node)")
     capacity_parser.set_defaults(run=capacity)
+
+    token_parser = commands.add_parser("token", help="mint a short-lived API token (JWT) for a client")
+    token_parser.add_argument("--subject", required=True, help="who the token is for (logged as the caller)")
+    token_parser.add_argument("--ttl-s", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token_parser.add_argument("--secret-env", default="SERVE_APP_JWT_SECRET", help="variable holding the secret")
+    token_parser.add_argument("--audience", default="serve-app", help="aud claim (auth.jwt_audience)")
+    token_parser.add_argument("--issuer", default="serve-app", help="iss claim (auth.jwt_issuer)")
+    token_parser.set_defaults(run=token)
     return parser
 
 

@@ -15,6 +15,8 @@ from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings
+from serve_app.coalesce import Coalescer
 from serve_app.errors import ModelUnavailable, RequestError
 from serve_app.http import BodySizeLimit, install_error_handlers
 from serve_app.image_input import read_image_request
@@ -29,7 +31,7 @@ from serve_app.schemas import (
     ScoreRequest,
     VersionResponse,
 )
-from serve_app.settings import Limits
+from serve_app.settings import CallGrouping, Limits
 
 STATUS_TIMEOUT_S = 5.0
 IMAGE_REQUEST_BODY = {
@@ -50,7 +52,7 @@ IMAGE_REQUEST_BODY = {
     },
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503, 504)
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503, 504)
 }
 
 
@@ -75,11 +77,28 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
 @serve.ingress()
 class Ingress:
-    def __init__(self, faq: DeploymentHandle, images: DeploymentHandle, limits: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        faq: DeploymentHandle,
+        images: DeploymentHandle,
+        limits: dict[str, Any] | None = None,
+        faq_call_grouping: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> None:
         self.models = {"faq": faq, "images": images}
         self.faq = faq
         self.images = images
         self.limits = Limits(**(limits or {}))
+        self.auth = AuthSettings(**(auth or {}))
+        # Built here, in the replica: the keys come from this process's environment (the Kubernetes Secret),
+        # and a malformed key or secret stops the replica with a clear error instead of serving open.
+        self.authenticator = Authenticator(self.auth)
+        grouping = CallGrouping(**(faq_call_grouping or {}))
+        self.faq_calls = Coalescer(self._match_group, grouping.max_group_size, grouping.max_in_flight)
+
+    async def _match_group(self, queries: list[tuple[list[str], int]]) -> list[dict]:
+        answer = await self._call(self.faq.match_many.remote(queries))
+        return [{"results": results, "model_version": answer["model_version"]} for results in answer["results"]]
 
     async def _call(self, response: DeploymentResponse, timeout_s: float | None = None) -> Any:
         try:
@@ -116,6 +135,8 @@ class Ingress:
         )
         install_error_handlers(app)
         app.add_middleware(BodySizeLimit, limit_for_path=self._body_limit)
+        # Added last, so it runs first: no body is read for a caller without credentials.
+        app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)
 
         @app.post(
             "/faq/match",
@@ -125,7 +146,7 @@ class Ingress:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
             questions = [request.question] if request.question is not None else request.questions or []
             _check_questions(questions, request.top_k, self.limits)
-            answer = await self._call(self.faq.match.remote(questions, request.top_k))
+            answer = await self.faq_calls.submit((questions, request.top_k))
             if request.question is not None:
                 return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
             results = [{"matches": matches} for matches in answer["results"]]

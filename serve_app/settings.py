@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serve_app.auth import AuthSettings
+
 
 class Limits(BaseModel):
     """Request limits enforced by the ingress; exceeding one is a 4xx naming the limit."""
@@ -55,6 +57,17 @@ class BatchConfig(BaseModel):
 
 
 FAQ_BATCHING = BatchConfig(max_batch_size=32, batch_wait_timeout_s=0.002)
+
+
+class CallGrouping(BaseModel):
+    """How the ingress groups concurrent requests into one call to a model deployment (serve_app.coalesce)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_group_size: int = Field(64, ge=1, le=4096, description="Most requests in one call; 1 turns grouping off.")
+    max_in_flight: int = Field(2, ge=1, le=1024, description="Grouped calls outstanding at once per ingress replica.")
+
+
 # Images are ~100x costlier than questions: a longer wait to fill a batch costs little relative latency.
 IMAGE_BATCHING = BatchConfig(max_batch_size=16, batch_wait_timeout_s=0.01)
 
@@ -71,3 +84,7 @@ class AppArgs(BaseSettings):
     )
     images: ImageModelSettings = ImageModelSettings()
     limits: Limits = Limits()
+    auth: AuthSettings = AuthSettings()
+    faq_call_grouping: CallGrouping = Field(
+        CallGrouping(), description="How the ingress groups concurrent /faq/match requests into FAQ deployment calls."
+    )

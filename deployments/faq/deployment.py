@@ -19,7 +19,8 @@ FaqQuery = tuple[list[str], int]
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
+    # The ingress sends grouped calls (serve_app.coalesce), so one outstanding call already means a busy replica.
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1},
     user_config=FAQ_BATCHING.model_dump(),
 )
 class FAQMatcher:
@@ -68,6 +69,13 @@ class FAQMatcher:
         self._require_model()
         return {"results": await self._match_batch((questions, top_k)), "model_version": self.version}
 
+    async def match_many(self, queries: list[FaqQuery]) -> dict:
+        """``match`` for several requests in one call (the ingress groups them): one result list per query.
+
+        The group is already a batch, so it goes straight to the model instead of through ``_match_batch``.
+        """
+        return {"results": self._score(queries), "model_version": self.version}
+
     async def score_all(self, question: str) -> list[list]:
         """The reference service's answer: [Id, AnswerId, probability] of every original, best first."""
         model = self._require_model()
@@ -83,7 +91,10 @@ class FAQMatcher:
 
     @serve.batch(max_batch_size=FAQ_BATCHING.max_batch_size, batch_wait_timeout_s=FAQ_BATCHING.batch_wait_timeout_s)
     async def _match_batch(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
-        # All questions of all waiting requests go through the model as one sparse matrix product.
+        return self._score(queries)
+
+    def _score(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
+        # All questions of all queries go through the model as one sparse matrix product.
         model = self._require_model()
         questions = [question for batch, _ in queries for question in batch]
         probabilities = model.probabilities(questions)

@@ -17,6 +17,7 @@ KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
 ACME_EMAIL="${ACME_EMAIL:?set ACME_EMAIL to the e-mail address of the Lets Encrypt account}"
 API_KEY_PRIMARY="${API_KEY_PRIMARY:-$(openssl rand -hex 32)}"
 API_KEY_SECONDARY="${API_KEY_SECONDARY:-$(openssl rand -hex 32)}"
+JWT_SECRET="${JWT_SECRET:-$(openssl rand -hex 32)}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -79,9 +80,11 @@ spec:
             ingressClassName: nginx
 YAML
 
-log "API keys Secret (primary and secondary, for rotation without downtime)"
+log "API keys Secret (primary and secondary, for rotation without downtime; token signing secret)"
+# The RayService passes api-keys to the replicas as SERVE_APP_API_KEYS (primary first) and jwt-secret as
+# SERVE_APP_JWT_SECRET (`serve-app token` mints tokens with it).
 kubectl create secret generic serve-app-api-keys \
-  --from-literal=primary="${API_KEY_PRIMARY}" --from-literal=secondary="${API_KEY_SECONDARY}" \
+  --from-literal=api-keys="${API_KEY_PRIMARY},${API_KEY_SECONDARY}" --from-literal=jwt-secret="${JWT_SECRET}" \
   --dry-run=client --output yaml | kubectl apply -f -
 
 log "RayService and Ingress"

@@ -5,6 +5,7 @@ none can be downloaded here), ``no-images`` (image weights that cannot load) and
 loads), so tests see the happy path and the narrow degradation of each model that cannot load.
 """
 
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from serve_app.settings import AppArgs
 BROKEN_MODEL_URI = "/nonexistent/faq-model"
 BROKEN_WEIGHTS = "/nonexistent/resnet152.pt"
 IMAGE_WEIGHTS = "random:0"
+API_KEYS = ("integration-primary-key-0123456789", "integration-secondary-key-0123456789")
+JWT_SECRET = "integration-signing-secret-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -32,13 +35,24 @@ def free_port() -> int:
 class ServeApps:
     base_url: str
 
-    def client(self, prefix: str = "") -> httpx.Client:
-        return httpx.Client(base_url=self.base_url + prefix, timeout=60)
+    def client(self, prefix: str = "", api_key: str | None = API_KEYS[0]) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url + prefix, timeout=60, headers=_bearer(api_key))
+
+    def async_client(self, timeout_s: float = 60) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=_bearer(API_KEYS[0]))
+
+
+def _bearer(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @pytest.fixture(scope="session")
 def serve_apps() -> Iterator[ServeApps]:
     port = free_port()
+    # Replicas read their credentials from the environment, as from a Kubernetes Secret; they inherit it.
+    saved_environ = dict(os.environ)
+    os.environ["SERVE_APP_API_KEYS"] = ",".join(API_KEYS)
+    os.environ["SERVE_APP_JWT_SECRET"] = JWT_SECRET
     # Logical CPUs: the replicas of three apps must fit, though most of them idle.
     ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
@@ -54,6 +68,8 @@ def serve_apps() -> Iterator[ServeApps]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved_environ)
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 import asyncio
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -142,7 +141,7 @@ def test_concurrent_requests_are_scored_in_batches(serve_apps, client):
     before = client.get("/readyz").json()["models"]["faq"]["batching"]
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=serve_apps.base_url, timeout=60) as http:
+        async with serve_apps.async_client() as http:
             requests = [http.post("/faq/match", json={"question": f"sort by field {i}"}) for i in range(48)]
             return [response.status_code for response in await asyncio.gather(*requests)]
 

@@ -3,7 +3,6 @@
 import asyncio
 import base64
 
-import httpx
 import pytest
 import torch
 from PIL import Image, ImageOps
@@ -93,7 +92,7 @@ def test_concurrent_requests_share_forward_passes(serve_apps, client, photos):
     data = next(iter(photos.values()))
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=serve_apps.base_url, timeout=120) as http:
+        async with serve_apps.async_client(120) as http:
             requests = [http.post("/images/classify", content=data, headers=JPEG) for _ in range(8)]
             return [response.status_code for response in await asyncio.gather(*requests)]
 

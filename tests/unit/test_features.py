@@ -11,6 +11,8 @@ def test_fast_transform_equals_scikit_learn():
     texts = [clean_text(o.text) for o in dataset.originals] + [clean_text(d.text) for d in dataset.duplicates]
     features = TextFeatures.fit(texts, word_max_df=0.3, char_ngrams=(1, 4), char_max_df=0.5)
     questions = [*texts[:40], "", "   ", "only-unknown-∰∰∰", "x" * 5000, "== vs ===, and what about !== ?"]
+    # Not cleaned: upper case, tabs and newlines, Unicode spaces, repeated words, a dotted capital I.
+    questions += ["Why  IS\tthis\n\nNULL null NULL?", "a\u00a0b\u2003c  a a a", "İstanbul ŞEHİR", "x"]
     fast, reference = features.transform(questions), features.reference_transform(questions)
     assert fast.shape == reference.shape == (len(questions), features.n_features)
     assert np.abs((fast - reference).toarray()).max() < 1e-12

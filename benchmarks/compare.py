@@ -1,0 +1,189 @@
+"""Serving stacks side by side in one run: same model, same inputs, same client, one stack at a time.
+
+    python -m benchmarks.compare --scenario faq-single --concurrency 16 64 \\
+        [--peers bare reference fastapi serve serve-fast] [--duration 20] [--rates 200 400] \\
+        [--faq-model DIR] [--out benchmarks/results/faq_single]
+
+Each peer is started on loopback, warmed up, loaded by the closed-loop client at each concurrency (and the
+open-loop client at each ``--rates`` value), then stopped before the next starts, so they never compete.
+``bare`` is the model called in this process without HTTP: the limit. Every row carries its ratio to the
+reference stack at the same load. Writes OUT.json, OUT.md and OUT.png (p99 latency against throughput).
+"""
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.load import closed_loop, open_loop
+from benchmarks.peers.servers import PEERS, SERVE_PATHS, running
+from benchmarks.workloads import SCENARIOS, Scenario
+
+FREE_PORT = 18400
+
+
+def bare(scenario_name: str, scenario: Scenario, seconds: float) -> dict:
+    """Items/s of the model called back to back in this process, the way each request would call it."""
+    from benchmarks.peers.inprocess import FaqScorer, ImageScorer
+
+    calls = scenario.calls(SERVE_PATHS)
+    if scenario.kinds == ("faq",):
+        scorer = FaqScorer()
+        run = lambda call: scorer.answer(json.loads(call.body))  # noqa: E731
+    elif scenario.kinds == ("image",) and scenario_name == "image-one":
+        images = ImageScorer()
+        run = lambda call: images.classify([call.body])  # noqa: E731
+    else:
+        return {}
+    run(calls())  # warm-up
+    done = requests = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        call = calls()
+        run(call)
+        done, requests = done + call.items, requests + 1
+    elapsed = time.perf_counter() - started
+    return {"peer": "bare", "mode": "in-process", "requests_per_s": requests / elapsed, "items_per_s": done / elapsed}
+
+
+def measure(args: argparse.Namespace, peer_name: str, log_dir: Path) -> list[dict]:
+    peer, scenario = PEERS[peer_name], SCENARIOS[args.scenario]
+    if peer.one_model_only and len(scenario.kinds) > 1:
+        print(f"skipping {peer_name}: it serves one model per server", file=sys.stderr)
+        return []
+    calls = scenario.calls(peer.paths)
+    probes = [calls() for _ in range(len(scenario.kinds) * 5)]
+    options = json.loads(args.peer_options.get(peer_name, "{}")) if args.peer_options else {}
+    rows = []
+    with running(peer, scenario.kinds, probes, FREE_PORT, log_dir / f"{peer_name}.log", options) as url:
+        asyncio.run(closed_loop(url, calls, max(args.concurrency), args.warmup))
+        loads = [(closed_loop, c) for c in args.concurrency] + [(open_loop, r) for r in args.rates]
+        for generator, load in loads:
+            result = asyncio.run(generator(url, calls, load, args.duration))
+            rows.append({"peer": peer_name, **result.summary()})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's requests/s (and p99) over the reference stack's at the same mode and load."""
+
+    def key(row: dict) -> tuple:
+        return row["mode"], row.get("concurrency", row.get("offered_rps"))
+
+    reference = {key(row): row for row in rows if row["peer"] == "reference"}
+    for row in rows:
+        if (base := reference.get(key(row))) and base["requests_per_s"]:
+            row["rps_vs_reference"] = round(row["requests_per_s"] / base["requests_per_s"], 2)
+            row["p99_vs_reference"] = round(row["p99_ms"] / base["p99_ms"], 2)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# {report['scenario']}: {report['description']}",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; {report['date']}  ",
+        "Client: benchmarks/load.py (aiohttp, one event loop) on the same cores as the servers.",
+        "",
+        "| peer | load | requests/s | items/s | p50 ms | p90 ms | p99 ms | errors | client CPU % "
+        "| rps vs reference | p99 vs reference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["rows"]:
+        if row["mode"] == "in-process":
+            lines.append(
+                f"| bare (in-process limit) | - | {row['requests_per_s']:.1f} | {row['items_per_s']:.1f} "
+                "| | | | | | | |"
+            )
+            continue
+        load = f"c={row['concurrency']}" if row["mode"] == "closed" else f"{row['offered_rps']}/s offered"
+        errors = ", ".join(f"{k}: {v}" for k, v in row["errors_by_status"].items()) or "0"
+        lines.append(
+            f"| {row['peer']} | {load} | {row['requests_per_s']:.1f} | {row['items_per_s']:.1f} "
+            f"| {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {row['p99_ms']:.1f} | {errors} "
+            f"| {row['client_cpu_percent']} | {row.get('rps_vs_reference', '')} | {row.get('p99_vs_reference', '')} |"
+        )
+    lines += ["", "Peers:", *(f"- {name}: {text}" for name, text in report["peers"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for peer in dict.fromkeys(row["peer"] for row in report["rows"] if row["mode"] == "closed"):
+        points = sorted(
+            (row["requests_per_s"], row["p99_ms"], row["concurrency"])
+            for row in report["rows"]
+            if row["peer"] == peer and row["mode"] == "closed"
+        )
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=peer)
+        for rps, p99, concurrency in points:
+            axis.annotate(f"c{concurrency}", (rps, p99), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for row in report["rows"]:
+        if row["mode"] == "in-process":
+            axis.axvline(row["requests_per_s"], linestyle=":", color="grey", label="bare model (1 core)")
+    axis.set_xlabel("requests/s")
+    axis.set_ylabel("p99 latency (ms)")
+    axis.set_yscale("log")
+    axis.set_title(f"{report['scenario']}: p99 latency vs throughput")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="faq-single")
+    parser.add_argument("--peers", nargs="+", choices=["bare", *PEERS], default=["bare", *PEERS])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[16, 64])
+    parser.add_argument("--rates", type=float, nargs="*", default=[], help="open-loop requests/s to offer")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--peer-options",
+        type=lambda text: dict(item.split("=", 1) for item in text.split(";")),
+        help='per-peer JSON, e.g. \'reference={"workers": 2};serve-fast={"deployments": {...}}\'',
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    rows = []
+    with tempfile.TemporaryDirectory() as log_dir:
+        for peer in args.peers:
+            if peer == "bare":
+                if row := bare(args.scenario, scenario, args.duration):
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr)
+            else:
+                rows += measure(args, peer, Path(log_dir))
+    report = {
+        "scenario": args.scenario,
+        "description": scenario.description,
+        "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+        f"{__import__('os').cpu_count()} cores",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "peers": {name: PEERS[name].description for name in args.peers if name in PEERS},
+        "rows": with_ratios(rows),
+    }
+    print(markdown(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(report))
+        plot(report, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

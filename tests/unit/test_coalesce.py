@@ -1,0 +1,96 @@
+import asyncio
+
+import pytest
+
+from serve_app.coalesce import Coalescer
+
+
+class Downstream:
+    """Records each grouped call; answers after ``delay_s`` with each item doubled."""
+
+    def __init__(self, delay_s: float = 0.01, fail_on: int | None = None) -> None:
+        self.groups: list[list[int]] = []
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.groups.append(items)
+        await asyncio.sleep(self.delay_s)
+        if self.fail_on in items:
+            raise ValueError(f"cannot score {self.fail_on}")
+        return [2 * item for item in items]
+
+
+def test_requests_arriving_during_a_call_leave_together_and_get_their_own_results():
+    async def scenario():
+        downstream = Downstream()
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
+        results = await asyncio.gather(*(coalescer.submit(i) for i in range(10)))
+        return downstream.groups, results, coalescer.stats()
+
+    groups, results, stats = asyncio.run(scenario())
+    assert results == [2 * i for i in range(10)]
+    assert groups == [[0], list(range(1, 10))]  # the first goes at once; the rest waited for it
+    assert stats == {"groups": 2, "requests": 10, "largest_group": 9}
+
+
+def test_group_size_and_calls_in_flight_are_bounded():
+    async def scenario():
+        downstream = Downstream()
+        coalescer = Coalescer(downstream, max_group=4, max_in_flight=2)
+        await asyncio.gather(*(coalescer.submit(i) for i in range(20)))
+        return downstream.groups
+
+    groups = asyncio.run(scenario())
+    assert max(len(group) for group in groups) <= 4
+    assert sorted(item for group in groups for item in group) == list(range(20))
+    assert groups[:2] == [[0], [1]]  # two in flight at once, each sent as soon as it arrived
+
+
+def test_a_failed_call_fails_only_its_group_and_later_calls_succeed():
+    async def scenario():
+        coalescer = Coalescer(Downstream(fail_on=3), max_group=64, max_in_flight=1)
+        first = await asyncio.gather(*(coalescer.submit(i) for i in range(5)), return_exceptions=True)
+        later = await coalescer.submit(7)
+        return first, later
+
+    first, later = asyncio.run(scenario())
+    assert first[0] == 0
+    assert all(isinstance(result, ValueError) for result in first[1:])  # 3 was in the second group, with 1..4
+    assert later == 14
+
+
+def test_a_wrong_number_of_results_is_an_error_for_every_caller():
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    async def scenario():
+        coalescer = Coalescer(short, max_group=64, max_in_flight=1)
+        return await asyncio.gather(*(coalescer.submit(i) for i in range(3)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(result, RuntimeError) for result in results)  # groups [0] and [1, 2], both short
+
+
+def test_a_cancelled_caller_does_not_disturb_the_others():
+    async def scenario():
+        downstream = Downstream(delay_s=0.05)
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
+        blocker = asyncio.create_task(coalescer.submit(0))
+        await asyncio.sleep(0)
+        cancelled = asyncio.create_task(coalescer.submit(1))
+        kept = asyncio.create_task(coalescer.submit(2))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        return await blocker, await kept, downstream.groups
+
+    first, kept, groups = asyncio.run(scenario())
+    assert (first, kept) == (0, 4)
+    assert groups == [[0], [2]]
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError):
+        Coalescer(Downstream(), max_group=0)
+    with pytest.raises(ValueError):
+        Coalescer(Downstream(), max_in_flight=0)
