@@ -26,8 +26,9 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from benchmarks.load import closed_loop
-from benchmarks.resnet_throughput import benchmark_image, free_port
+from benchmarks.load import Call, closed_loop
+from benchmarks.resnet_throughput import free_port
+from benchmarks.workloads import images
 from serve_app.app import build_graph
 from serve_app.capacity import plan
 from serve_app.settings import AppArgs, ImageModelSettings
@@ -137,17 +138,15 @@ def run(args: argparse.Namespace) -> tuple[list[tuple], dict]:
             },
             "FAQMatcher": {"autoscaling_config": None, "num_replicas": 1},
         }
-        serve.run(build_graph(AppArgs(images=ImageModelSettings(weights="random:0")), options), route_prefix="/")
+        # Auth off: a loopback simulation of scaling, not of security (the ingress logs that it is off).
+        app_args = AppArgs(images=ImageModelSettings(weights="random:0"), auth={"enabled": False})
+        serve.run(build_graph(app_args, options), route_prefix="/")
         started, phase = time.monotonic(), {"name": "idle"}
         threading.Thread(target=record, args=(timeline, started, phase, stop), daemon=True).start()
         time.sleep(3)
-        data = benchmark_image()
-
-        def send(client):
-            return client.post("/images/classify", content=data, headers={"content-type": "image/jpeg"})
-
+        image = Call("/images/classify", images()[0], "image/jpeg")
         phase["name"] = "load"
-        result = asyncio.run(closed_loop(f"http://127.0.0.1:{port}", send, args.concurrency, args.load_s))
+        result = asyncio.run(closed_loop(f"http://127.0.0.1:{port}", lambda: image, args.concurrency, args.load_s))
         load = result.summary()
         phase["name"] = "after"
         deadline = time.monotonic() + args.settle_s

@@ -2,7 +2,7 @@
 
     python -m benchmarks.compare --scenario faq-single --concurrency 16 64 \\
         [--peers bare reference fastapi serve serve-fast] [--duration 20] [--rates 200 400] \\
-        [--faq-model DIR] [--out benchmarks/results/faq_single]
+        [--faq-model models/faq] [--out benchmarks/results/faq_single]
 
 Each peer is started on loopback, warmed up, loaded by the closed-loop client at each concurrency (and the
 open-loop client at each ``--rates`` value), then stopped before the next starts, so they never compete.
@@ -13,6 +13,7 @@ reference stack at the same load. Writes OUT.json, OUT.md and OUT.png (p99 laten
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -20,26 +21,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.load import closed_loop, open_loop
-from benchmarks.peers.servers import PEERS, SERVE_PATHS, running
+from benchmarks.load import Call, closed_loop, open_loop
+from benchmarks.peers.servers import AUTH_HEADERS, PEERS, SERVE_PATHS, running
 from benchmarks.workloads import SCENARIOS, Scenario
 
 FREE_PORT = 18400
+BARE_IMAGE_BATCH_SIZES = (1, 4, 8)
 
 
-def bare(scenario_name: str, scenario: Scenario, seconds: float) -> dict:
-    """Items/s of the model called back to back in this process, the way each request would call it."""
-    from benchmarks.peers.inprocess import FaqScorer, ImageScorer
-
-    calls = scenario.calls(SERVE_PATHS)
-    if scenario.kinds == ("faq",):
-        scorer = FaqScorer()
-        run = lambda call: scorer.answer(json.loads(call.body))  # noqa: E731
-    elif scenario.kinds == ("image",) and scenario_name == "image-one":
-        images = ImageScorer()
-        run = lambda call: images.classify([call.body])  # noqa: E731
-    else:
-        return {}
+def _rate(run, calls, seconds: float) -> tuple[float, float]:
+    """(requests/s, items/s) of ``run(call)`` back to back for ``seconds``."""
     run(calls())  # warm-up
     done = requests = 0
     started = time.perf_counter()
@@ -48,7 +39,40 @@ def bare(scenario_name: str, scenario: Scenario, seconds: float) -> dict:
         run(call)
         done, requests = done + call.items, requests + 1
     elapsed = time.perf_counter() - started
-    return {"peer": "bare", "mode": "in-process", "requests_per_s": requests / elapsed, "items_per_s": done / elapsed}
+    return requests / elapsed, done / elapsed
+
+
+def bare(scenario: Scenario, seconds: float) -> dict:
+    """The model called in this process without HTTP: the limit a server can approach.
+
+    FAQ: each request's questions scored as the request would have them scored. Images: the best images/s
+    over forward-pass batch sizes, since batching across requests is what a server may add.
+    """
+    from benchmarks.peers.inprocess import FaqScorer, ImageScorer
+    from benchmarks.workloads import images
+
+    if scenario.kinds == ("faq",):
+        scorer = FaqScorer()
+        calls = scenario.calls(SERVE_PATHS)
+        requests_per_s, items_per_s = _rate(lambda call: scorer.answer(json.loads(call.body)), calls, seconds)
+        return {"peer": "bare", "mode": "in-process", "requests_per_s": requests_per_s, "items_per_s": items_per_s}
+    if scenario.kinds == ("image",):
+        model, photos = ImageScorer(), images()
+        by_batch_size = {}
+        for batch_size in BARE_IMAGE_BATCH_SIZES:
+            batch = [photos[i % len(photos)] for i in range(batch_size)]
+            call = Call("", b"", "", items=batch_size)
+            by_batch_size[batch_size] = _rate(lambda _: model.classify(batch), lambda: call, seconds / 3)[1]  # noqa: B023
+        best = max(by_batch_size.values())
+        per_request = scenario.calls(SERVE_PATHS)().items
+        return {
+            "peer": "bare",
+            "mode": "in-process",
+            "requests_per_s": best / per_request,
+            "items_per_s": best,
+            "items_per_s_by_batch_size": by_batch_size,
+        }
+    return {}
 
 
 def measure(args: argparse.Namespace, peer_name: str, log_dir: Path) -> list[dict]:
@@ -61,10 +85,10 @@ def measure(args: argparse.Namespace, peer_name: str, log_dir: Path) -> list[dic
     options = json.loads(args.peer_options.get(peer_name, "{}")) if args.peer_options else {}
     rows = []
     with running(peer, scenario.kinds, probes, FREE_PORT, log_dir / f"{peer_name}.log", options) as url:
-        asyncio.run(closed_loop(url, calls, max(args.concurrency), args.warmup))
+        asyncio.run(closed_loop(url, calls, max(args.concurrency, default=8), args.warmup, headers=AUTH_HEADERS))
         loads = [(closed_loop, c) for c in args.concurrency] + [(open_loop, r) for r in args.rates]
         for generator, load in loads:
-            result = asyncio.run(generator(url, calls, load, args.duration))
+            result = asyncio.run(generator(url, calls, load, args.duration, headers=AUTH_HEADERS))
             rows.append({"peer": peer_name, **result.summary()})
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -89,7 +113,7 @@ def markdown(report: dict) -> str:
         f"# {report['scenario']}: {report['description']}",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}  ",
+        f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}  ",
         "Client: benchmarks/load.py (aiohttp, one event loop) on the same cores as the servers.",
         "",
         "| peer | load | requests/s | items/s | p50 ms | p90 ms | p99 ms | errors | client CPU % "
@@ -155,14 +179,21 @@ def main(argv: list[str] | None = None) -> None:
         type=lambda text: dict(item.split("=", 1) for item in text.split(";")),
         help='per-peer JSON, e.g. \'reference={"workers": 2};serve-fast={"deployments": {...}}\'',
     )
+    parser.add_argument(
+        "--faq-model",
+        help="FAQ model directory from `serve-app faq train` for every peer (default: $SERVE_APP_FAQ_MODEL_URI, "
+        "else the embedded demo FAQ)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.faq_model:
+        os.environ["SERVE_APP_FAQ_MODEL_URI"] = args.faq_model  # the peers inherit it
     scenario = SCENARIOS[args.scenario]
     rows = []
     with tempfile.TemporaryDirectory() as log_dir:
         for peer in args.peers:
             if peer == "bare":
-                if row := bare(args.scenario, scenario, args.duration):
+                if row := bare(scenario, args.duration):
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr)
             else:
@@ -172,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         "description": scenario.description,
         "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{__import__('os').cpu_count()} cores",
+        f"{os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         "peers": {name: PEERS[name].description for name in args.peers if name in PEERS},
         "rows": with_ratios(rows),
     }

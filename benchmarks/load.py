@@ -92,17 +92,23 @@ async def _send(session: aiohttp.ClientSession, base_url: str, call: Call) -> in
         return type(error).__name__
 
 
-def _session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
+def _session(connections: int, timeout_s: float, headers: dict[str, str] | None) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
 
 async def closed_loop(
-    base_url: str, calls: CallFactory, concurrency: int, duration_s: float, timeout_s: float = 120.0
+    base_url: str,
+    calls: CallFactory,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 120.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """``concurrency`` workers, each sending its next request as soon as the previous one is answered."""
     result = LoadResult(mode="closed", load=concurrency)
-    async with _session(concurrency, timeout_s) as session:
+    async with _session(concurrency, timeout_s, headers) as session:
 
         async def worker(deadline: float) -> None:
             while time.perf_counter() < deadline:
@@ -123,6 +129,7 @@ async def open_loop(
     rate: float,
     duration_s: float,
     timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
     max_outstanding: int = 10_000,
 ) -> LoadResult:
     """Requests start on a fixed schedule of ``rate`` per second, whether or not earlier ones finished.
@@ -132,7 +139,7 @@ async def open_loop(
     """
     result = LoadResult(mode="open", load=rate)
     outstanding: set[asyncio.Task] = set()
-    async with _session(0, timeout_s) as session:
+    async with _session(0, timeout_s, headers) as session:
 
         async def one(call: Call, scheduled: float) -> None:
             status = await _send(session, base_url, call)

@@ -11,7 +11,6 @@ efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
 
 import argparse
 import asyncio
-import io
 import json
 import platform
 import socket
@@ -21,26 +20,14 @@ from pathlib import Path
 
 import ray
 import torch
-from PIL import Image
 from ray import serve
 
-from benchmarks.load import closed_loop
+from benchmarks.load import Call, closed_loop
+from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
 from serve_app.app import build_graph
 from serve_app.settings import AppArgs, BatchConfig, ImageModelSettings
-
-PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "lynx.jpg"
-
-
-def benchmark_image() -> bytes:
-    """A realistic upload: 500x375 JPEG at quality 90 (~100 KB)."""
-    image = (
-        Image.open(PHOTO).convert("RGB") if PHOTO.exists() else Image.effect_mandelbrot((500, 375), (-2, -1, 1, 1), 50)
-    )
-    buffer = io.BytesIO()
-    image.convert("RGB").resize((500, 375)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int, seconds: float) -> float:
@@ -60,19 +47,17 @@ def free_port() -> int:
 
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
     app = build_graph(
-        AppArgs(images=ImageModelSettings(weights=args.weights, device=args.device)),
+        # Auth off: this measures the model path on loopback (the ingress logs that auth is off).
+        AppArgs(images=ImageModelSettings(weights=args.weights, device=args.device), auth={"enabled": False}),
         {"ImageClassifier": {"user_config": batching.model_dump(), "ray_actor_options": {"num_cpus": args.cpus}}},
     )
     serve.run(app, name="bench", route_prefix="/")
     url = f"http://127.0.0.1:{args.port}"
-
-    def send(client):
-        return client.post("/images/classify", content=data, headers={"content-type": "image/jpeg"})
-
-    asyncio.run(closed_loop(url, send, 2, 3.0))  # warm-up
+    image = Call("/images/classify", data, "image/jpeg")
+    asyncio.run(closed_loop(url, lambda: image, 2, 3.0))  # warm-up
     rows = []
     for concurrency in args.concurrency:
-        result = asyncio.run(closed_loop(url, send, concurrency, args.duration))
+        result = asyncio.run(closed_loop(url, lambda: image, concurrency, args.duration))
         rows.append({"batching": batching.max_batch_size > 1, **result.summary()})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -118,7 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
     args.port = free_port()
-    data = benchmark_image()
+    data = images()[0]
 
     torch.set_num_threads(max(1, int(args.cpus)))
     model, _ = load_resnet152(args.weights)

@@ -11,6 +11,7 @@
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,10 @@ REFERENCE_APP = Path(__file__).resolve().parent / "reference"
 REFERENCE_VENV = REPO / ".peers" / "azml"
 REFERENCE_PACKAGE = "azureml-inference-server-http==1.5.1"
 SERVE_PATHS = {"faq": "/faq/match", "image": "/images/classify"}
+# Every peer gets this key and every request carries it; the Serve application checks it (auth stays on, as
+# deployed), the other stacks ignore it.
+API_KEY = "benchmark-key-" + secrets.token_hex(16)
+AUTH_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 FAST_SERVE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -118,9 +123,8 @@ PEERS = {
 def _answers(base_url: str, probes: list[Call]) -> bool:
     try:
         for call in probes:
-            response = httpx.post(
-                base_url + call.path, content=call.body, headers={"content-type": call.content_type}, timeout=30
-            )
+            headers = {"content-type": call.content_type, **AUTH_HEADERS}
+            response = httpx.post(base_url + call.path, content=call.body, headers=headers, timeout=30)
             if response.status_code != 200:
                 return False
         return True
@@ -134,7 +138,7 @@ def running(
 ) -> Iterator[str]:
     """Start ``peer`` on ``port``, wait until every probe call answers 200, yield its base URL, stop it."""
     launch = peer.launch(port, kinds, options or {})
-    env = {**os.environ, **launch.env, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **launch.env, "PYTHONPATH": str(REPO), "SERVE_APP_API_KEYS": API_KEY}
     with log.open("wb") as output:
         process = subprocess.Popen(
             launch.command, cwd=launch.cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
