@@ -13,11 +13,13 @@ reference stack at the same load. Writes OUT.json, OUT.md and OUT.png (p99 laten
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,7 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as log_dir:
         for peer in args.peers:
             if peer == "bare":
-                if row := bare(scenario, args.duration):
+                # In a process of its own: torch's worker threads would otherwise stay behind and spin on the
+                # cores the next peers are measured on.
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    row = pool.submit(bare, scenario, args.duration).result()
+                if row:
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr)
             else:

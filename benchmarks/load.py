@@ -40,8 +40,11 @@ class LoadResult:
     latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     items: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)  # (label, status) -> count
+    # (finished at, latency s, label, status) of every request, for timelines (benchmarks.faults)
+    events: list[tuple[float, float, str, int | str]] = field(default_factory=list)
 
     def record(self, call: Call, status: int | str, latency_s: float) -> None:
+        self.events.append((time.perf_counter(), latency_s, call.label, status))
         self.statuses[call.label, status] += 1
         if status == 200:
             self.latencies_s[call.label].append(latency_s)

@@ -10,19 +10,26 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from serve_app.errors import Overloaded
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 class Coalescer(Generic[Item, Result]):
     def __init__(
-        self, send: Callable[[list[Item]], Awaitable[list[Result]]], max_group: int = 64, max_in_flight: int = 2
+        self,
+        send: Callable[[list[Item]], Awaitable[list[Result]]],
+        max_group: int = 64,
+        max_in_flight: int = 2,
+        max_waiting: int = 1024,
     ) -> None:
-        if max_group < 1 or max_in_flight < 1:
-            raise ValueError("max_group and max_in_flight must be >= 1")
+        if max_group < 1 or max_in_flight < 1 or max_waiting < 1:
+            raise ValueError("max_group, max_in_flight and max_waiting must be >= 1")
         self.send = send
         self.max_group = max_group
         self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
@@ -31,6 +38,9 @@ class Coalescer(Generic[Item, Result]):
         self.largest_group = 0
 
     async def submit(self, item: Item) -> Result:
+        """The result of ``item``'s group; ``Overloaded`` at once when ``max_waiting`` items already wait."""
+        if len(self._waiting) >= self.max_waiting:
+            raise Overloaded(f"{len(self._waiting)} requests are already waiting for the model; try again shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._dispatch()

@@ -15,6 +15,17 @@ class ModelUnavailable(RuntimeError):
         return (type(self), (self.model, self.reason))
 
 
+class Overloaded(RuntimeError):
+    """More work is waiting than the configured queues hold: answered at once with 503 and ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.retry_after_s))
+
+
 class RequestError(ValueError):
     """The client sent something we will not process; ``status`` is the 4xx to answer with."""
 

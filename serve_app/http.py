@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import ModelUnavailable, RequestError, error_body
+from serve_app.errors import ModelUnavailable, Overloaded, RequestError, error_body
 
 logger = logging.getLogger("ray.serve")
 
@@ -93,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_model_unavailable(_: Request, error: ModelUnavailable) -> JSONResponse:
         return error_response(503, "model_unavailable", str(error), **{"Retry-After": "30"})
 
+    async def on_overloaded(_: Request, error: Overloaded) -> JSONResponse:
+        retry_after = str(max(1, round(error.retry_after_s)))
+        return error_response(503, "overloaded", str(error), **{"Retry-After": retry_after})
+
     async def on_timeout(_: Request, error: TimeoutError) -> JSONResponse:
         return error_response(504, "upstream_timeout", str(error) or "the model did not answer in time")
 
@@ -107,6 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(ModelUnavailable, on_model_unavailable)
+    app.add_exception_handler(Overloaded, on_overloaded)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

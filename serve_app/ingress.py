@@ -5,6 +5,10 @@ into JSON; the shapes are in serve_app.schemas and the error mapping in serve_ap
 """
 
 import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -12,12 +16,13 @@ import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings
 from serve_app.coalesce import Coalescer
-from serve_app.errors import ModelUnavailable, RequestError
+from serve_app.errors import ModelUnavailable, Overloaded, RequestError
 from serve_app.http import BodySizeLimit, install_error_handlers
 from serve_app.image_input import read_image_request
 from serve_app.schemas import (
@@ -34,6 +39,8 @@ from serve_app.schemas import (
 from serve_app.settings import CallGrouping, Limits
 
 STATUS_TIMEOUT_S = 5.0
+RETRY_BACKOFF_S = 0.05  # first wait before re-sending a call whose replica died; doubles up to 1 s
+logger = logging.getLogger("ray.serve")
 IMAGE_REQUEST_BODY = {
     "required": True,
     "content": {
@@ -74,7 +81,12 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
         raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {top_k}")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=256,
+    # Beyond this many requests queued for the ingress, Serve answers 503 with Retry-After at once.
+    max_queued_requests=1024,
+)
 @serve.ingress()
 class Ingress:
     def __init__(
@@ -94,27 +106,46 @@ class Ingress:
         # and a malformed key or secret stops the replica with a clear error instead of serving open.
         self.authenticator = Authenticator(self.auth)
         grouping = CallGrouping(**(faq_call_grouping or {}))
-        self.faq_calls = Coalescer(self._match_group, grouping.max_group_size, grouping.max_in_flight)
+        self.faq_calls = Coalescer(
+            self._match_group, grouping.max_group_size, grouping.max_in_flight, grouping.max_waiting
+        )
 
     async def _match_group(self, queries: list[tuple[list[str], int]]) -> list[dict]:
-        answer = await self._call(self.faq.match_many.remote(queries))
+        answer = await self._call(lambda: self.faq.match_many.remote(queries))
         return [{"results": results, "model_version": answer["model_version"]} for results in answer["results"]]
 
-    async def _call(self, response: DeploymentResponse, timeout_s: float | None = None) -> Any:
-        try:
-            return await asyncio.wait_for(response, timeout_s or self.limits.upstream_timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise TimeoutError("the model did not answer within the upstream timeout") from None
-        except RayTaskError as error:
-            # Our own errors cross the handle wrapped with the replica's traceback: answer with the bare error.
-            if isinstance(error.cause, RequestError | ModelUnavailable):
-                raise error.cause from None
-            raise
+    async def _call(self, make_call: Callable[[], DeploymentResponse], timeout_s: float | None = None) -> Any:
+        """Await a model call; re-send it when the replica died under it.
+
+        Every model call is idempotent inference, so a request accepted here is not lost when a replica is
+        killed or restarts: the call goes again, to a live replica, until the upstream timeout runs out.
+        """
+        deadline = time.monotonic() + (timeout_s or self.limits.upstream_timeout_s)
+        for attempt in itertools.count():
+            response = make_call()
+            try:
+                return await asyncio.wait_for(response, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                response.cancel()
+                raise TimeoutError("the model did not answer within the upstream timeout") from None
+            except BackPressureError as error:
+                # The deployment's max_queued_requests is reached: say so at once rather than queue without bound.
+                raise Overloaded(str(error), error.retry_after_s or 1.0) from None
+            except RayTaskError as error:
+                # Our own errors cross the handle wrapped with the replica's traceback: answer with the bare error.
+                if isinstance(error.cause, RequestError | ModelUnavailable):
+                    raise error.cause from None
+                raise
+            except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as error:
+                backoff_s = min(RETRY_BACKOFF_S * 2**attempt, 1.0)
+                if time.monotonic() + backoff_s >= deadline:
+                    raise TimeoutError(f"no replica answered within the upstream timeout ({error})") from None
+                logger.warning("model call failed (%s); sending it again in %.2f s", type(error).__name__, backoff_s)
+                await asyncio.sleep(backoff_s)
 
     async def _status(self, name: str) -> dict[str, Any]:
         try:
-            return await self._call(self.models[name].status.remote(), STATUS_TIMEOUT_S)
+            return await self._call(self.models[name].status.remote, STATUS_TIMEOUT_S)
         except Exception as error:  # readiness must answer even when the deployment does not
             return {"ready": False, "model_version": None, "error": f"{name} deployment unreachable: {error!r}"}
 
@@ -156,7 +187,7 @@ class Ingress:
         async def score(request: ScoreRequest) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
             _check_questions([request.input], 1, self.limits)
-            return await self._call(self.faq.score_all.remote(request.input))
+            return await self._call(lambda: self.faq.score_all.remote(request.input))
 
         @app.get("/healthz")
         async def healthz() -> dict[str, str]:
@@ -190,7 +221,7 @@ class Ingress:
         ) -> JSONResponse:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
             parsed = await read_image_request(request, top_k, self.limits)
-            answer = await self._call(self.images.classify.remote(parsed.images, parsed.top_k))
+            answer = await self._call(lambda: self.images.classify.remote(parsed.images, parsed.top_k))
             results = [{"predictions": p, "model_version": answer["model_version"]} for p in answer["results"]]
             return JSONResponse(results if parsed.several else results[0])
 

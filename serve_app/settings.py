@@ -66,6 +66,9 @@ class CallGrouping(BaseModel):
 
     max_group_size: int = Field(64, ge=1, le=4096, description="Most requests in one call; 1 turns grouping off.")
     max_in_flight: int = Field(2, ge=1, le=1024, description="Grouped calls outstanding at once per ingress replica.")
+    max_waiting: int = Field(
+        1024, ge=1, description="Requests that may wait for a group per ingress replica; more get 503 at once."
+    )
 
 
 # Images are ~100x costlier than questions: a longer wait to fill a batch costs little relative latency.

@@ -19,6 +19,8 @@ FaqQuery = tuple[list[str], int]
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
+    # Callers (the ingress) get BackPressureError -> 503 at once beyond this many queued calls.
+    max_queued_requests=256,
     # The ingress sends grouped calls (serve_app.coalesce), so one outstanding call already means a busy replica.
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1},
     user_config=FAQ_BATCHING.model_dump(),

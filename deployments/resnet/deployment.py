@@ -22,6 +22,8 @@ IMAGE_ERROR_STATUS = {"image_too_large": 413}
     ray_actor_options={"num_cpus": 1},
     # At least a few batches' worth, or batches could never fill.
     max_ongoing_requests=4 * IMAGE_BATCHING.max_batch_size,
+    # Beyond this many queued calls, callers (the ingress) get BackPressureError -> 503 at once.
+    max_queued_requests=128,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
     user_config=IMAGE_BATCHING.model_dump(),
 )

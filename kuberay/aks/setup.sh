@@ -29,6 +29,7 @@ if ! az aks show --resource-group "${RESOURCE_GROUP}" --name "${CLUSTER}" --outp
   log "AKS cluster ${CLUSTER} (system pool)"
   az aks create --resource-group "${RESOURCE_GROUP}" --name "${CLUSTER}" \
     --nodepool-name system --node-count 2 --node-vm-size Standard_D4s_v5 \
+    --network-plugin azure --network-policy azure \
     --enable-managed-identity --generate-ssh-keys --output none
 fi
 
@@ -87,8 +88,9 @@ kubectl create secret generic serve-app-api-keys \
   --from-literal=api-keys="${API_KEY_PRIMARY},${API_KEY_SECONDARY}" --from-literal=jwt-secret="${JWT_SECRET}" \
   --dry-run=client --output yaml | kubectl apply -f -
 
-log "RayService and Ingress"
+log "RayService, NetworkPolicy and Ingress"
 kubectl apply -f "${HERE}/../rayservice.yaml"
+kubectl apply -f "${HERE}/../networkpolicy.yaml"
 kubectl apply -f "${HERE}/../ingress.yaml"
 
 log "waiting for the public IP of ingress-nginx"

@@ -46,8 +46,9 @@ def test_scripts_parse_and_pass_shellcheck(script):
 def test_core_objects_validate_against_kubernetes_schemas():
     import kubernetes_validate
 
-    for document in yaml.safe_load_all((KUBERAY / "ingress.yaml").read_text()):
-        kubernetes_validate.validate(document, "1.33", strict=True)
+    for name in ("ingress.yaml", "networkpolicy.yaml"):
+        for document in yaml.safe_load_all((KUBERAY / name).read_text()):
+            kubernetes_validate.validate(document, "1.33", strict=True)
 
 
 def test_kubernetes_validation_can_fail():

@@ -78,6 +78,29 @@ def test_cluster_shape(manifest):
     assert "serviceUnhealthySecondThreshold" not in manifest["spec"]
 
 
+def _pod_templates(manifest: dict) -> list[dict]:
+    cluster = manifest["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
+
+
+def test_every_ray_pod_is_hardened_fast_and_authenticated(manifest):
+    policy = yaml.safe_load((ROOT / "kuberay" / "networkpolicy.yaml").read_text())
+    for template in _pod_templates(manifest):
+        spec = template["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for key, value in policy["spec"]["podSelector"]["matchLabels"].items():
+            assert template["metadata"]["labels"][key] == value  # the NetworkPolicy covers this pod
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+            assert {mount["mountPath"] for mount in container["volumeMounts"]} >= {"/tmp", "/dev/shm"}
+            assert container["resources"]["limits"]
+            env = {variable["name"]: variable for variable in container["env"]}
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1"
+            assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"]["value"] == "1"
+            assert env["SERVE_APP_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "serve-app-api-keys"
+
+
 def test_ray_version_matches_pyproject(manifest):
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     pin = next(dep for dep in pyproject["project"]["dependencies"] if dep.startswith("ray[serve]=="))

@@ -44,6 +44,7 @@ def test_deployment_options_equal_the_code_defaults(config, name):
     in_code = {
         "name": deployment.name,
         "max_ongoing_requests": deployment.max_ongoing_requests,
+        "max_queued_requests": deployment.max_queued_requests,
         "ray_actor_options": deployment.ray_actor_options,
     }
     if deployment.user_config is not None:
@@ -72,3 +73,11 @@ def test_batched_deployments_can_fill_their_batches(config):
     assert {d.name for d in batched} == {"FAQMatcher", "ImageClassifier"}
     for deployment in batched:
         assert deployment.max_ongoing_requests >= deployment.user_config["max_batch_size"], deployment.name
+
+
+def test_every_deployment_bounds_its_queue(config):
+    # Overload must answer 503 at once, not queue without bound (max_queued_requests -1 means unbounded).
+    (app,) = config.applications
+    for deployment in app.deployments:
+        assert deployment.max_queued_requests > 0, deployment.name
+        assert deployment.max_ongoing_requests <= deployment.max_queued_requests, deployment.name

@@ -1,0 +1,15 @@
+"""Killing model replicas under load loses no request: the deployed (fast-ingress) app, real processes."""
+
+import pytest
+
+from benchmarks import faults
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_no_accepted_request_fails_when_replicas_are_killed_under_load():
+    report = faults.main(["--duration", "30", "--concurrency", "6", "--kill", "FAQMatcher@8", "ImageClassifier@16"])
+    assert [kill["deployment"] for kill in report["kills"]] == ["FAQMatcher", "ImageClassifier"]
+    assert all(kill["pids"] for kill in report["kills"]), "a replica to kill was not found"
+    assert report["sent"] > 100
+    assert report["failed"] == 0, report["failed_by_status"]
