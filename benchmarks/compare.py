@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks.load import Call, closed_loop, open_loop
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, SERVE_PATHS, running
+from benchmarks.report import publish
 from benchmarks.workloads import SCENARIOS, Scenario
 
 FREE_PORT = 18400
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if args.faq_model:
-        os.environ["SERVE_APP_FAQ_MODEL_URI"] = args.faq_model  # the peers inherit it
+        # The peers inherit it; absolute, since some start in another working directory.
+        local = Path(args.faq_model)
+        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(local.resolve()) if local.exists() else args.faq_model
     scenario = SCENARIOS[args.scenario]
     rows = []
     with tempfile.TemporaryDirectory() as log_dir:
@@ -215,11 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         "peers": {name: PEERS[name].description for name in args.peers if name in PEERS},
         "rows": with_ratios(rows),
     }
-    print(markdown(report))
+    publish(report, markdown(report), args.out)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
         plot(report, args.out.with_suffix(".png"))
 
 

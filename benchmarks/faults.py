@@ -12,7 +12,6 @@ but 200), p99 before and after each kill, the worst latency and the time until l
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import numpy as np
 
 from benchmarks.load import closed_loop
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.report import publish
 from benchmarks.workloads import SCENARIOS
 
 PORT = 18600
@@ -94,7 +94,7 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; {report['date']}  ",
         f"Load: mixed (80% faq-single, 20% image-one), closed loop, concurrency {report['concurrency']}, "
-        f"{report['duration_s']} s, fast ingress, auth on.",
+        f"{report['duration_s']} s, fast ingress, auth on; FAQ model: {report['faq_model']}.",
         "",
         f"Requests sent {report['sent']}, answered {report['answered']}, **failed {report['failed']}** "
         f"{report['failed_by_status'] or ''}; p99 before the kills {report['p99_ms_before_kills']} ms, after "
@@ -136,13 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
+        "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         **analyse(result, kills, started),
     }
-    print(markdown(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+    publish(report, markdown(report), args.out)
     return report
 
 

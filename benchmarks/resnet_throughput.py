@@ -12,6 +12,7 @@ efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
 import argparse
 import asyncio
 import json
+import os
 import platform
 import socket
 import sys
@@ -23,6 +24,8 @@ import torch
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
+from benchmarks.peers.servers import FAST_SERVE_ENV
+from benchmarks.report import publish, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
@@ -64,27 +67,33 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
 
 
 def markdown(report: dict) -> str:
+    bare = report["bare_images_per_s"]
     lines = [
         f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
         "",
         f"Command: `{report['command']}`  ",
         f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
         "off: max_batch_size 1.  ",
-        f"Machine: {report['machine']}",
+        f"Machine: {report['machine']}; ingress: {report['ingress']}",
         "",
-        "| bare model batch size | images/s |",
-        "| --- | --- |",
-        *(f"| {b} | {ips:.2f} |" for b, ips in report["bare_images_per_s"].items()),
+        *table(["bare model batch size", "images/s"], ([b, f"{ips:.2f}"] for b, ips in bare.items())),
         "",
-        "| batching | concurrency | images/s | p50 ms | p99 ms | errors | efficiency (served / best bare) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *table(
+            ["batching", "concurrency", "images/s", "p50 ms", "p99 ms", "errors", "efficiency (served / best bare)"],
+            (
+                [
+                    "on" if r["batching"] else "off",
+                    r["concurrency"],
+                    f"{r['items_per_s']:.2f}",
+                    f"{r['p50_ms']:.0f}",
+                    f"{r['p99_ms']:.0f}",
+                    r["errors"],
+                    f"{r['items_per_s'] / max(bare.values()):.2f}",
+                ]
+                for r in report["served"]
+            ),
+        ),
     ]
-    best = max(report["bare_images_per_s"].values())
-    for row in report["served"]:
-        lines.append(
-            f"| {'on' if row['batching'] else 'off'} | {row['concurrency']} | {row['items_per_s']:.2f} "
-            f"| {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['errors']} | {row['items_per_s'] / best:.2f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +109,11 @@ def main() -> None:
         "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
     )
     parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replica")
+    parser.add_argument(
+        "--fast-ingress",
+        action="store_true",
+        help="HAProxy ingress + throughput-optimized Serve, as the container image and the RayService run it",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
     args.port = free_port()
@@ -113,6 +127,8 @@ def main() -> None:
     print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
     del classifier, model
 
+    if args.fast_ingress:
+        os.environ.update(FAST_SERVE_ENV)  # Ray's processes read it when they start
     ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
@@ -128,16 +144,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
         "weights": args.weights,
+        "ingress": "HAProxy + throughput-optimized" if args.fast_ingress else "Serve proxy",
         "image_bytes": len(data),
         "max_batch_size": args.max_batch_size,
         "batch_wait": args.batch_wait,
         "bare_images_per_s": bare,
         "served": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    publish(report, markdown(report), args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks.load import closed_loop
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.report import publish, table
 from benchmarks.workloads import SCENARIOS
 
 SCENARIO_OF = {"FAQMatcher": "faq-single", "ImageClassifier": "image-one"}
@@ -64,16 +65,25 @@ def markdown(report: dict) -> str:
         f"# Scaling: {report['deployment']} replicas on one machine",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}",
+        f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}",
         "",
-        "| replicas | requests/s | items/s | p50 ms | p99 ms | errors | machine CPU % | CPU ms per request |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table(
+            ["replicas", "requests/s", "items/s", "p50 ms", "p99 ms", "errors", "machine CPU %", "CPU ms per request"],
+            (
+                [
+                    r["replicas"],
+                    f"{r['requests_per_s']:.1f}",
+                    f"{r['items_per_s']:.1f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    r["errors"],
+                    r["machine_cpu_percent"],
+                    r["cpu_ms_per_request"],
+                ]
+                for r in report["rows"]
+            ),
+        ),
     ]
-    for row in report["rows"]:
-        lines.append(
-            f"| {row['replicas']} | {row['requests_per_s']:.1f} | {row['items_per_s']:.1f} | {row['p50_ms']:.1f} "
-            f"| {row['p99_ms']:.1f} | {row['errors']} | {row['machine_cpu_percent']} | {row['cpu_ms_per_request']} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -96,13 +106,10 @@ def main() -> None:
         "command": "python -m benchmarks.scaling " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         "rows": rows,
     }
-    print(markdown(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+    publish(report, markdown(report), args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+"""What every benchmark writes: a Markdown table builder, and the report printed and saved as OUT.json + OUT.md."""
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """Markdown table lines; cells are written with str()."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def publish(report: dict, markdown: str, out: Path | None) -> None:
+    """Print the Markdown; with ``out``, also write OUT.json (every number) and OUT.md."""
+    print(markdown)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown)
