@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kill", type=parse_kill, nargs="*", default=[("FAQMatcher", 10.0), ("ImageClassifier", 25.0)])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    os.environ.setdefault("SERVE_APP_IMAGES__WEIGHTS", "random:0")  # the peers inherit it
     calls = SCENARIOS["mixed"].calls(PEERS["serve-fast"].paths)
     probes = [calls() for _ in range(5)]
     with tempfile.TemporaryDirectory() as folder:
-        server = running(PEERS["serve-fast"], ("faq", "image"), probes, PORT, Path(folder) / "serve.log", {"cpus": 4})
+        # Seeded random ResNet weights unless the caller chose others: pretrained ones cannot be downloaded here.
+        weights = {"SERVE_APP_IMAGES__WEIGHTS": os.environ.get("SERVE_APP_IMAGES__WEIGHTS", "random:0")}
+        log = Path(folder) / "serve.log"
+        server = running(PEERS["serve-fast"], ("faq", "image"), probes, PORT, log, {"cpus": 4}, weights)
         with server as url:
             result, kills, started = asyncio.run(load_with_kills(url, args, sorted(args.kill, key=lambda k: k[1])))
     report = {

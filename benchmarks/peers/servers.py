@@ -134,11 +134,17 @@ def _answers(base_url: str, probes: list[Call]) -> bool:
 
 @contextmanager
 def running(
-    peer: Peer, kinds: tuple[str, ...], probes: list[Call], port: int, log: Path, options: dict | None = None
+    peer: Peer,
+    kinds: tuple[str, ...],
+    probes: list[Call],
+    port: int,
+    log: Path,
+    options: dict | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``peer`` on ``port``, wait until every probe call answers 200, yield its base URL, stop it."""
     launch = peer.launch(port, kinds, options or {})
-    env = {**os.environ, **launch.env, "PYTHONPATH": str(REPO), "SERVE_APP_API_KEYS": API_KEY}
+    env = {**os.environ, **launch.env, "PYTHONPATH": str(REPO), "SERVE_APP_API_KEYS": API_KEY, **(extra_env or {})}
     with log.open("wb") as output:
         process = subprocess.Popen(
             launch.command, cwd=launch.cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
