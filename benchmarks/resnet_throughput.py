@@ -51,7 +51,10 @@ def free_port() -> int:
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
     app = build_graph(
         # Auth off: this measures the model path on loopback (the ingress logs that auth is off).
-        AppArgs(images=ImageModelSettings(weights=args.weights, device=args.device), auth={"enabled": False}),
+        AppArgs(
+            images=ImageModelSettings(weights=args.weights, device=args.device, decode_threads=args.decode_threads),
+            auth={"enabled": False},
+        ),
         {"ImageClassifier": {"user_config": batching.model_dump(), "ray_actor_options": {"num_cpus": args.cpus}}},
     )
     serve.run(app, name="bench", route_prefix="/")
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument(
         "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
     )
+    parser.add_argument("--decode-threads", type=int, default=4, help="images.decode_threads of the replica")
     parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replica")
     parser.add_argument(
         "--fast-ingress",
