@@ -66,13 +66,9 @@ class FAQMatcher:
             raise ModelUnavailable("faq", self.load_error or "not loaded")
         return self.model
 
-    async def match(self, questions: list[str], top_k: int) -> dict:
-        """Best ``top_k`` originals for each question, in order."""
-        self._require_model()
-        return {"results": await self._match_batch((questions, top_k)), "model_version": self.version}
-
     async def match_many(self, queries: list[FaqQuery]) -> dict:
-        """``match`` for several requests in one call (the ingress groups them): one result list per query.
+        """Best ``top_k`` originals for each question of several requests in one call (the ingress groups
+        them): one result list per query, in order.
 
         The group is already a batch, so it goes straight to the model instead of through ``_match_batch``.
         """
