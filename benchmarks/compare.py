@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import Call, closed_loop, open_loop
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, SERVE_PATHS, running
+from benchmarks.peers.servers import AUTH_HEADERS, PEERS, SERVE_PATHS, THROUGHPUT_ENV, running
 from benchmarks.report import publish
 from benchmarks.workloads import SCENARIOS, Scenario
 
@@ -87,7 +87,8 @@ def measure(args: argparse.Namespace, peer_name: str, log_dir: Path) -> list[dic
     probes = [calls() for _ in range(len(scenario.kinds) * 5)]
     options = json.loads(args.peer_options.get(peer_name, "{}")) if args.peer_options else {}
     rows = []
-    with running(peer, scenario.kinds, probes, FREE_PORT, log_dir / f"{peer_name}.log", options) as url:
+    log = log_dir / f"{peer_name}.log"
+    with running(peer, scenario.kinds, probes, FREE_PORT, log, options, THROUGHPUT_ENV) as url:
         asyncio.run(closed_loop(url, calls, max(args.concurrency, default=8), args.warmup, headers=AUTH_HEADERS))
         loads = [(closed_loop, c) for c in args.concurrency] + [(open_loop, r) for r in args.rates]
         for generator, load in loads:

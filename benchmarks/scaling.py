@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import closed_loop
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.peers.servers import AUTH_HEADERS, PEERS, THROUGHPUT_ENV, running
 from benchmarks.report import publish, table
 from benchmarks.workloads import SCENARIOS
 
@@ -43,7 +43,7 @@ def measure(deployment: str, replicas: int, args: argparse.Namespace, log_dir: P
         "deployments": {deployment: {"num_replicas": replicas, "autoscaling_config": None, "ray_actor_options": actor}},
     }
     log = log_dir / f"{deployment}-{replicas}.log"
-    with running(PEERS["serve-fast"], scenario.kinds, [calls()], PORT, log, options) as url:
+    with running(PEERS["serve-fast"], scenario.kinds, [calls()], PORT, log, options, THROUGHPUT_ENV) as url:
         asyncio.run(closed_loop(url, calls, args.concurrency, args.warmup, headers=AUTH_HEADERS))
         busy_before, total_before = busy_and_total_jiffies()
         result = asyncio.run(closed_loop(url, calls, args.concurrency, args.duration, headers=AUTH_HEADERS))

@@ -31,7 +31,12 @@ def build_graph(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | N
     faq = configured(FAQMatcher).bind(args.faq_model_uri)
     images = configured(ImageClassifier).bind(args.images.model_dump())
     return configured(Ingress).bind(
-        faq, images, args.limits.model_dump(), args.faq_call_grouping.model_dump(), args.auth.model_dump()
+        faq,
+        images,
+        args.limits.model_dump(),
+        args.faq_call_grouping.model_dump(),
+        args.auth.model_dump(),
+        args.rate_limit.model_dump(),
     )
 
 

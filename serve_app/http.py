@@ -4,7 +4,9 @@ Every error leaves as ``{"error": {"type", "message", "details"}}`` with a 4xx w
 a 5xx only when we cannot serve (503 model unavailable, 504 too slow, 500 a bug, logged with its request id).
 """
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
@@ -18,22 +20,33 @@ from serve_app.errors import ModelUnavailable, Overloaded, RequestError, error_b
 logger = logging.getLogger("ray.serve")
 
 JSON_TYPES = ("application/json",)
-HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+HTTP_ERROR_TYPES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
+# FastAPI's words when the JSON parser itself fails (not UTF-8, nested too deeply): ours say what to fix.
+UNPARSABLE_BODY = "There was an error parsing the body"
 
 
 def error_response(status: int, error_type: str, message: str, details: list | None = None, **headers: str):
     return JSONResponse(error_body(error_type, message, details), status_code=status, headers=headers or None)
 
 
-class BodySizeLimit:
-    """413 for a body over its route's limit: at once when Content-Length says so, else while it streams in.
+class BodyLimits:
+    """413 for a body over its route's limit, 408 for a body that takes longer than ``timeout_s`` to arrive.
 
-    Starlette's own limiter answers in plain text; this one keeps the API's JSON error shape.
+    The size is checked at once when Content-Length declares it, else while the body streams in. The timeout
+    covers the whole body, so a client trickling bytes (slowloris) cannot hold a connection and a coroutine
+    forever; neither HAProxy nor uvicorn bounds body time. Starlette's own limiter answers in plain text; this
+    one keeps the API's JSON error shape.
     """
 
-    def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int], timeout_s: float) -> None:
         self.app = app
         self.limit_for_path = limit_for_path
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,16 +58,26 @@ class BodySizeLimit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
         received = 0
+        deadline: float | None = None  # starts when the app first asks for the body
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def limited_receive() -> Message:
+            nonlocal received, deadline
+            now = time.monotonic()
+            deadline = deadline or now + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - now))
+            except TimeoutError:
+                raise StarletteHTTPException(408, _too_slow(self.timeout_s)) from None
             received += len(message.get("body", b""))
             if received > limit:
                 raise StarletteHTTPException(413, _too_large(limit))
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, limited_receive, send)
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"request body did not arrive within {timeout_s:g} s; send it faster or in a smaller request"
 
 
 def _too_large(limit: int) -> str:
@@ -101,6 +124,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(504, "upstream_timeout", str(error) or "the model did not answer in time")
 
     async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == UNPARSABLE_BODY:
+            message = "request body could not be parsed as JSON: it must be UTF-8 and nested at most ~1000 levels"
+            return error_response(400, "invalid_json", message)
         error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
         return error_response(error.status_code, error_type, str(error.detail))
 

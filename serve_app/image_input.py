@@ -46,9 +46,13 @@ def _parse_top_k(value: str | None, field: str) -> int | None:
 async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
     try:
         form = await request.form(max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes)
-    except (MultiPartException, HTTPException) as error:  # Starlette wraps parser errors in a 400 HTTPException
-        reason = error.message if isinstance(error, MultiPartException) else error.detail
-        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {reason}") from None
+    except MultiPartException as error:
+        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {error.message}") from None
+    except HTTPException as error:
+        if error.status_code != 400:  # the body limits' 408 and 413 keep their own status
+            raise
+        # Starlette wraps the parser's own errors in a 400 HTTPException.
+        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {error.detail}") from None
     parts = form.getlist(IMAGE_FIELD)
     if any(not isinstance(part, UploadFile) for part in parts):
         raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")

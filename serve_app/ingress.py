@@ -20,11 +20,13 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from serve_app.admission import InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings
 from serve_app.coalesce import Coalescer
 from serve_app.errors import ModelUnavailable, Overloaded, RequestError
-from serve_app.http import BodySizeLimit, install_error_handlers
+from serve_app.http import BodyLimits, install_error_handlers
 from serve_app.image_input import read_image_request
+from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
 from serve_app.schemas import (
     BatchMatchResponse,
     ClassifyRequest,
@@ -39,6 +41,7 @@ from serve_app.schemas import (
 from serve_app.settings import CallGrouping, Limits
 
 STATUS_TIMEOUT_S = 5.0
+INGRESS_DRAIN_S = 45.0  # > the default upstream timeout, with room for the reply
 RETRY_BACKOFF_S = 0.05  # first wait before re-sending a call whose replica died; doubles up to 1 s
 logger = logging.getLogger("ray.serve")
 IMAGE_REQUEST_BODY = {
@@ -59,7 +62,7 @@ IMAGE_REQUEST_BODY = {
     },
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503, 504)
+    code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 429, 503, 504)
 }
 
 
@@ -83,9 +86,15 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=256,
-    # Beyond this many requests queued for the ingress, Serve answers 503 with Retry-After at once.
-    max_queued_requests=1024,
+    # Above limits.max_in_flight + limits.max_images_in_flight, so that InFlightLimit (serve_app.admission) refuses
+    # the excess: a replica queues requests beyond max_ongoing_requests, which the fast ingress does not bound.
+    max_ongoing_requests=1024,
+    # Behind Serve's own proxy: beyond this many requests queued for the ingress, 503 with Retry-After at once.
+    max_queued_requests=2048,
+    # A replica being replaced (redeploy, scale-down) finishes its requests first. They may wait for a model
+    # replica up to limits.upstream_timeout_s (30 s), so the drain must last longer, or Serve kills the replica
+    # with requests in flight (seen: a 500 during a redeploy whose new FAQ replica took 30 s to start).
+    graceful_shutdown_timeout_s=INGRESS_DRAIN_S,
 )
 @serve.ingress()
 class Ingress:
@@ -96,12 +105,14 @@ class Ingress:
         limits: dict[str, Any] | None = None,
         faq_call_grouping: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
+        rate_limit: dict[str, Any] | None = None,
     ) -> None:
         self.models = {"faq": faq, "images": images}
         self.faq = faq
         self.images = images
         self.limits = Limits(**(limits or {}))
         self.auth = AuthSettings(**(auth or {}))
+        self.rate_limit = RateLimitSettings(**(rate_limit or {}))
         # Built here, in the replica: the keys come from this process's environment (the Kubernetes Secret),
         # and a malformed key or secret stops the replica with a clear error instead of serving open.
         self.authenticator = Authenticator(self.auth)
@@ -153,6 +164,13 @@ class Ingress:
         statuses = await asyncio.gather(*(self._status(name) for name in self.models))
         return dict(zip(self.models, statuses, strict=True))
 
+    def _admission_group(self, path: str) -> tuple[str, int] | None:
+        if path in self.auth.open_paths:
+            return None
+        if path.endswith("/images/classify"):
+            return "image", self.limits.max_images_in_flight
+        return "api", self.limits.max_in_flight
+
     def _body_limit(self, path: str) -> int:
         if path.endswith("/images/classify"):
             return self.limits.max_image_body_bytes
@@ -165,9 +183,13 @@ class Ingress:
             version=version("serve-app"),
         )
         install_error_handlers(app)
-        app.add_middleware(BodySizeLimit, limit_for_path=self._body_limit)
-        # Added last, so it runs first: no body is read for a caller without credentials.
+        app.add_middleware(BodyLimits, limit_for_path=self._body_limit, timeout_s=self.limits.body_timeout_s)
+        # Runs after authentication (middlewares run in reverse order of adding): it limits each caller.
+        app.add_middleware(RateLimitMiddleware, settings=self.rate_limit)
+        # No body is read for a caller without credentials.
         app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)
+        # Added last, so it runs first: refusing an excess request costs nothing more than counting it.
+        app.add_middleware(InFlightLimit, group_of=self._admission_group)
 
         @app.post(
             "/faq/match",

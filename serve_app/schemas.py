@@ -112,6 +112,9 @@ class ModelStatus(BaseModel):
     ready: bool
     model_version: str | None = None
     error: str | None = Field(None, description="Why the model is not ready, and how to fix it.")
+    update_error: str | None = Field(
+        None, description="Why the last hot model update was refused; the previous model keeps serving (FAQ model)."
+    )
     device: str | None = Field(None, description="Where the model runs (image model).")
     torch_threads: int | None = Field(None, description="CPU threads torch uses on the replica (image model).")
     batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")

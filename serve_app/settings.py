@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve_app.auth import AuthSettings
+from serve_app.ratelimit import RateLimitSettings
 
 
 class Limits(BaseModel):
@@ -24,9 +25,22 @@ class Limits(BaseModel):
     max_top_k: int = Field(50, ge=1, description="Largest top_k accepted by /faq/match.")
     max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest JSON body (413 above).")
     upstream_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a model replica (504 after).")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest time a request body may take to arrive (408 after).")
     max_image_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /images body (413 above).")
     max_images: int = Field(32, ge=1, description="Most images in one /images/classify request.")
     max_image_top_k: int = Field(20, ge=1, description="Largest top_k accepted by /images/classify.")
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Requests (but image requests and probes) one ingress replica works on at once; "
+        "more get 503 overloaded with Retry-After at once.",
+    )
+    max_images_in_flight: int = Field(
+        16,
+        ge=1,
+        description="/images/classify requests one ingress replica works on at once (503 above): about images/s "
+        "x the latency you accept (16: ~6 s at a CPU replica's ~2.5 images/s); raise it on GPU nodes.",
+    )
 
 
 class ImageModelSettings(BaseModel):
@@ -56,7 +70,18 @@ class BatchConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0)
 
 
-FAQ_BATCHING = BatchConfig(max_batch_size=32, batch_wait_timeout_s=0.002)
+class FaqUserConfig(BatchConfig):
+    """``user_config`` of the FAQ deployment: batching, and the model to swap in on running replicas."""
+
+    model_uri: str | None = Field(
+        None,
+        description="Hot model update: a directory from `serve-app faq train` (path or fsspec URL) that running "
+        "replicas load, verify and swap in without a restart. A model that fails verification is refused and "
+        "the previous one keeps serving (/readyz names why). Unset: the model of `faq_model_uri`.",
+    )
+
+
+FAQ_USER_CONFIG = FaqUserConfig(max_batch_size=32, batch_wait_timeout_s=0.002)
 
 
 class CallGrouping(BaseModel):
@@ -88,6 +113,7 @@ class AppArgs(BaseSettings):
     images: ImageModelSettings = ImageModelSettings()
     limits: Limits = Limits()
     auth: AuthSettings = AuthSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     faq_call_grouping: CallGrouping = Field(
         CallGrouping(), description="How the ingress groups concurrent /faq/match requests into FAQ deployment calls."
     )

@@ -100,4 +100,11 @@ def load_artifact(uri: str | Path) -> tuple[FaqModel, dict[str, Any]]:
         raise ArtifactError(f"{uri}/{MODEL_FILE} contains types outside the allow-list: {sorted(untrusted)}")
     state = skops.io.loads(contents[MODEL_FILE], trusted=TRUSTED_TYPES)
     originals = [Original(**json.loads(line)) for line in contents[ORIGINALS_FILE].decode().splitlines() if line]
-    return FaqModel.from_state(originals, state), metadata
+    try:
+        return FaqModel.from_state(originals, state), metadata
+    except (KeyError, TypeError, ValueError) as error:
+        # An artifact written by another version of the model code: say so instead of crashing the replica.
+        raise ArtifactError(
+            f"{uri}: the model state does not fit this version of serve-app ({type(error).__name__}: {error}); "
+            "retrain it with `serve-app faq train`"
+        ) from None

@@ -1,5 +1,7 @@
-"""Serve deployment of the FAQ matcher: loads the model once, batches questions across requests."""
+"""Serve deployment of the FAQ matcher: loads the model once, batches questions across requests, and swaps
+in a new model version on running replicas (``user_config.model_uri``) only after it loads and verifies."""
 
+import asyncio
 import logging
 
 from ray import serve
@@ -9,11 +11,12 @@ from deployments.faq.data import FaqDataError
 from deployments.faq.demo import demo_model
 from deployments.faq.model import FaqModel
 from serve_app.errors import ModelUnavailable
-from serve_app.settings import FAQ_BATCHING, BatchConfig
+from serve_app.settings import FAQ_USER_CONFIG, FaqUserConfig
 
 logger = logging.getLogger("ray.serve")
 
 FaqQuery = tuple[list[str], int]
+LOAD_ERRORS = (ArtifactError, FaqDataError, OSError, ValueError)
 
 
 @serve.deployment(
@@ -23,19 +26,22 @@ FaqQuery = tuple[list[str], int]
     max_queued_requests=256,
     # The ingress sends grouped calls (serve_app.coalesce), so one outstanding call already means a busy replica.
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1},
-    user_config=FAQ_BATCHING.model_dump(),
+    user_config=FAQ_USER_CONFIG.model_dump(),
 )
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
         self.model: FaqModel | None = None
+        self.model_uri: str | None = None  # where the served model came from (None: the embedded demo)
         self.version: str | None = None
         self.load_error: str | None = None
-        self.batch_config = FAQ_BATCHING
+        self.update_error: str | None = None
+        self.batch_config = FAQ_USER_CONFIG
         self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
         try:
             self.model, self.version = self._load(model_uri)
+            self.model_uri = model_uri
             logger.info("FAQ model %s loaded: %d originals", self.version, len(self.model.originals))
-        except (ArtifactError, FaqDataError, OSError, ValueError) as error:
+        except LOAD_ERRORS as error:
             # Degrade narrowly: this replica stays up and explains itself; the other models keep serving.
             self.load_error = f"FAQ model {model_uri!r} could not be loaded: {error}"
             logger.error(self.load_error)
@@ -47,18 +53,39 @@ class FAQMatcher:
         model, metadata = load_artifact(model_uri)
         return model, metadata["version_id"]
 
-    def reconfigure(self, user_config: dict) -> None:
-        config = BatchConfig(**user_config)
+    async def reconfigure(self, user_config: dict) -> None:
+        config = FaqUserConfig(**user_config)
         self.batch_config = config
         self._match_batch.set_max_batch_size(config.max_batch_size)
         self._match_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        if config.model_uri is not None and (self.model is None or config.model_uri != self.model_uri):
+            await self._swap_model(config.model_uri)
+
+    async def _swap_model(self, model_uri: str) -> None:
+        """Load and verify off the event loop while the current model keeps answering; swap only on success.
+
+        Never raises: a refused model must not take the replica (and the model it serves) down with it.
+        """
+        try:
+            model, version = await asyncio.to_thread(self._load, model_uri)
+        except LOAD_ERRORS as error:
+            self.update_error = f"FAQ model {model_uri!r} refused: {error}; still serving {self.version or 'none'}"
+            logger.error(self.update_error)
+            return
+        previous, self.model, self.version, self.model_uri = self.version, model, version, model_uri
+        self.load_error = self.update_error = None
+        logger.info("FAQ model swapped: %s -> %s (%d originals)", previous, version, len(model.originals))
 
     def status(self) -> dict:
         return {
             "ready": self.model is not None,
             "model_version": self.version,
             "error": self.load_error,
-            "batching": {**self.batching, **self.batch_config.model_dump()},
+            "update_error": self.update_error,
+            "batching": {
+                **self.batching,
+                **self.batch_config.model_dump(include={"max_batch_size", "batch_wait_timeout_s"}),
+            },
         }
 
     def _require_model(self) -> FaqModel:
@@ -87,7 +114,9 @@ class FAQMatcher:
         stats["questions"] += questions
         stats["largest_batch"] = max(stats["largest_batch"], requests)
 
-    @serve.batch(max_batch_size=FAQ_BATCHING.max_batch_size, batch_wait_timeout_s=FAQ_BATCHING.batch_wait_timeout_s)
+    @serve.batch(
+        max_batch_size=FAQ_USER_CONFIG.max_batch_size, batch_wait_timeout_s=FAQ_USER_CONFIG.batch_wait_timeout_s
+    )
     async def _match_batch(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
         return self._score(queries)
 

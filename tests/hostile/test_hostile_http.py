@@ -1,0 +1,138 @@
+"""Hostile HTTP against the deployed configuration: each gets a clear 4xx (or is cut off), never a 5xx or a
+hang, and the service answers normally afterwards."""
+
+import asyncio
+import resource
+import socket
+import time
+from collections import Counter
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from tests.hostile.conftest import BODY_TIMEOUT_S
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+QUESTION = {"question": "how do I loop over an array"}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture()
+def http(deployed, auth_headers):
+    with httpx.Client(base_url=deployed, headers=auth_headers, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def still_serving_afterwards(http):
+    yield
+    response = http.post("/faq/match", json=QUESTION)
+    assert response.status_code == 200, response.text
+
+
+def error_type(response: httpx.Response) -> str:
+    assert response.headers["content-type"] == "application/json", response.text
+    return response.json()["error"]["type"]
+
+
+@pytest.mark.parametrize(
+    ("case", "body"),
+    [
+        ("nested 100,000 deep", b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ("nested 5,000 deep", b'{"question": ' + b"{" * 5_000 + b"}" * 5_000 + b"}"),
+        ("latin-1, not UTF-8", '{"question": "café loop"}'.encode("latin-1")),
+        ("binary garbage", bytes(range(256)) * 4),
+        ("truncated", b'{"question": "how do I'),
+    ],
+)
+def test_unparsable_json_is_a_400(http, case, body):
+    response = http.post("/faq/match", content=body, headers=JSON)
+    assert response.status_code == 400, response.text
+    assert error_type(response) == "invalid_json"
+
+
+def test_lone_surrogates_and_control_characters_are_just_text(http):
+    response = http.post("/faq/match", content=b'{"question": "\\ud800 loop \\u0000 over \\u202e array"}', headers=JSON)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("case", "content", "content_type"),
+    [
+        ("no boundary", b"abc", "multipart/form-data"),
+        (
+            "unterminated part",
+            b'--xx\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc',
+            "multipart/form-data; boundary=xx",
+        ),
+        ("garbage between boundaries", b"--xx\r\n\x00\x01\x02\r\n--xx--\r\n", "multipart/form-data; boundary=xx"),
+        ("boundary never appears", b"just some bytes" * 100, "multipart/form-data; boundary=xx"),
+    ],
+)
+def test_malformed_multipart_is_a_4xx(http, case, content, content_type):
+    response = http.post("/images/classify", content=content, headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+    assert error_type(response) in {"invalid_multipart", "validation_error"}
+
+
+def test_huge_headers_are_refused_with_a_4xx(http):
+    response = http.get("/version", headers={"x-padding": "a" * 65_536})
+    assert 400 <= response.status_code < 500  # HAProxy refuses it before any Python runs (its own HTML page)
+    many = http.get("/version", headers={f"x-header-{i}": "v" for i in range(500)})
+    assert 400 <= many.status_code < 500
+
+
+def test_a_body_slower_than_the_timeout_gets_408(deployed, auth_headers):
+    url = urlparse(deployed)
+    head = (
+        "POST /faq/match HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+        f"Authorization: {auth_headers['Authorization']}\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=BODY_TIMEOUT_S + 20) as sock:
+        sock.sendall(head.encode() + b'{"quest')  # ... and the remaining 93 bytes never come
+        started = time.monotonic()
+        answer = sock.recv(65_536).decode("latin-1")
+        waited_s = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert '"type":"request_timeout"' in answer.replace(" ", "")
+    assert BODY_TIMEOUT_S - 0.5 <= waited_s < BODY_TIMEOUT_S + 10
+
+
+def test_ten_thousand_connections_opened_and_dropped(deployed, auth_headers):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 10_500:
+        pytest.skip(f"this machine allows {hard} open files; 10,000 connections need more")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 10_500), hard))
+    url = urlparse(deployed)
+    outcome = asyncio.run(open_and_drop(url.hostname, url.port, 10_000))
+    print(f"10,000 concurrent connections: {dict(outcome)}")
+    assert outcome["opened"] >= 5_000, outcome
+    with httpx.Client(base_url=deployed, headers=auth_headers, timeout=30) as http:
+        started = time.monotonic()
+        assert http.post("/faq/match", json=QUESTION).status_code == 200
+        assert time.monotonic() - started < 10
+
+
+async def open_and_drop(host: str, port: int, count: int) -> Counter:
+    """Open ``count`` connections at once (half of them send a partial request), hold them, drop them all."""
+    writers, outcome = [], Counter()
+
+    async def one(index: int) -> None:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+        except (OSError, TimeoutError) as error:
+            outcome[type(error).__name__] += 1
+            return
+        outcome["opened"] += 1
+        writers.append(writer)
+        if index % 2:
+            writer.write(b"POST /faq/match HTTP/1.1\r\nHost: test\r\nContent-Length: 50\r\n\r\n{")
+
+    await asyncio.gather(*(one(index) for index in range(count)))
+    await asyncio.sleep(1.0)
+    for writer in writers:
+        writer.transport.abort()  # RST, as a client that vanishes
+    await asyncio.sleep(1.0)
+    return outcome
