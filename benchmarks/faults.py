@@ -15,17 +15,15 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.load import closed_loop
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
-from benchmarks.report import publish
+from benchmarks.report import publish, run_info
 from benchmarks.workloads import SCENARIOS
 
 PORT = 18600
@@ -133,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         with server as url:
             result, kills, started = asyncio.run(load_with_kills(url, args, sorted(args.kill, key=lambda k: k[1])))
     report = {
-        "command": "python -m benchmarks.faults " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_info("benchmarks.faults", argv),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",

@@ -13,20 +13,19 @@ p50/p99 of the answered ones, p99 of the time to a 503, and the goodput.
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.load import closed_loop, open_loop
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
-from benchmarks.report import publish, table
+from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 
 PORT = 18800
-CAPACITY_CONCURRENCY = 32
+# Enough to keep the path busy, within the ingress's admission limits (16 image requests in flight by default).
+CAPACITY_CONCURRENCY = {"faq-single": 32, "image-one": 8}
 
 
 def percentile_ms(latencies: list[float], q: float) -> float | None:
@@ -59,13 +58,15 @@ def phase_report(name: str, result) -> dict:
 
 async def measure(url: str, args: argparse.Namespace) -> dict:
     calls = SCENARIOS[args.scenario].calls(PEERS["serve-fast"].paths)
-    capacity = await closed_loop(url, calls, CAPACITY_CONCURRENCY, args.capacity_s, headers=AUTH_HEADERS)
+    concurrency = CAPACITY_CONCURRENCY[args.scenario]
+    capacity = await closed_loop(url, calls, concurrency, args.capacity_s, headers=AUTH_HEADERS)
     capacity_rps = capacity.summary()["requests_per_s"]
     phases = []
     for name, share in (("below capacity", 0.5), (f"{args.factor:g}x capacity", args.factor), ("after", 0.5)):
         result = await open_loop(url, calls, share * capacity_rps, args.phase_s, headers=AUTH_HEADERS)
         phases.append(phase_report(name, result))
-    return {"capacity_rps": capacity_rps, "capacity_p99_ms": capacity.summary()["p99_ms"], "phases": phases}
+    p99_ms = round(capacity.summary()["p99_ms"], 1)
+    return {"capacity_rps": round(capacity_rps, 1), "capacity_p99_ms": p99_ms, "phases": phases}
 
 
 def markdown(report: dict) -> str:
@@ -105,7 +106,7 @@ def markdown(report: dict) -> str:
                 "",
                 f"Command: `{report['command']}`  ",
                 f"Machine: {report['machine']}; {report['date']}  ",
-                f"Capacity (closed loop, concurrency {CAPACITY_CONCURRENCY}, {report['capacity_s']} s): "
+                f"Capacity (closed loop, concurrency {report['capacity_concurrency']}, {report['capacity_s']} s): "
                 f"{report['capacity_rps']} req/s, p99 {report['capacity_p99_ms']} ms. Then open loop, "
                 f"{report['phase_s']} s per phase; auth on, serve_config.yaml's limits.",
                 "",
@@ -123,23 +124,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--factor", type=float, default=3.0)
     parser.add_argument("--capacity-s", type=float, default=10.0)
     parser.add_argument("--phase-s", type=float, default=15.0)
+    parser.add_argument("--url", help="load a server that is already running (deployed defaults) instead")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     kinds = ("faq",) if args.scenario.startswith("faq") else ("image",)
     calls = SCENARIOS[args.scenario].calls(PEERS["serve-fast"].paths)
     weights = {"SERVE_APP_IMAGES__WEIGHTS": os.environ.get("SERVE_APP_IMAGES__WEIGHTS", "random:0")}
-    with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "serve.log"
-        with running(PEERS[args.peer], kinds, [calls() for _ in range(3)], PORT, log, {"cpus": 4}, weights) as url:
-            measured = asyncio.run(measure(url, args))
+    if args.url:
+        measured = asyncio.run(measure(args.url, args))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            log = Path(folder) / "serve.log"
+            probes = [calls() for _ in range(3)]
+            with running(PEERS[args.peer], kinds, probes, PORT, log, {"cpus": 4}, weights) as url:
+                measured = asyncio.run(measure(url, args))
     report = {
-        "command": "python -m benchmarks.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_info("benchmarks.overload", argv),
         "scenario": args.scenario,
         "peer": PEERS[args.peer].description,
         "factor": args.factor,
         "capacity_s": args.capacity_s,
+        "capacity_concurrency": CAPACITY_CONCURRENCY[args.scenario],
         "phase_s": args.phase_s,
         **measured,
     }

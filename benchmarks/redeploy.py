@@ -20,10 +20,8 @@ import itertools
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -33,7 +31,7 @@ import yaml
 from benchmarks.load import closed_loop
 from benchmarks.peers.serve_server import serve_deploy
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
-from benchmarks.report import publish, table
+from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from deployments.faq.artifact import METADATA_FILE, MODEL_FILE, save_artifact
 from deployments.faq.data import load_jsonl
@@ -223,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         with running(PEERS["serve-fast"], ("faq", "image"), probes, PORT, folder / "serve.log", options) as url:
             result, deployed, seen, started = asyncio.run(run_load(url, args, plan))
     report = {
-        "command": "python -m benchmarks.redeploy " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_info("benchmarks.redeploy", argv),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "initial_version": versions["v1"],

@@ -1,7 +1,10 @@
 """What every benchmark writes: a Markdown table builder, and the report printed and saved as OUT.json + OUT.md."""
 
 import json
+import os
+import sys
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -21,3 +24,12 @@ def publish(report: dict, markdown: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown)
+
+
+def run_info(module: str, argv: list[str] | None) -> dict[str, str]:
+    """How a result was produced: the exact command, the machine and the time (the head of every report)."""
+    return {
+        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }

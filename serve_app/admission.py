@@ -9,12 +9,11 @@ which cost ~100x a question: a burst of images cannot take the FAQ path's budget
 requests finish well inside the upstream timeout.
 """
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app.errors import error_body
+from serve_app.asgi import send_error
 
 RETRY_AFTER_S = 1
 
@@ -45,11 +44,4 @@ class InFlightLimit:
 
 async def _refuse(send: Send, name: str, limit: int) -> None:
     message = f"overloaded: {limit} {name} requests already in progress on this replica; retry shortly"
-    body = json.dumps(error_body("overloaded", message)).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 503, "overloaded", message, {"retry-after": str(RETRY_AFTER_S)})

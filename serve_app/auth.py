@@ -18,7 +18,6 @@ imports no Ray so it can be unit-tested and used by the CLI on its own.
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app.errors import error_body
+from serve_app.asgi import send_error
 
 logger = logging.getLogger("ray.serve")
 
@@ -271,15 +270,8 @@ class AuthMiddleware:
             # Closing before accept makes the server answer the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
             return
-        body = json.dumps(error_body("unauthorized", failure.message)).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", _challenge(self.settings.realm, failure).encode("latin-1")),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        headers = {"www-authenticate": _challenge(self.settings.realm, failure), "cache-control": "no-store"}
+        await send_error(send, 401, "unauthorized", failure.message, headers)
 
 
 def _authorization_header(scope: Scope) -> str | None:

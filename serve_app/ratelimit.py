@@ -8,14 +8,13 @@ Buckets live in each ingress replica's memory, so the cluster-wide rate is ``req
 of ingress replicas: exact enough to stop abuse, with no shared store on the request path.
 """
 
-import json
 import time
 from collections import OrderedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve_app.errors import error_body
+from serve_app.asgi import send_error
 
 MAX_TRACKED_CALLERS = 100_000  # least recently seen buckets beyond this are forgotten (they were full anyway)
 
@@ -72,17 +71,9 @@ class RateLimitMiddleware:
         if wait_s == 0.0:
             await self.app(scope, receive, send)
             return
-        retry_after = max(1, round(wait_s + 0.5))
-        body = json.dumps(
-            error_body("rate_limited", f"too many requests from this caller; retry in {retry_after} s")
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(retry_after).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        retry_after = str(max(1, round(wait_s + 0.5)))
+        message = f"too many requests from this caller; retry in {retry_after} s"
+        await send_error(send, 429, "rate_limited", message, {"retry-after": retry_after})
 
 
 def _caller(scope: Scope) -> str:

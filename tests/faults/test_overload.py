@@ -8,8 +8,8 @@ from benchmarks import overload
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_overload_is_shed_with_fast_503s_and_nothing_admitted_fails():
-    report = overload.main(["--scenario", "image-one", "--capacity-s", "8", "--phase-s", "10"])
+def test_overload_is_shed_with_fast_503s_and_nothing_admitted_fails(deployed):
+    report = overload.main(["--scenario", "image-one", "--capacity-s", "8", "--phase-s", "10", "--url", deployed])
     below, over, after = report["phases"]
     assert report["capacity_rps"] > 0
     assert all(phase["failed"] == 0 for phase in report["phases"]), report["phases"]

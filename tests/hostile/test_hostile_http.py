@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.hostile.conftest import BODY_TIMEOUT_S
+from tests.conftest import BODY_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -1,10 +1,10 @@
-"""FAQ model updates through ``user_config.model_uri`` on a running application, under load: a good artifact is
-swapped in with no failed request; a tampered one is refused with a clear error and a good model keeps serving.
+"""A tampered FAQ model set through ``user_config.model_uri`` is refused under load, with a clear error, while a
+good model keeps answering every request.
 
-``serve.run`` gives every deployment a new code version, so here each update restarts the replicas: a new
-replica loads its baseline (``faq_model_uri``) and then the configured model, refusing a tampered one. The
-in-place path (``serve deploy`` / RayService changing only user_config) is exercised by benchmarks.redeploy
-and tests/faults/test_redeploy.py.
+``serve.run`` gives every deployment a new code version, so this update restarts the replicas: a new replica
+loads its baseline (``faq_model_uri``, the last known-good model), then refuses the configured tampered one.
+The in-place path (``serve deploy`` / RayService changing only user_config: a good model swapped in, a tampered
+one refused, then a full redeploy, all under load) is tests/faults/test_redeploy.py.
 """
 
 import asyncio
@@ -58,27 +58,14 @@ async def update_under_load(serve_apps, model_uri: str, baseline: str | None) ->
 
 @pytest.fixture(scope="module")
 def update_app(serve_apps, artifacts):
-    deploy(None, faq_model_uri=artifacts["v1"])
+    deploy(None, faq_model_uri=artifacts["v2"])  # the last known-good model is the baseline
     yield serve_apps
     serve.delete(APP)
 
 
-def test_good_model_is_swapped_in_under_load_without_a_failed_request(update_app, artifacts, client):
-    v1, v2 = version_of(artifacts["v1"]), version_of(artifacts["v2"])
-    assert client.get(f"{PREFIX}/version").json()["models"]["faq"] == v1
-
-    seen = asyncio.run(update_under_load(update_app, artifacts["v2"], baseline=artifacts["v1"]))
-
-    assert {status for status, _ in seen} == {200}, seen
-    assert {version for _, version in seen} <= {v1, v2}
-    assert sum(seen.values()) > 20
-    after = client.post(f"{PREFIX}/faq/match", json=QUESTION).json()
-    assert after["model_version"] == v2
-
-
-def test_tampered_model_is_refused_and_the_previous_one_keeps_serving(update_app, artifacts, client):
+def test_tampered_model_is_refused_and_a_good_one_keeps_serving(update_app, artifacts, client):
     v2 = version_of(artifacts["v2"])
-    deploy(None, faq_model_uri=artifacts["v2"])  # the last known-good model is the baseline
+    assert client.get(f"{PREFIX}/version").json()["models"]["faq"] == v2
 
     seen = asyncio.run(update_under_load(update_app, artifacts["tampered"], baseline=artifacts["v2"]))
 
