@@ -15,7 +15,6 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +25,7 @@ import torch
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
-from benchmarks.peers.servers import FAST_SERVE_ENV
+from benchmarks.peers.servers import FAST_SERVE_ENV, free_port
 from benchmarks.report import publish, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
@@ -51,12 +50,6 @@ def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int
         classifier.probabilities(torch.stack([preprocess(data, 10**9) for _ in range(batch_size)]))
         done += batch_size
     return done / (time.perf_counter() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.peers.servers import AUTH_HEADERS, PEERS, free_port, running
 from benchmarks.workloads import SCENARIOS
-from tests.integration.conftest import free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FAQ_DATA = SHARED / "data" / "stackoverflow-faq"

@@ -6,7 +6,6 @@ loads), so tests see the happy path and the narrow degradation of each model tha
 """
 
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import pytest
 import ray
 from ray import serve
 
+from benchmarks.peers.servers import free_port
 from serve_app.app import build_app
 from serve_app.settings import AppArgs
 
@@ -23,12 +23,6 @@ BROKEN_WEIGHTS = "/nonexistent/resnet152.pt"
 IMAGE_WEIGHTS = "random:0"
 API_KEYS = ("integration-primary-key-0123456789", "integration-secondary-key-0123456789")
 JWT_SECRET = "integration-signing-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
