@@ -1,8 +1,9 @@
 """Cross-validated quality of the FAQ model on the real Stack Overflow data (../shared/data).
 
-The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0, which this model does NOT reach yet
-(benchmarks/results/faq_quality.md). The thresholds below sit just under what it measures, so any change
-that makes matching worse fails here; raise them as the model improves.
+The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0; this model meets the last two and
+falls short on Acc@1 (0.630 mean over CV seeds 0-2; benchmarks/results/faq_quality.md). The thresholds
+below sit just under what it measures, so any change that makes matching worse fails here; raise them as
+the model improves.
 """
 
 import pytest
@@ -12,7 +13,7 @@ from deployments.faq.train import train
 
 pytestmark = pytest.mark.slow
 
-MEASURED_FLOOR = {"acc_at_1": 0.58, "acc_at_3": 0.80, "mean_rank": 3.7}
+MEASURED_FLOOR = {"acc_at_1": 0.61, "acc_at_3": 0.84, "mean_rank": 2.95}  # seed 0 measures 0.622 / 0.857 / 2.86
 REFERENCE_PIPELINE = {"acc_at_1": 0.31, "acc_at_3": 0.48, "mean_rank": 14.9}  # two TF-IDF + LightGBM, same data
 
 
@@ -36,8 +37,8 @@ def test_far_better_than_the_reference_pipeline(result):
 
 
 def test_probabilities_are_calibrated(result):
-    # Temperature scaling leaves the top decile overconfident (0.97 said, 0.78 right): measured 0.12.
-    assert result.metrics["cross_validation"]["expected_calibration_error"] < 0.15
+    # The re-ranker's logits are trained as a softmax, so temperature scaling calibrates them well: measured 0.03.
+    assert result.metrics["cross_validation"]["expected_calibration_error"] < 0.08
 
 
 def test_training_is_fast(result):
