@@ -1,6 +1,6 @@
 """Model updates and a full redeploy under load, the way operators do them: ``serve deploy`` of a changed config.
 
-    python -m benchmarks.redeploy [--duration 60] [--at 10 25 40] [--concurrency 6] [--out benchmarks/results/redeploy]
+    python -m benchmarks.redeploy [--duration 80] [--at 10 25 40] [--concurrency 6] [--out benchmarks/results/redeploy]
 
 The fast-ingress application (auth on) is deployed declaratively from serve_config.yaml (FAQ model v1) and
 serves mixed traffic (80% FAQ, 20% images, closed loop) while three changed configs are deployed:
@@ -200,7 +200,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--duration", type=float, default=80.0)
     parser.add_argument("--at", type=float, nargs=3, default=[10.0, 25.0, 40.0], help="seconds of hot, tampered, full")
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--out", type=Path)
