@@ -27,7 +27,7 @@ import ray
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
-from benchmarks.resnet_throughput import free_port
+from benchmarks.peers.isolation import free_port
 from benchmarks.workloads import images
 from serve_app.app import build_graph
 from serve_app.capacity import plan

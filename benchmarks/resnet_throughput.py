@@ -25,7 +25,8 @@ import torch
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
-from benchmarks.peers.servers import FAST_SERVE_ENV, free_port
+from benchmarks.peers.isolation import free_port, private_fast_ingress_env
+from benchmarks.peers.servers import FAST_SERVE_ENV
 from benchmarks.report import publish, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
@@ -136,7 +137,7 @@ def main() -> None:
     print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
 
     if args.fast_ingress:
-        os.environ.update(FAST_SERVE_ENV)  # Ray's processes read it when they start
+        os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())  # Ray's processes read it when they start
     ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})

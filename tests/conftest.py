@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, free_port, running
+from benchmarks.peers.isolation import free_port
+from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
 from benchmarks.workloads import SCENARIOS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

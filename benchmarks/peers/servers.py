@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.load import Call
+from benchmarks.peers.isolation import private_fast_ingress_env
 from benchmarks.workloads import Paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,12 +99,6 @@ def _fastapi(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
     return Launch([*command, "--log-level", "warning"], {"PEER_MODELS": ",".join(kinds)})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(extra_env: dict[str, str]) -> Callable[[int, tuple[str, ...], dict], Launch]:
     def launch(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
         command = [sys.executable, "-m", "benchmarks.peers.serve_server", "--port", str(port)]
@@ -113,12 +107,7 @@ def _serve(extra_env: dict[str, str]) -> Callable[[int, tuple[str, ...], dict], 
             command += ["--config", str(options["config"]), "--dashboard-port", str(options["dashboard_port"])]
         env = dict(extra_env)
         if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-            # HAProxy's stats and metrics listeners have fixed ports (8404, 9101): a second fast-ingress server on
-            # the same machine (tests run several) would fail to start without ports of its own.
-            env |= {
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            }
+            env |= private_fast_ingress_env()  # tests run several servers at once
         return Launch(command, env)
 
     return launch

@@ -14,7 +14,7 @@ import pytest
 import ray
 from ray import serve
 
-from benchmarks.peers.servers import free_port
+from benchmarks.peers.isolation import free_port
 from serve_app.app import build_app
 from serve_app.settings import AppArgs
 
