@@ -129,16 +129,17 @@ PEERS = {
 }
 
 
-def _answers(base_url: str, probes: list[Call]) -> bool:
+def _probe_failure(base_url: str, probes: list[Call]) -> str | None:
+    """None once every probe call answers 200, else what the first failing one got."""
     try:
         for call in probes:
             headers = {"content-type": call.content_type, **AUTH_HEADERS}
             response = httpx.post(base_url + call.path, content=call.body, headers=headers, timeout=30)
             if response.status_code != 200:
-                return False
-        return True
-    except httpx.HTTPError:
-        return False
+                return f"{call.path} answered {response.status_code}: {response.text[:500]}"
+        return None
+    except httpx.HTTPError as error:
+        return f"{type(error).__name__}: {error}"
 
 
 @contextmanager
@@ -161,9 +162,12 @@ def running(
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while not _answers(base_url, probes):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{peer.name} did not start; its log:\n{log.read_text()[-3000:]}")
+        while failure := _probe_failure(base_url, probes):
+            # A model that cannot load answers 503 model_unavailable for good (e.g. IMAGENET1K_V2 weights
+            # without internet: set SERVE_APP_IMAGES__WEIGHTS=random:0); no point waiting out the deadline.
+            if "model_unavailable" in failure or process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text()[-3000:]
+                raise RuntimeError(f"{peer.name} did not start; last probe: {failure}\nits log:\n{tail}")
             time.sleep(1)
         yield base_url
     finally:
