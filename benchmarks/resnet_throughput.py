@@ -62,7 +62,15 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
             # A closed loop at fixed concurrency is not overload: no admission limit on the measured path.
             limits={"max_images_in_flight": 1024},
         ),
-        {"ImageClassifier": {"user_config": batching.model_dump(), "ray_actor_options": {"num_cpus": args.cpus}}},
+        {
+            "ImageClassifier": {
+                "user_config": batching.model_dump(),
+                # The CPUs split between the replicas; Ray gives each as many OpenMP (torch) threads.
+                "ray_actor_options": {"num_cpus": args.cpus / args.replicas},
+                "num_replicas": args.replicas,
+                "autoscaling_config": None,
+            }
+        },
     )
     serve.run(app, name="bench", route_prefix="/")
     url = f"http://127.0.0.1:{args.port}"
@@ -119,7 +127,8 @@ def main() -> None:
         "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
     )
     parser.add_argument("--decode-threads", type=int, default=4, help="images.decode_threads of the replica")
-    parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replica")
+    parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replicas")
+    parser.add_argument("--replicas", type=int, default=1, help="classifier replicas sharing those CPUs")
     parser.add_argument(
         "--fast-ingress",
         action="store_true",
@@ -150,7 +159,9 @@ def main() -> None:
 
     report = {
         "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {max(1, int(args.cpus))} torch threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, bare model {max(1, int(args.cpus))} torch threads, {args.replicas} "
+        f"classifier replica(s) of {args.cpus / args.replicas:g} CPU, torch {torch.__version__}",
+        "replicas": args.replicas,
         "device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
         "weights": args.weights,
         "ingress": "HAProxy + throughput-optimized" if args.fast_ingress else "Serve proxy",
