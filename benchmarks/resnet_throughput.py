@@ -1,10 +1,10 @@
 """ResNet-152 images/s and latency over HTTP, batching on and off, next to the bare model in the same run.
 
     python -m benchmarks.resnet_throughput [--weights random:0] [--duration 20] [--concurrency 1 8 32]
-        [--device auto] [--cpus 2] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
+        [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
 
-The bare model is the limit: decode + preprocess + forward in this process at its best batch size, with the
-same torch threads as the replica. Served runs go through the whole stack (HTTP -> proxy -> ingress ->
+The bare model is the limit: decode + preprocess + forward in a process of its own at its best batch size, with
+the replicas' CPUs as torch threads, measured before and after the served runs (their mean is the reference). Served runs go through the whole stack (HTTP -> proxy -> ingress ->
 classifier replica with @serve.batch); "batching off" is the same replica re-tuned live to max_batch_size 1.
 efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
 """
@@ -53,6 +53,15 @@ def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int
     return done / (time.perf_counter() - started)
 
 
+def bare_in_child(args: argparse.Namespace, data: bytes) -> dict[int, float]:
+    # In a child process: torch's OpenMP threads keep spinning for a while after use, which would slow the
+    # served runs that follow on the same cores.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        bare = pool.submit(bare_model, args, data).result()
+    print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
+    return bare
+
+
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
     app = build_graph(
         # Auth off: this measures the model path on loopback (the ingress logs that auth is off).
@@ -94,7 +103,16 @@ def markdown(report: dict) -> str:
         "off: max_batch_size 1.  ",
         f"Machine: {report['machine']}; ingress: {report['ingress']}",
         "",
-        *table(["bare model batch size", "images/s"], ([b, f"{ips:.2f}"] for b, ips in bare.items())),
+        *table(
+            ["bare model batch size", "images/s before", "after", "mean"],
+            (
+                [b, f"{report['bare_before'][b]:.2f}", f"{report['bare_after'][b]:.2f}", f"{ips:.2f}"]
+                for b, ips in bare.items()
+            ),
+        ),
+        "",
+        f"The bare model ran before and after the served runs; efficiency uses the best mean. Drift between the "
+        f"two: {report['bare_drift']:.0%} (the box's own speed change during the run; a ratio is no more exact).",
         "",
         *table(
             ["batching", "concurrency", "images/s", "p50 ms", "p99 ms", "errors", "efficiency (served / best bare)"],
@@ -139,11 +157,7 @@ def main() -> None:
     args.port = free_port()
     data = images()[0]
 
-    # In a child process: torch's OpenMP threads keep spinning for a while after use, which would slow the
-    # served runs that follow on the same cores.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        bare = pool.submit(bare_model, args, data).result()
-    print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
+    bare_before = bare_in_child(args, data)
 
     if args.fast_ingress:
         os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())  # Ray's processes read it when they start
@@ -156,6 +170,11 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+    bare_after = bare_in_child(args, data)
+    # The box's speed drifts over minutes (shared host): the served runs are compared with the bare model's
+    # mean before and after them, and the drift says how far to trust the ratio.
+    bare = {size: (bare_before[size] + bare_after[size]) / 2 for size in bare_before}
+    drift = abs(max(bare_before.values()) - max(bare_after.values())) / max(bare.values())
 
     report = {
         "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
@@ -169,6 +188,9 @@ def main() -> None:
         "max_batch_size": args.max_batch_size,
         "batch_wait": args.batch_wait,
         "bare_images_per_s": bare,
+        "bare_before": bare_before,
+        "bare_after": bare_after,
+        "bare_drift": round(drift, 3),
         "served": rows,
     }
     publish(report, markdown(report), args.out)
