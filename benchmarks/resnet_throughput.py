@@ -4,8 +4,9 @@
         [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
 
 The bare model is the limit: decode + preprocess + forward in a process of its own at its best batch size, with
-the replicas' CPUs as torch threads, measured before and after the served runs (their mean is the reference). Served runs go through the whole stack (HTTP -> proxy -> ingress ->
-classifier replica with @serve.batch); "batching off" is the same replica re-tuned live to max_batch_size 1.
+the replicas' CPUs as torch threads, measured before and after the served runs (their mean is the reference).
+Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
+"batching off" is the same replica re-tuned live to max_batch_size 1.
 efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
 """
 

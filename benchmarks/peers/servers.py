@@ -27,6 +27,7 @@ import httpx
 from benchmarks.load import Call
 from benchmarks.peers.isolation import private_fast_ingress_env
 from benchmarks.workloads import Paths
+from serve_app.haproxy import haproxy_with_limits_env
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_APP = Path(__file__).resolve().parent / "reference"
@@ -43,6 +44,8 @@ THROUGHPUT_ENV = {"SERVE_APP_LIMITS__MAX_IMAGES_IN_FLIGHT": "1024"}
 FAST_SERVE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # HAProxy with per-replica limits and JSON 503s (serve_app/bin/haproxy-with-limits), as deployed.
+    **haproxy_with_limits_env(),
     # Benchmarks stop the app right after measuring; production keeps the 30 s drain.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }

@@ -26,6 +26,18 @@ def test_dockerfile_uses_the_pinned_ray_version_and_a_non_root_user():
     assert users and users[-1] not in ("root", "0")
 
 
+def test_dockerfile_starts_haproxy_through_the_limits_wrapper():
+    dockerfile = (KUBERAY / "Dockerfile").read_text()
+    workdir = re.search(r"^WORKDIR (\S+)$", dockerfile, re.MULTILINE).group(1)
+    wrapper = re.search(r"RAY_SERVE_HAPROXY_BINARY_PATH=(\S+)", dockerfile).group(1)
+    # The image copies serve_app/ into the working directory, so the path must name the repository's script.
+    assert wrapper.startswith(workdir + "/")
+    script = ROOT / wrapper.removeprefix(workdir + "/")
+    assert script.is_file() and script.stat().st_mode & 0o111
+    assert "COPY --chown=ray:users serve_app ./serve_app" in dockerfile
+    assert re.search(r"SERVE_APP_HAPROXY_BINARY=(\S+)", dockerfile).group(1) in dockerfile.split("RUN ln -s")[1]
+
+
 def test_dockerfile_copies_only_what_exists():
     for source in re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", (KUBERAY / "Dockerfile").read_text(), re.MULTILINE):
         for path in source.split():

@@ -1,0 +1,65 @@
+"""serve_app/bin/haproxy-with-limits: the config Ray generates, rewritten with limits, checked by real HAProxy."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from serve_app.haproxy import HAPROXY_WITH_LIMITS, haproxy_with_limits_env
+
+# The shape of Ray 2.60's generated config (ray/serve/_private/haproxy_templates.py), trimmed to what changes.
+RAY_CONFIG = """global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    errorfile 502 {folder}/500.http
+    errorfile 503 {folder}/500.http
+    errorfile 504 {folder}/500.http
+frontend http_frontend
+    bind 127.0.0.1:18080
+    default_backend http-serve_app
+backend http-serve_app
+    default-server fastinter 250ms downinter 250ms fall 2 rise 2 inter 5s check
+    server SERVE_REPLICA_serve_app-Ingress-abc 127.0.0.1:20300 check observe layer4 error-limit 3 on-error mark-down
+    server SERVE_PROXY_ACTOR-fallback-xyz 127.0.0.1:60255 check backup
+backend http-serve_app-via-ingress-request-router
+    server SERVE_REPLICA_serve_app-Ingress-abc 127.0.0.1:20300 track http-serve_app/SERVE_REPLICA_serve_app-Ingress-abc
+"""
+
+
+def rewrite(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path]:
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(RAY_CONFIG.format(folder=tmp_path))
+    # `-c` only checks the configuration: the real binary parses what the wrapper wrote, errorfile included.
+    env = {**os.environ, **haproxy_with_limits_env(), **extra_env}
+    done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
+    return done, tmp_path / "haproxy.cfg.limited"
+
+
+def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_path):
+    done, limited = rewrite(
+        tmp_path, {"SERVE_APP_HAPROXY_SERVER_MAXCONN": "32", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S": "2"}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = limited.read_text()
+    assert "127.0.0.1:20300 check observe layer4 error-limit 3 on-error mark-down maxconn 32\n" in text
+    assert "127.0.0.1:60255 check backup maxconn 32\n" in text
+    assert "track http-serve_app/SERVE_REPLICA_serve_app-Ingress-abc\n" in text  # mirrors are left alone
+    assert "defaults\n    timeout queue 2s\n" in text
+    assert f"errorfile 503 {tmp_path}/503-overloaded.http" in text
+    assert f"errorfile 502 {tmp_path}/500.http" in text  # other errors keep Ray's page
+    head, _, body = (tmp_path / "503-overloaded.http").read_bytes().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in head
+    assert f"content-length: {len(body)}".encode() in head and b'"type":"overloaded"' in body
+
+
+@pytest.mark.parametrize("setting", ["SERVE_APP_HAPROXY_SERVER_MAXCONN", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S"])
+def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
+    done, limited = rewrite(tmp_path, {setting: "0"})
+    assert done.returncode == 2 and "positive integers" in done.stderr
+    assert not limited.exists()
