@@ -7,6 +7,7 @@ then share an admin socket and the replicas' ports, and one cluster's HAProxy en
 cluster's application. Each server gets its own directory and ports instead.
 """
 
+import itertools
 import random
 import socket
 import tempfile
@@ -43,10 +44,11 @@ def free_port_blocks(count: int) -> list[int]:
     two per replica); random blocks, so servers started at the same moment rarely pick the same one."""
     starts = list(PORT_BLOCKS)
     random.shuffle(starts)
-    free = [start for start in starts if all(_bindable(port) for port in range(start, start + BLOCK_SIZE))]
-    if len(free) < count:
+    free = (start for start in starts if all(_bindable(port) for port in range(start, start + BLOCK_SIZE)))
+    blocks = list(itertools.islice(free, count))  # stops probing once it has enough
+    if len(blocks) < count:
         raise RuntimeError(f"fewer than {count} free blocks of {BLOCK_SIZE} ports in {PORT_BLOCKS}")
-    return free[:count]
+    return blocks
 
 
 def private_fast_ingress_env() -> dict[str, str]:
