@@ -21,7 +21,11 @@ defaults
     errorfile 504 {folder}/500.http
 frontend http_frontend
     bind 127.0.0.1:18080
-    default_backend http-serve_app
+    acl is_http-serve_app path_beg /
+    use_backend http-serve_app if is_http-serve_app
+    default_backend default_backend
+backend default_backend
+    http-request return status 404 content-type text/plain string "not found"
 backend http-serve_app
     default-server fastinter 250ms downinter 250ms fall 2 rise 2 inter 5s check
     server SERVE_REPLICA_serve_app-Ingress-abc 127.0.0.1:20300 check observe layer4 error-limit 3 on-error mark-down
@@ -43,7 +47,12 @@ def rewrite(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.Compl
 
 def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_path):
     done, limited = rewrite(
-        tmp_path, {"SERVE_APP_HAPROXY_SERVER_MAXCONN": "32", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S": "2"}
+        tmp_path,
+        {
+            "SERVE_APP_HAPROXY_SERVER_MAXCONN": "32",
+            "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S": "2",
+            "SERVE_APP_HAPROXY_MAX_QUEUE": "8",
+        },
     )
     assert done.returncode == 0, done.stdout + done.stderr
     text = limited.read_text()
@@ -51,6 +60,11 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
     assert "127.0.0.1:60255 check backup maxconn 32\n" in text
     assert "track http-serve_app/SERVE_REPLICA_serve_app-Ingress-abc\n" in text  # mirrors are left alone
     assert "defaults\n    timeout queue 2s\n" in text
+    refusal = (
+        f"    http-request return status 503 errorfile {tmp_path}/503-overloaded.http"
+        " if { avg_queue(http-serve_app) gt 8 }"
+    )
+    assert f"{refusal}\n    use_backend http-serve_app if is_http-serve_app\n" in text
     assert f"errorfile 503 {tmp_path}/503-overloaded.http" in text
     assert f"errorfile 502 {tmp_path}/500.http" in text  # other errors keep Ray's page
     head, _, body = (tmp_path / "503-overloaded.http").read_bytes().partition(b"\r\n\r\n")
@@ -58,7 +72,9 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
     assert f"content-length: {len(body)}".encode() in head and b'"type":"overloaded"' in body
 
 
-@pytest.mark.parametrize("setting", ["SERVE_APP_HAPROXY_SERVER_MAXCONN", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S"])
+@pytest.mark.parametrize(
+    "setting", ["SERVE_APP_HAPROXY_SERVER_MAXCONN", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S", "SERVE_APP_HAPROXY_MAX_QUEUE"]
+)
 def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
     done, limited = rewrite(tmp_path, {setting: "0"})
     assert done.returncode == 2 and "positive integers" in done.stderr
