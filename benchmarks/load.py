@@ -134,15 +134,21 @@ async def open_loop(
     timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
     max_outstanding: int = 10_000,
+    connections: int = 2048,
 ) -> LoadResult:
     """Requests start on a fixed schedule of ``rate`` per second, whether or not earlier ones finished.
 
+    At most ``connections`` are open at once, as that many users would hold: a request waits for a free one,
+    and the wait counts in its latency (measured from its scheduled start). Unbounded, a client lagging for a
+    moment on these shared cores opens thousands at once; past HAProxy's global maxconn (4,096) the new ones
+    sit unaccepted while the client keeps its earlier ones idle in its pool, and requests stall for the
+    client's keep-alive time (benchmarks/results/README.md, "Overload, FAQ").
     Beyond ``max_outstanding`` requests in flight, a scheduled request is counted as ``client_overflow``
     instead of being sent: the server has fallen so far behind that more load would only measure the client.
     """
     result = LoadResult(mode="open", load=rate)
     outstanding: set[asyncio.Task] = set()
-    async with _session(0, timeout_s, headers) as session:
+    async with _session(connections, timeout_s, headers) as session:
 
         async def one(call: Call, scheduled: float) -> None:
             status = await _send(session, base_url, call)

@@ -33,7 +33,7 @@ from benchmarks.peers.serve_server import serve_deploy
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
-from deployments.faq.artifact import METADATA_FILE, MODEL_FILE, save_artifact
+from deployments.faq.artifact import ARRAYS_FILE, METADATA_FILE, save_artifact
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH
 from deployments.faq.train import train
@@ -52,7 +52,7 @@ def make_artifacts(folder: Path) -> dict[str, str]:
         paths[name] = str(folder / name)
         save_artifact(result.model, paths[name], data_sha256=dataset.fingerprint(), metrics=result.metrics)
     shutil.copytree(paths["v3"], folder / "tampered")
-    model_file = folder / "tampered" / MODEL_FILE
+    model_file = folder / "tampered" / ARRAYS_FILE
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))

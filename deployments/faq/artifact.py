@@ -1,13 +1,17 @@
 """Model artifact directories: write them, and load them only after verifying every file.
 
-Layout: ``model.skops`` (the fitted vectorizer and matrices, in skops' pickle-free format), ``originals.jsonl``
-(what a match returns) and ``metadata.json`` (versions, data hash, metrics and the sha256 of each file).
-Loading reads every file into memory, checks its sha256 against the metadata, refuses any type outside a
-fixed allow-list and only then deserialises, so a tampered or truncated artifact never reaches skops.
+Layout: ``model.npz`` (the fitted matrices and idf weights: plain numeric arrays, read with pickle off),
+``model.json`` (settings, vocabularies), ``originals.jsonl`` (what a match returns) and ``metadata.json``
+(versions, data hash, metrics and the sha256 of each file). Loading reads every file into memory and checks its
+sha256 against the metadata before parsing it, so a tampered or truncated artifact is refused unread; and
+nothing in the format can hold code (numpy refuses object arrays with ``allow_pickle=False``).
+Why not skops (artifact format 1): importing it walks every scikit-learn module, torch included, for
+its trusted-type list: ~4 s of CPU at every FAQ replica start, which on a small node under load is felt.
 The directory may be local or any fsspec URL (``az://container/faq/v3`` with the ``azure`` extra).
 """
 
 import hashlib
+import io
 import json
 import platform
 import uuid
@@ -18,18 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import skops.io
+import numpy as np
 
 from deployments.faq.data import Original
 from deployments.faq.model import FaqModel
 
-MODEL_FILE = "model.skops"
+ARRAYS_FILE = "model.npz"
+FIELDS_FILE = "model.json"
 ORIGINALS_FILE = "originals.jsonl"
 METADATA_FILE = "metadata.json"
-ARTIFACT_FORMAT = 1
-
-# Types a FaqModel's state holds beyond those skops trusts by default; any other type is refused.
-TRUSTED_TYPES = ["scipy.sparse._csr.csr_matrix"]
+ARTIFACT_FORMAT = 2
 
 
 class ArtifactError(RuntimeError):
@@ -41,14 +43,18 @@ def _sha256(data: bytes) -> str:
 
 
 def _library_versions() -> dict[str, str]:
-    packages = ("scikit-learn", "skops", "numpy", "scipy")
+    packages = ("scikit-learn", "numpy", "scipy")
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
 def save_artifact(model: FaqModel, out_dir: str, *, data_sha256: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """Write the artifact (locally or to an fsspec URL) and return its metadata."""
+    arrays, fields = model.state()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # uncompressed: loading is a copy, not a decompression
     contents = {
-        MODEL_FILE: skops.io.dumps(model.state()),
+        ARRAYS_FILE: buffer.getvalue(),
+        FIELDS_FILE: json.dumps(fields, ensure_ascii=False).encode(),
         ORIGINALS_FILE: "".join(json.dumps(asdict(o), ensure_ascii=False) + "\n" for o in model.originals).encode(),
     }
     metadata = {
@@ -87,21 +93,25 @@ def load_artifact(uri: str | Path) -> tuple[FaqModel, dict[str, Any]]:
     except json.JSONDecodeError as error:
         raise ArtifactError(f"{uri}/{METADATA_FILE} is not valid JSON: {error.msg}") from None
     if metadata.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{uri}: artifact format {metadata.get('format')!r}, expected {ARTIFACT_FORMAT}")
+        raise ArtifactError(
+            f"{uri}: artifact format {metadata.get('format')!r}, expected {ARTIFACT_FORMAT}; "
+            "retrain it with `serve-app faq train`"
+        )
     contents = {}
-    for name in (MODEL_FILE, ORIGINALS_FILE):
+    for name in (ARRAYS_FILE, FIELDS_FILE, ORIGINALS_FILE):
         data = _read(fs, f"{root}/{name}")
         expected = metadata.get("files", {}).get(name)
         if expected is None or _sha256(data) != expected:
             raise ArtifactError(f"{uri}/{name}: sha256 does not match metadata.json; refusing to load it")
         contents[name] = data
-    untrusted = set(skops.io.get_untrusted_types(data=contents[MODEL_FILE])) - set(TRUSTED_TYPES)
-    if untrusted:
-        raise ArtifactError(f"{uri}/{MODEL_FILE} contains types outside the allow-list: {sorted(untrusted)}")
-    state = skops.io.loads(contents[MODEL_FILE], trusted=TRUSTED_TYPES)
+    try:
+        with np.load(io.BytesIO(contents[ARRAYS_FILE]), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as error:  # numpy's answer to an object (pickled) array, and to a damaged archive
+        raise ArtifactError(f"{uri}/{ARRAYS_FILE} is not a plain numeric archive: {error}") from None
     originals = [Original(**json.loads(line)) for line in contents[ORIGINALS_FILE].decode().splitlines() if line]
     try:
-        return FaqModel.from_state(originals, state), metadata
+        return FaqModel.from_state(originals, arrays, json.loads(contents[FIELDS_FILE])), metadata
     except (KeyError, TypeError, ValueError) as error:
         # An artifact written by another version of the model code: say so instead of crashing the replica.
         raise ArtifactError(

@@ -15,6 +15,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+# What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
+VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf")
 WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
 
 Counts = tuple[np.ndarray, np.ndarray]  # (columns, counts) of the terms found in the vocabulary
@@ -53,6 +55,28 @@ class TextFeatures:
         word.fit(texts)
         char.fit(texts)
         return cls(word, char)
+
+    def to_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The fitted vectorizers as arrays (idf weights) and JSON fields (settings and vocabularies)."""
+        arrays, fields = {}, {}
+        for name, vectorizer in (("word", self.word), ("char", self.char)):
+            settings = {key: vectorizer.get_params()[key] for key in VECTORIZER_SETTINGS}
+            vocabulary = {term: int(column) for term, column in vectorizer.vocabulary_.items()}
+            fields[name] = {"settings": settings, "vocabulary": vocabulary}
+            arrays[f"{name}_idf"] = vectorizer.idf_
+        return arrays, fields
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], fields: dict) -> "TextFeatures":
+        vectorizers = []
+        for name in ("word", "char"):
+            settings = dict(fields[name]["settings"])
+            settings["ngram_range"] = tuple(settings["ngram_range"])  # JSON made it a list
+            vectorizer = TfidfVectorizer(**settings)
+            vectorizer.vocabulary_ = fields[name]["vocabulary"]
+            vectorizer.idf_ = arrays[f"{name}_idf"]  # scikit-learn's setter checks it against the vocabulary
+            vectorizers.append(vectorizer)
+        return cls(*vectorizers)
 
     def reference_transform(self, texts: list[str]) -> sp.csr_matrix:
         """The same features through scikit-learn's own transform (slow; for checking ``transform``)."""

@@ -29,6 +29,7 @@ from deployments.faq.features import TextFeatures
 from deployments.faq.rerank import candidate_features, fit_conditional_logit, rerank, top_columns
 from deployments.faq.text import clean_text
 
+SPARSE_PARTS = ("data", "indices", "indptr", "shape")  # how a CSR matrix is saved
 N_SCORERS = 11  # 3 exponential kernels, linear kernel, naive Bayes, projection, 5 document cosines
 BASE_SCORERS = (1, 4, 5)  # kernel (middle width), naive Bayes, projection: their z-sum is the first ranking
 
@@ -229,23 +230,39 @@ class FaqModel:
             for i in best
         ]
 
-    def state(self) -> dict:
-        """Everything but the originals, in types skops stores without pickle."""
-        return {
-            "word_vectorizer": self.features.word,
-            "char_vectorizer": self.features.char,
-            "scorers": self.scorers,
-            "rerank_weights": self.rerank_weights,
-            "config": asdict(self.config),
-            "temperature": self.temperature,
-        }
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything but the originals: plain numeric arrays (sparse matrices as their three arrays and shape),
+        and JSON fields. Neither needs pickle to be read back."""
+        arrays, fields = self.features.to_state()
+        arrays["rerank_weights"] = self.rerank_weights
+        sparse = sorted(name for name, value in self.scorers.items() if sp.issparse(value))
+        for name, value in self.scorers.items():
+            if name in sparse:
+                for part in SPARSE_PARTS:
+                    arrays[f"scorers.{name}.{part}"] = np.asarray(getattr(value, part))
+            else:
+                arrays[f"scorers.{name}"] = value
+        fields |= {"config": asdict(self.config), "temperature": self.temperature, "sparse_scorers": sparse}
+        return arrays, fields
 
     @classmethod
-    def from_state(cls, originals: list[Original], state: dict) -> "FaqModel":
-        state = dict(state)
-        features = TextFeatures(state.pop("word_vectorizer"), state.pop("char_vectorizer"))
-        config = FaqModelConfig(**state.pop("config"))
-        return cls(originals=originals, features=features, config=config, **state)
+    def from_state(cls, originals: list[Original], arrays: dict[str, np.ndarray], fields: dict) -> "FaqModel":
+        scorers = {
+            name.removeprefix("scorers."): value
+            for name, value in arrays.items()
+            if name.startswith("scorers.") and name.count(".") == 1
+        }
+        for name in fields["sparse_scorers"]:
+            data, indices, indptr, shape = (arrays[f"scorers.{name}.{part}"] for part in SPARSE_PARTS)
+            scorers[name] = sp.csr_matrix((data, indices, indptr), shape=tuple(shape))
+        return cls(
+            originals=originals,
+            features=TextFeatures.from_state(arrays, fields),
+            scorers=scorers,
+            rerank_weights=arrays["rerank_weights"],
+            config=FaqModelConfig(**fields["config"]),
+            temperature=float(fields["temperature"]),
+        )
 
 
 def _training_documents(dataset: FaqDataset) -> tuple[list[str], np.ndarray]:

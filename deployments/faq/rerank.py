@@ -3,7 +3,7 @@
 Why listwise: what matters is which candidate beats the others for the same question, not a calibrated score
 per pair, and one weight vector over a handful of features (each scorer's z-score, its margin over the best
 other candidate, the candidate's position) learns that from a few hundred held-out duplicates without
-overfitting. Pure numpy/scipy, and its weights are one small array, which skops stores without pickle.
+overfitting. Pure numpy/scipy, and its weights are one small array, saved as such (no pickle).
 """
 
 import numpy as np

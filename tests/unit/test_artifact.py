@@ -1,12 +1,12 @@
 import hashlib
+import io
 import json
 from fractions import Fraction
 
 import numpy as np
 import pytest
-import skops.io
 
-from deployments.faq.artifact import MODEL_FILE, ArtifactError, load_artifact, save_artifact
+from deployments.faq.artifact import ARRAYS_FILE, ArtifactError, load_artifact, save_artifact
 from deployments.faq.demo import demo_model
 
 QUESTIONS = ["how to deep copy", "random integer between two numbers"]
@@ -26,7 +26,7 @@ def test_round_trip_keeps_scores_and_metadata(artifact):
     assert loaded_metadata == metadata
     assert np.allclose(loaded.probabilities(QUESTIONS), model.probabilities(QUESTIONS))
     assert loaded.originals == model.originals
-    assert set(metadata["libraries"]) >= {"scikit-learn", "skops", "numpy", "python"}
+    assert set(metadata["libraries"]) >= {"scikit-learn", "numpy", "python"}
     assert metadata["version_id"].startswith("faq-")
     assert metadata["metrics"]["cross_validation"]["n"] > 0
 
@@ -47,9 +47,9 @@ def copy_of(out, tmp_path):
 
 def test_tampered_model_is_refused(artifact, tmp_path):
     target = copy_of(artifact[0], tmp_path)
-    data = bytearray((target / MODEL_FILE).read_bytes())
+    data = bytearray((target / ARRAYS_FILE).read_bytes())
     data[-100] ^= 0xFF
-    (target / MODEL_FILE).write_bytes(bytes(data))
+    (target / ARRAYS_FILE).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="sha256 does not match"):
         load_artifact(target)
 
@@ -62,14 +62,37 @@ def test_tampered_originals_are_refused(artifact, tmp_path):
         load_artifact(target)
 
 
-def test_untrusted_types_are_refused_even_with_matching_hashes(artifact, tmp_path):
-    target = copy_of(artifact[0], tmp_path)
-    hostile = skops.io.dumps({"payload": Fraction(1, 3)})  # any type outside the allow-list
-    (target / MODEL_FILE).write_bytes(hostile)
+def rehash(target, name: str, data: bytes) -> None:
+    """Write ``data`` as ``name`` and make metadata.json vouch for it, as an attacker with write access would."""
+    (target / name).write_bytes(data)
     metadata = json.loads((target / "metadata.json").read_text())
-    metadata["files"][MODEL_FILE] = hashlib.sha256(hostile).hexdigest()
+    metadata["files"][name] = hashlib.sha256(data).hexdigest()
     (target / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(ArtifactError, match="outside the allow-list"):
+
+
+def test_pickled_objects_are_refused_even_with_matching_hashes(artifact, tmp_path):
+    target = copy_of(artifact[0], tmp_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, rerank_weights=np.array([Fraction(1, 3)], dtype=object))  # would need pickle to load
+    rehash(target, ARRAYS_FILE, buffer.getvalue())
+    with pytest.raises(ArtifactError, match="not a plain numeric archive"):
+        load_artifact(target)
+
+
+def test_a_state_of_another_shape_is_refused_with_a_retrain_hint(artifact, tmp_path):
+    target = copy_of(artifact[0], tmp_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, rerank_weights=np.zeros(3))
+    rehash(target, ARRAYS_FILE, buffer.getvalue())
+    with pytest.raises(ArtifactError, match="retrain it"):
+        load_artifact(target)
+
+
+def test_an_older_format_is_refused_with_a_retrain_hint(artifact, tmp_path):
+    target = copy_of(artifact[0], tmp_path)
+    metadata = json.loads((target / "metadata.json").read_text())
+    (target / "metadata.json").write_text(json.dumps(metadata | {"format": 1}))
+    with pytest.raises(ArtifactError, match="format 1, expected 2; retrain it"):
         load_artifact(target)
 
 
