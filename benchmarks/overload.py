@@ -3,11 +3,11 @@
     python -m benchmarks.overload [--scenario faq-single] [--factor 3] [--phase-s 15] \\
         [--out benchmarks/results/overload_faq]
 
-The fast-ingress application (auth on, defaults of serve_config.yaml) first gets a closed loop (concurrency 32)
-to measure its capacity in requests/s; then an open loop (requests start on schedule, whether or not earlier
-ones finished) offers half the capacity, then ``factor`` times it, then half again. Reported per phase:
-requests offered, answered 200, refused 503 (``overloaded``, with Retry-After), anything else (a failure),
-p50/p99 of the answered ones, p99 of the time to a 503, and the goodput.
+Once this machine's CPU is quiet (nothing else loading it), the fast-ingress application (auth on, defaults of
+serve_config.yaml) first gets a closed loop (concurrency 32) to measure its capacity in requests/s; then an open
+loop (requests start on schedule, whether or not earlier ones finished) offers half the capacity, then ``factor``
+times it, then half again. Reported per phase: requests offered, answered 200, refused 503 (``overloaded``, with
+Retry-After), anything else (a failure), p50/p99 of the answered ones, p99 of the time to a 503, and the goodput.
 """
 
 import argparse
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.load import closed_loop, open_loop
+from benchmarks.machine_cpu import wait_until_quiet
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
@@ -60,6 +61,9 @@ def phase_report(name: str, result) -> dict:
 async def measure(url: str, args: argparse.Namespace) -> dict:
     calls = SCENARIOS[args.scenario].calls(PEERS["serve-fast"].paths)
     concurrency = CAPACITY_CONCURRENCY[args.scenario]
+    # Capacity and the phase below it are only meaningful on a machine that nothing else is loading (e.g. a
+    # replica an earlier run's overload added, still starting).
+    waited_s = await asyncio.to_thread(wait_until_quiet)
     capacity = await closed_loop(url, calls, concurrency, args.capacity_s, headers=AUTH_HEADERS)
     capacity_rps = capacity.summary()["requests_per_s"]
     phases = []
@@ -68,7 +72,12 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
         result = await open_loop(url, calls, rate, args.phase_s, headers=AUTH_HEADERS)
         phases.append(phase_report(name, result))
     p99_ms = round(capacity.summary()["p99_ms"], 1)
-    return {"capacity_rps": round(capacity_rps, 1), "capacity_p99_ms": p99_ms, "phases": phases}
+    return {
+        "waited_for_quiet_s": waited_s,
+        "capacity_rps": round(capacity_rps, 1),
+        "capacity_p99_ms": p99_ms,
+        "phases": phases,
+    }
 
 
 def markdown(report: dict) -> str:
@@ -111,7 +120,8 @@ def markdown(report: dict) -> str:
                 f"Command: `{report['command']}`  ",
                 f"Machine: {report['machine']}; {report['date']}  ",
                 f"Capacity (closed loop, concurrency {report['capacity_concurrency']}, {report['capacity_s']} s): "
-                f"{report['capacity_rps']} req/s, p99 {report['capacity_p99_ms']} ms. Then open loop, "
+                f"{report['capacity_rps']} req/s, p99 {report['capacity_p99_ms']} ms (measured once this machine's "
+                f"CPU was quiet, after {report.get('waited_for_quiet_s', 0)} s). Then open loop, "
                 f"{report['phase_s']} s per phase; auth on, serve_config.yaml's limits"
                 + (f"; offered rate capped at {report['max_rate']:g} req/s." if report.get("max_rate") else "."),
                 "",

@@ -20,18 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import closed_loop
+from benchmarks.machine_cpu import busy_and_total_jiffies
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, THROUGHPUT_ENV, running
 from benchmarks.report import publish, table
 from benchmarks.workloads import SCENARIOS
 
 SCENARIO_OF = {"FAQMatcher": "faq-single", "ImageClassifier": "image-one"}
 PORT = 18500
-
-
-def busy_and_total_jiffies() -> tuple[int, int]:
-    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def measure(deployment: str, replicas: int, args: argparse.Namespace, log_dir: Path) -> dict:

@@ -1,0 +1,36 @@
+"""This machine's CPU use, from /proc/stat: what a run cost the whole machine, and waiting for it to go quiet.
+
+A benchmark that loads a service on the same 2 cores measures whatever else is burning them too: a replica
+still starting after an earlier run scaled its deployment up (loading ResNet-152 takes seconds of both cores)
+halves the capacity a closed loop measures and makes requests below that capacity queue.
+"""
+
+import time
+from pathlib import Path
+
+
+def busy_and_total_jiffies() -> tuple[int, int]:
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_percent_over(seconds: float) -> float:
+    busy_before, total_before = busy_and_total_jiffies()
+    time.sleep(seconds)
+    busy_after, total_after = busy_and_total_jiffies()
+    return 100 * (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def wait_until_quiet(max_busy_percent: float = 30, quiet_s: float = 3, timeout_s: float = 120) -> float:
+    """Block until the machine has been at most ``max_busy_percent`` busy for ``quiet_s`` in a row (an idle Ray
+    Serve application with its replicas takes ~5-15% of 2 cores); returns the seconds waited. Gives up after
+    ``timeout_s`` and goes on: a machine that is never quiet is then visible in the numbers, not a hang."""
+    started = time.monotonic()
+    quiet_since = started
+    while time.monotonic() - started < timeout_s:
+        if busy_percent_over(0.5) > max_busy_percent:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            break
+    return round(time.monotonic() - started, 1)

@@ -1,0 +1,35 @@
+"""The wait for a quiet machine that the overload benchmark does before measuring capacity."""
+
+import os
+import threading
+import time
+
+from benchmarks.machine_cpu import busy_percent_over, wait_until_quiet
+
+
+def spin(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def test_a_busy_core_shows_in_the_machines_cpu_use():
+    spinner = threading.Thread(target=spin, args=(1.5,))
+    spinner.start()
+    busy = busy_percent_over(1.0)
+    spinner.join()
+    # One spinning thread keeps one of the machine's cores busy.
+    assert busy >= 0.8 * 100 / max(1, os.cpu_count()), busy
+
+
+def test_the_wait_gives_up_at_its_timeout_on_a_machine_that_stays_busy():
+    spinner = threading.Thread(target=spin, args=(4.0,))
+    spinner.start()
+    waited = wait_until_quiet(max_busy_percent=1, quiet_s=1, timeout_s=2)
+    spinner.join()
+    assert 2 <= waited < 3.5, waited
+
+
+def test_the_wait_ends_once_the_machine_has_been_quiet_long_enough():
+    waited = wait_until_quiet(max_busy_percent=100, quiet_s=1, timeout_s=10)
+    assert 1 <= waited < 2.5, waited
