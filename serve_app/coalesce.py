@@ -37,14 +37,21 @@ class Coalescer(Generic[Item, Result]):
         self.items = 0
         self.largest_group = 0
 
-    async def submit(self, item: Item) -> Result:
-        """The result of ``item``'s group; ``Overloaded`` at once when ``max_waiting`` items already wait."""
+    async def submit(self, item: Item, timeout_s: float | None = None) -> Result:
+        """The result of ``item``'s group; ``Overloaded`` at once when ``max_waiting`` items already wait.
+
+        ``timeout_s`` bounds the whole wait, the time queued behind groups in flight included (TimeoutError
+        after it; the item then leaves the queue, or its group's answer is dropped).
+        """
         if len(self._waiting) >= self.max_waiting:
             raise Overloaded(f"{len(self._waiting)} requests are already waiting for the model; try again shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._dispatch()
-        return await future
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {timeout_s:g} s (time waiting for the model included)") from None
 
     def _dispatch(self) -> None:
         while self._waiting and self._in_flight < self.max_in_flight:

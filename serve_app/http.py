@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.errors import ModelUnavailable, Overloaded, RequestError, error_body
@@ -90,11 +91,15 @@ def _field_of(location: tuple) -> str:
 
 def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     problems = error.errors()
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     about_body = any(tuple(p["loc"])[:1] == ("body",) for p in problems)
-    if about_body and not (content_type in JSON_TYPES or content_type.endswith("+json")):
+    body_missing = any(p["type"] == "missing" and tuple(p["loc"]) == ("body",) for p in problems)
+    is_json = content_type in JSON_TYPES or content_type.endswith("+json")
+    # FastAPI parses a body as JSON only when the header says so; without one, a JSON body would fail as
+    # "not a dictionary", which hides the real mistake. (No header and no body: simply missing, below.)
+    if about_body and not is_json and not (body_missing and not content_type):
         return error_response(
-            415, "unsupported_media_type", f"Content-Type must be application/json, got {content_type!r}"
+            415, "unsupported_media_type", f"Content-Type must be application/json, got {content_type or 'none'!r}"
         )
     if any(problem["type"] == "json_invalid" for problem in problems):
         reason = next(p.get("ctx", {}).get("error", "") for p in problems if p["type"] == "json_invalid")
@@ -130,6 +135,11 @@ def install_error_handlers(app: FastAPI) -> None:
         error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
         return error_response(error.status_code, error_type, str(error.detail))
 
+    async def on_client_disconnect(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client's doing, not ours (no one reads this answer; it keeps the logs' 500s for our own faults).
+        logger.info("client closed the connection while sending %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client closed the connection before its body arrived")
+
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", f"internal error ({type(error).__name__}); this is our fault")
@@ -140,4 +150,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Overloaded, on_overloaded)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

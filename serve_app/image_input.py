@@ -43,16 +43,23 @@ def _parse_top_k(value: str | None, field: str) -> int | None:
         raise _invalid(field, f"must be an integer, got {value!r}") from None
 
 
+def _multipart_error(message: str, limits: Limits) -> RequestError:
+    # Starlette stops at max_files: too many images is the same 422 as in JSON, not a malformed body.
+    if message.startswith("Too many files"):
+        return _invalid("images", f"at most {limits.max_images} file parts per request")
+    return RequestError(400, "invalid_multipart", f"malformed multipart body: {message}")
+
+
 async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
     try:
         form = await request.form(max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes)
     except MultiPartException as error:
-        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {error.message}") from None
+        raise _multipart_error(error.message, limits) from None
     except HTTPException as error:
         if error.status_code != 400:  # the body limits' 408 and 413 keep their own status
             raise
         # Starlette wraps the parser's own errors in a 400 HTTPException.
-        raise RequestError(400, "invalid_multipart", f"malformed multipart body: {error.detail}") from None
+        raise _multipart_error(str(error.detail), limits) from None
     parts = form.getlist(IMAGE_FIELD)
     if any(not isinstance(part, UploadFile) for part in parts):
         raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")

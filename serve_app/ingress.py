@@ -66,7 +66,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
+def _check_questions(questions: list[str], top_k: int, limits: Limits, single_field: str | None = None) -> None:
+    """422 naming the offending field: ``single_field`` when the request sent one question under that name,
+    else ``questions.N``."""
+
     def invalid(field: str, message: str) -> RequestError:
         return RequestError(422, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
 
@@ -75,7 +78,7 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits) -> None:
     if len(questions) > limits.max_questions:
         raise invalid("questions", f"at most {limits.max_questions} questions per request, got {len(questions)}")
     for index, question in enumerate(questions):
-        field = "question" if len(questions) == 1 else f"questions.{index}"
+        field = single_field or f"questions.{index}"
         if not question.strip():
             raise invalid(field, "must not be empty")
         if len(question) > limits.max_question_chars:
@@ -198,8 +201,10 @@ class Ingress:
         async def match(request: MatchRequest) -> JSONResponse:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
             questions = [request.question] if request.question is not None else request.questions or []
-            _check_questions(questions, request.top_k, self.limits)
-            answer = await self.faq_calls.submit((questions, request.top_k))
+            _check_questions(
+                questions, request.top_k, self.limits, "question" if request.question is not None else None
+            )
+            answer = await self.faq_calls.submit((questions, request.top_k), self.limits.upstream_timeout_s)
             if request.question is not None:
                 return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
             results = [{"matches": matches} for matches in answer["results"]]
@@ -208,7 +213,7 @@ class Ingress:
         @app.post("/score", responses=ERROR_RESPONSES)
         async def score(request: ScoreRequest) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
-            _check_questions([request.input], 1, self.limits)
+            _check_questions([request.input], 1, self.limits, "input")
             return await self._call(lambda: self.faq.score_all.remote(request.input))
 
         @app.get("/healthz")

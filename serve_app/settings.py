@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from serve_app.auth import AuthSettings
 from serve_app.ratelimit import RateLimitSettings
 
+MAX_ASPECT_RATIO = 50.0  # panoramas are ~4:1-10:1; at 50:1 one resized image is at most 232 x 11,600 pixels
+
 
 class Limits(BaseModel):
     """Request limits enforced by the ingress; exceeding one is a 4xx naming the limit."""
@@ -58,6 +60,12 @@ class ImageModelSettings(BaseModel):
     half_precision: bool = Field(True, description="fp16 on CUDA (ignored on the CPU).")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA (ignored on the CPU).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are refused (decompression bombs).")
+    max_aspect_ratio: float = Field(
+        MAX_ASPECT_RATIO,
+        ge=1.0,
+        description="Longer side over shorter side; more elongated images are refused (422 image_too_elongated): "
+        "the resize to 232 on the short side would make a 65535x1 image ~15 million pixels long.",
+    )
     decode_threads: int = Field(4, ge=1, description="Threads decoding and preprocessing images on a replica.")
 
 

@@ -6,8 +6,7 @@ import logging
 
 from ray import serve
 
-from deployments.faq.artifact import ArtifactError, load_artifact
-from deployments.faq.data import FaqDataError
+from deployments.faq.artifact import load_artifact
 from deployments.faq.demo import demo_model
 from deployments.faq.model import FaqModel
 from serve_app.errors import ModelUnavailable
@@ -16,7 +15,6 @@ from serve_app.settings import FAQ_USER_CONFIG, FaqUserConfig
 logger = logging.getLogger("ray.serve")
 
 FaqQuery = tuple[list[str], int]
-LOAD_ERRORS = (ArtifactError, FaqDataError, OSError, ValueError)
 
 
 @serve.deployment(
@@ -32,6 +30,7 @@ class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
         self.model: FaqModel | None = None
         self.model_uri: str | None = None  # where the served model came from (None: the embedded demo)
+        self.configured_uri = model_uri  # the app's faq_model_uri: what an unset user_config.model_uri means
         self.version: str | None = None
         self.load_error: str | None = None
         self.update_error: str | None = None
@@ -41,8 +40,10 @@ class FAQMatcher:
             self.model, self.version = self._load(model_uri)
             self.model_uri = model_uri
             logger.info("FAQ model %s loaded: %d originals", self.version, len(self.model.originals))
-        except LOAD_ERRORS as error:
-            # Degrade narrowly: this replica stays up and explains itself; the other models keep serving.
+        except Exception as error:
+            # Degrade narrowly: this replica stays up and explains itself; the other models keep serving. Any
+            # exception: an artifact is outside data (a missing fsspec plugin raises ImportError, a malformed
+            # but hash-consistent file KeyError or TypeError), and none of it may crash the replica.
             self.load_error = f"FAQ model {model_uri!r} could not be loaded: {error}"
             logger.error(self.load_error)
 
@@ -58,17 +59,20 @@ class FAQMatcher:
         self.batch_config = config
         self._match_batch.set_max_batch_size(config.max_batch_size)
         self._match_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        if config.model_uri is not None and (self.model is None or config.model_uri != self.model_uri):
-            await self._swap_model(config.model_uri)
+        # Unset means the app's own model again (e.g. rolling back a hot update), so every replica, old or new,
+        # serves the same version.
+        wanted = config.model_uri if config.model_uri is not None else self.configured_uri
+        if self.model is None or wanted != self.model_uri:
+            await self._swap_model(wanted)
 
-    async def _swap_model(self, model_uri: str) -> None:
+    async def _swap_model(self, model_uri: str | None) -> None:
         """Load and verify off the event loop while the current model keeps answering; swap only on success.
 
         Never raises: a refused model must not take the replica (and the model it serves) down with it.
         """
         try:
             model, version = await asyncio.to_thread(self._load, model_uri)
-        except LOAD_ERRORS as error:
+        except Exception as error:  # as in __init__: whatever a refused model raises, the current one stays
             self.update_error = f"FAQ model {model_uri!r} refused: {error}; still serving {self.version or 'none'}"
             logger.error(self.update_error)
             return

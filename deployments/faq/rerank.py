@@ -11,30 +11,54 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax
 
 
+def _picked_and_margins(zscores: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(questions, candidates, scorers) z-scores of the candidates, and each one's margin over the best other."""
+    # Advanced indices around a slice put their dimensions first: (questions, candidates, scorers), no transpose.
+    picked = zscores[np.arange(len(candidates))[:, None], :, candidates]
+    if picked.shape[1] > 1:
+        # The two highest per scorer; partition (not a full sort) puts exactly them, in order, at the end.
+        top_two = np.partition(picked, picked.shape[1] - 2, axis=1)[:, -2:, :]
+    else:
+        top_two = np.repeat(picked, 2, axis=1)
+    margin = picked - np.where(picked >= top_two[:, 1:], top_two[:, :1], top_two[:, 1:])
+    return picked, margin
+
+
+def _log_positions(n_candidates: int) -> np.ndarray:
+    return np.log1p(np.arange(n_candidates))
+
+
 def candidate_features(zscores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(questions, candidates, features): each z-score, its margin over the best other candidate, log position."""
-    picked = np.take_along_axis(zscores, candidates[:, None, :], axis=2).transpose(0, 2, 1)
-    top_two = np.sort(picked, axis=1)[:, -2:, :] if picked.shape[1] > 1 else np.repeat(picked, 2, axis=1)
-    margin = picked - np.where(picked >= top_two[:, 1:], top_two[:, :1], top_two[:, 1:])
-    position = np.broadcast_to(np.log1p(np.arange(candidates.shape[1]))[None, :, None], (*candidates.shape, 1))
+    picked, margin = _picked_and_margins(zscores, candidates)
+    position = np.broadcast_to(_log_positions(candidates.shape[1])[None, :, None], (*candidates.shape, 1))
     return np.concatenate([picked, margin, position], axis=2)
+
+
+def candidate_scores(zscores: np.ndarray, candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``candidate_features(zscores, candidates) @ weights`` without building the feature array: scoring one
+    question is a few dozen tiny numpy calls, so each one saved shows."""
+    picked, margin = _picked_and_margins(zscores, candidates)
+    n_scorers = picked.shape[2]
+    return (
+        picked @ weights[:n_scorers]
+        + margin @ weights[n_scorers : 2 * n_scorers]
+        + _log_positions(candidates.shape[1]) * weights[2 * n_scorers]
+    )
 
 
 def top_columns(scores: np.ndarray, n: int) -> np.ndarray:
     """Columns of each row's ``n`` highest scores, best first."""
-    if n < scores.shape[1]:
-        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    picked = np.take_along_axis(scores, part, axis=1)
-    return np.take_along_axis(part, np.argsort(-picked, axis=1, kind="stable"), axis=1)
+    rows = np.arange(len(scores))[:, None]
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.indices(scores.shape)[1]
+    return part[rows, np.argsort(-scores[rows, part], axis=1, kind="stable")]
 
 
 def rerank(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray) -> np.ndarray:
     """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights``, the rest kept below them."""
     n_candidates = min(n_candidates, order.shape[1])
     candidates = top_columns(order, n_candidates)
-    rescored = candidate_features(zscores, candidates) @ weights
+    rescored = candidate_scores(zscores, candidates, weights)
     rows = np.arange(len(order))[:, None]
     rest = order.copy()
     rest[rows, candidates] = -np.inf

@@ -66,7 +66,7 @@ class ImageClassifier:
     async def _preprocess(self, index: int, data: bytes) -> torch.Tensor:
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self.pool, partial(preprocess, data, self.settings.max_image_pixels)
+                self.pool, partial(preprocess, data, self.settings.max_image_pixels, self.settings.max_aspect_ratio)
             )
         except ImageError as error:
             field = f"images.{index}"

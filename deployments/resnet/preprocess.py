@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.models import ResNet152_Weights
 
+from serve_app.settings import MAX_ASPECT_RATIO
+
 IMAGENET_TRANSFORM = ResNet152_Weights.IMAGENET1K_V2.transforms()
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -40,7 +42,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
     """Decode, orient and convert to RGB; raises ImageError for anything unusable."""
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
@@ -57,14 +59,21 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
     if width == 0 or height == 0:
         raise ImageError("not_an_image", "the image has no pixels")
+    # Checked from the header too: resizing the short side to 232 scales the long side by the same factor, so
+    # a few hundred bytes of 65535x1 GIF would become a 15-million-pixel-long image (gigabytes) before the crop.
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        raise ImageError(
+            "image_too_elongated",
+            f"{width}x{height} pixels is more elongated than the limit of {max_aspect_ratio:g}:1 (long:short side)",
+        )
     try:
         image.seek(0)  # animated GIF/WebP: the first frame
         image.load()
-    except Exception as error:  # likewise for the pixel data: truncated, corrupt or malicious
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious
         raise ImageError("corrupt_image", f"the image could not be decoded (truncated or corrupt): {error}") from None
-    return _to_rgb(ImageOps.exif_transpose(image))
 
 
-def preprocess(data: bytes, max_pixels: int) -> torch.Tensor:
+def preprocess(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> torch.Tensor:
     """A (3, 224, 224) float tensor: resize 232 (bilinear, antialiased), centre crop 224, normalise."""
-    return IMAGENET_TRANSFORM(decode_image(data, max_pixels))
+    return IMAGENET_TRANSFORM(decode_image(data, max_pixels, max_aspect_ratio))

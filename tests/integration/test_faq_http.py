@@ -74,7 +74,9 @@ BAD_REQUESTS = [
         415,
         "unsupported_media_type",
     ),
+    ("JSON without a content type", {"content": b'{"question": "x"}'}, 415, "unsupported_media_type"),
     ("no body", {"headers": {"content-type": "application/json"}}, 422, "validation_error"),
+    ("no body and no content type", {}, 422, "validation_error"),
     ("missing question", {"json": {"top_k": 3}}, 422, "validation_error"),
     ("both forms", {"json": {"question": "a", "questions": ["b"]}}, 422, "validation_error"),
     ("empty question", {"json": {"question": "   "}}, 422, "validation_error"),
@@ -108,6 +110,10 @@ def test_limit_names_itself(client):
     assert "10000 characters" in error["message"] and error["details"][0]["field"] == "question"
     error = client.post("/faq/match", json={"questions": ["a", "b", ""]}).json()["error"]
     assert error["details"][0]["field"] == "questions.2"
+    error = client.post("/faq/match", json={"questions": [" "]}).json()["error"]
+    assert error["details"][0]["field"] == "questions.0"
+    error = client.post("/score", json={"input": "x" * 10_001}).json()["error"]
+    assert error["details"][0]["field"] == "input"
 
 
 def test_streamed_body_over_the_limit_is_413(client):

@@ -118,6 +118,12 @@ BAD_IMAGES = [
         413,
         "image_too_large",
     ),
+    (
+        "65535x1 image",
+        {"content": encode(Image.new("1", (65535, 1)), "PNG", optimize=True), "headers": {"content-type": "image/png"}},
+        422,
+        "image_too_elongated",
+    ),
     ("body over 20 MB", {"content": b"\xff" * (20 * 1024 * 1024 + 1), "headers": JPEG}, 413, "payload_too_large"),
     (
         "wrong content type",
@@ -139,6 +145,12 @@ BAD_IMAGES = [
         "invalid_multipart",
     ),
     ("too many images", {"json": {"images": ["AAAA"] * 33}}, 422, "validation_error"),
+    (
+        "too many multipart images",
+        {"files": [("image", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(33)]},
+        422,
+        "validation_error",
+    ),
     ("top_k too large", {"json": {"image": "AAAA", "top_k": 21}}, 422, "validation_error"),
     ("top_k not a number", {"json": {"image": "AAAA", "top_k": "five"}}, 422, "validation_error"),
     ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),

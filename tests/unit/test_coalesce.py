@@ -106,3 +106,23 @@ def test_beyond_max_waiting_callers_are_told_at_once_that_the_service_is_overloa
     # 0 leaves at once; 1, 2, 3 wait; 4 and 5 find the waiting list full.
     assert results[:4] == [0, 2, 4, 6]
     assert all(isinstance(result, Overloaded) for result in results[4:])
+
+
+def test_the_timeout_bounds_the_wait_behind_groups_in_flight_and_a_timed_out_item_is_never_sent():
+    async def scenario():
+        downstream = Downstream(delay_s=0.3)
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
+        first = asyncio.ensure_future(coalescer.submit(1, timeout_s=5))
+        await asyncio.sleep(0.01)  # 1 is in flight for 0.3 s; 2 queues behind it
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError, match=r"within 0\.1 s"):
+            await coalescer.submit(2, timeout_s=0.1)
+        waited = asyncio.get_running_loop().time() - started
+        answer = await first
+        late = await coalescer.submit(3, timeout_s=5)
+        return waited, answer, late, downstream.groups
+
+    waited, answer, late, groups = asyncio.run(scenario())
+    assert waited < 0.25  # not the 0.3 s the call in flight takes
+    assert (answer, late) == (2, 6)
+    assert groups == [[1], [3]]  # 2 left the queue when its time ran out

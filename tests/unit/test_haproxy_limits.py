@@ -1,5 +1,6 @@
 """serve_app/bin/haproxy-with-limits: the config Ray generates, rewritten with limits, checked by real HAProxy."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -69,7 +70,13 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
     assert f"errorfile 502 {tmp_path}/500.http" in text  # other errors keep Ray's page
     head, _, body = (tmp_path / "503-overloaded.http").read_bytes().partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in head
-    assert f"content-length: {len(body)}".encode() in head and b'"type":"overloaded"' in body
+    assert f"content-length: {len(body)}".encode() in head
+    # The same error shape as every other error of the API.
+    assert json.loads(body)["error"] == {
+        "type": "overloaded",
+        "message": json.loads(body)["error"]["message"],
+        "details": [],
+    }
 
 
 @pytest.mark.parametrize(

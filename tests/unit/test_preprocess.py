@@ -66,3 +66,17 @@ def test_bad_images_raise_a_clear_error(data, kind):
     with pytest.raises(ImageError) as raised:
         preprocess(data, LIMIT)
     assert raised.value.kind == kind and str(raised.value)
+
+
+@pytest.mark.parametrize("size", [(65535, 1), (1, 65535), (102, 2)])
+def test_images_more_elongated_than_the_limit_are_refused_before_decoding(size):
+    # 65535x1 is a few hundred bytes of PNG, but resized to 232 on its short side it would be ~15 million pixels
+    # long: gigabytes before the centre crop.
+    with pytest.raises(ImageError) as raised:
+        preprocess(encode(Image.new("1", size), "PNG", optimize=True), LIMIT, max_aspect_ratio=50)
+    assert raised.value.kind == "image_too_elongated" and "50:1" in str(raised.value)
+
+
+def test_an_image_exactly_at_the_aspect_ratio_limit_is_classified():
+    tensor = preprocess(encode(sample_rgb().resize((500, 10)), "PNG"), LIMIT, max_aspect_ratio=50)
+    assert tensor.shape == (3, 224, 224)
