@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.load import closed_loop, open_loop
-from benchmarks.machine_cpu import wait_until_quiet
+from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
@@ -64,6 +64,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
     # Capacity and the phase below it are only meaningful on a machine that nothing else is loading (e.g. a
     # replica an earlier run's overload added, still starting).
     waited_s = await asyncio.to_thread(wait_until_quiet)
+    started = jiffies()
     capacity = await closed_loop(url, calls, concurrency, args.capacity_s, headers=AUTH_HEADERS)
     capacity_rps = capacity.summary()["requests_per_s"]
     phases = []
@@ -74,6 +75,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
     p99_ms = round(capacity.summary()["p99_ms"], 1)
     return {
         "waited_for_quiet_s": waited_s,
+        "host_steal_percent": steal_percent(started, jiffies()),
         "capacity_rps": round(capacity_rps, 1),
         "capacity_p99_ms": p99_ms,
         "phases": phases,
@@ -121,7 +123,8 @@ def markdown(report: dict) -> str:
                 f"Machine: {report['machine']}; {report['date']}  ",
                 f"Capacity (closed loop, concurrency {report['capacity_concurrency']}, {report['capacity_s']} s): "
                 f"{report['capacity_rps']} req/s, p99 {report['capacity_p99_ms']} ms (measured once this machine's "
-                f"CPU was quiet, after {report.get('waited_for_quiet_s', 0)} s). Then open loop, "
+                f"CPU was quiet, after {report.get('waited_for_quiet_s', 0)} s; the hypervisor took "
+                f"{report.get('host_steal_percent', 0)}% of this VM's CPU during the run). Then open loop, "
                 f"{report['phase_s']} s per phase; auth on, serve_config.yaml's limits"
                 + (f"; offered rate capped at {report['max_rate']:g} req/s." if report.get("max_rate") else "."),
                 "",

@@ -13,12 +13,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 # service takes the same 2 cores; beyond ~1,500 req/s its own lag dominates every latency it measures, so the
 # offered rate is capped below that and the test checks it is still at least 1.75x the capacity.
 MAX_RATE = 1400
+# This VM shares its host: the hypervisor has taken 40-70% of its CPU (steal) for a minute at a time, which
+# halves the capacity mid-run, so half of the measured capacity is no longer below it (seen in CI: 161 refusals
+# "below capacity", 504s for images). Such a run says nothing about the service: it is measured again, and
+# skipped, with the reason, if the host keeps stealing.
+MAX_HOST_STEAL_PERCENT = 10
+ATTEMPTS = 2
+
+
+def overload_report(url: str, scenario: str, capacity_s: int, phase_s: int) -> dict:
+    arguments = ["--scenario", scenario, "--capacity-s", str(capacity_s), "--phase-s", str(phase_s)]
+    steals = []
+    for _ in range(ATTEMPTS):
+        report = overload.main([*arguments, "--max-rate", str(MAX_RATE), "--url", url])
+        if report["host_steal_percent"] <= MAX_HOST_STEAL_PERCENT:
+            return report
+        steals.append(report["host_steal_percent"])
+    pytest.skip(f"the host took {steals}% of this VM's CPU (steal) during each run: overload timings mean nothing")
 
 
 @pytest.mark.parametrize(("scenario", "capacity_s", "phase_s"), [("image-one", 8, 10), ("faq-single", 5, 8)])
 def test_overload_is_shed_with_fast_503s_and_nothing_admitted_fails(deployed, scenario, capacity_s, phase_s):
-    arguments = ["--scenario", scenario, "--capacity-s", str(capacity_s), "--phase-s", str(phase_s)]
-    report = overload.main([*arguments, "--max-rate", str(MAX_RATE), "--url", deployed])
+    report = overload_report(deployed, scenario, capacity_s, phase_s)
     below, over, after = report["phases"]
     assert report["capacity_rps"] > 0
     assert over["offered_rps"] >= 1.75 * report["capacity_rps"], (report["capacity_rps"], over)

@@ -4,7 +4,7 @@ import os
 import threading
 import time
 
-from benchmarks.machine_cpu import busy_percent_over, wait_until_quiet
+from benchmarks.machine_cpu import Jiffies, busy_percent_over, jiffies, steal_percent, wait_until_quiet
 
 
 def spin(seconds: float) -> None:
@@ -33,3 +33,10 @@ def test_the_wait_gives_up_at_its_timeout_on_a_machine_that_stays_busy():
 def test_the_wait_ends_once_the_machine_has_been_quiet_long_enough():
     waited = wait_until_quiet(max_busy_percent=100, quiet_s=1, timeout_s=10)
     assert 1 <= waited < 2.5, waited
+
+
+def test_steal_is_the_hypervisors_share_of_the_time_between_two_readings():
+    before, after = Jiffies(busy=100, steal=10, total=1000), Jiffies(busy=400, steal=70, total=1400)
+    assert steal_percent(before, after) == 15.0
+    now = jiffies()
+    assert 0 <= now.steal <= now.busy <= now.total
