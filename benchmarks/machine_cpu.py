@@ -23,11 +23,6 @@ def jiffies() -> Jiffies:
     return Jiffies(sum(fields) - idle, steal, sum(fields))
 
 
-def busy_and_total_jiffies() -> tuple[int, int]:
-    now = jiffies()
-    return now.busy, now.total
-
-
 def steal_percent(before: Jiffies, after: Jiffies) -> float:
     """Share of this machine's CPU time the hypervisor gave to other guests between two readings. On a shared
     cloud VM it reached 40-70% for a minute at a time here: every latency measured then is the host's."""
@@ -35,10 +30,10 @@ def steal_percent(before: Jiffies, after: Jiffies) -> float:
 
 
 def busy_percent_over(seconds: float) -> float:
-    busy_before, total_before = busy_and_total_jiffies()
+    before = jiffies()
     time.sleep(seconds)
-    busy_after, total_after = busy_and_total_jiffies()
-    return 100 * (busy_after - busy_before) / max(1, total_after - total_before)
+    after = jiffies()
+    return 100 * (after.busy - before.busy) / max(1, after.total - before.total)
 
 
 def wait_until_quiet(max_busy_percent: float = 30, quiet_s: float = 3, timeout_s: float = 120) -> float:

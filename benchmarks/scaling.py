@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import closed_loop
-from benchmarks.machine_cpu import busy_and_total_jiffies
+from benchmarks.machine_cpu import jiffies
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, THROUGHPUT_ENV, running
 from benchmarks.report import publish, table
 from benchmarks.workloads import SCENARIOS
@@ -40,17 +40,17 @@ def measure(deployment: str, replicas: int, args: argparse.Namespace, log_dir: P
     log = log_dir / f"{deployment}-{replicas}.log"
     with running(PEERS["serve-fast"], scenario.kinds, [calls()], PORT, log, options, THROUGHPUT_ENV) as url:
         asyncio.run(closed_loop(url, calls, args.concurrency, args.warmup, headers=AUTH_HEADERS))
-        busy_before, total_before = busy_and_total_jiffies()
+        before = jiffies()
         result = asyncio.run(closed_loop(url, calls, args.concurrency, args.duration, headers=AUTH_HEADERS))
-        busy_after, total_after = busy_and_total_jiffies()
+        after = jiffies()
     summary = result.summary()
     ticks_per_s = os.sysconf("SC_CLK_TCK")
-    cpu_s = (busy_after - busy_before) / ticks_per_s
+    cpu_s = (after.busy - before.busy) / ticks_per_s
     return {
         "deployment": deployment,
         "replicas": replicas,
         **summary,
-        "machine_cpu_percent": round(100 * (busy_after - busy_before) / max(1, total_after - total_before), 1),
+        "machine_cpu_percent": round(100 * (after.busy - before.busy) / max(1, after.total - before.total), 1),
         "cpu_ms_per_request": round(1000 * cpu_s / max(1, summary["ok"]), 2),
     }
 

@@ -200,12 +200,11 @@ class Ingress:
         )
         async def match(request: MatchRequest) -> JSONResponse:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
-            questions = [request.question] if request.question is not None else request.questions or []
-            _check_questions(
-                questions, request.top_k, self.limits, "question" if request.question is not None else None
-            )
+            single = request.question is not None
+            questions = [request.question] if single else request.questions or []
+            _check_questions(questions, request.top_k, self.limits, "question" if single else None)
             answer = await self.faq_calls.submit((questions, request.top_k), self.limits.upstream_timeout_s)
-            if request.question is not None:
+            if single:
                 return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
             results = [{"matches": matches} for matches in answer["results"]]
             return JSONResponse({"results": results, "model_version": answer["model_version"]})

@@ -29,7 +29,9 @@ FaqQuery = tuple[list[str], int]
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
         self.model: FaqModel | None = None
-        self.model_uri: str | None = None  # where the served model came from (None: the embedded demo)
+        # The model this replica serves, or failed to load at start (None: the embedded demo), so the first
+        # reconfigure does not load the same failing URI again.
+        self.model_uri = model_uri
         self.configured_uri = model_uri  # the app's faq_model_uri: what an unset user_config.model_uri means
         self.version: str | None = None
         self.load_error: str | None = None
@@ -38,7 +40,6 @@ class FAQMatcher:
         self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
         try:
             self.model, self.version = self._load(model_uri)
-            self.model_uri = model_uri
             logger.info("FAQ model %s loaded: %d originals", self.version, len(self.model.originals))
         except Exception as error:
             # Degrade narrowly: this replica stays up and explains itself; the other models keep serving. Any
@@ -62,7 +63,8 @@ class FAQMatcher:
         # Unset means the app's own model again (e.g. rolling back a hot update), so every replica, old or new,
         # serves the same version.
         wanted = config.model_uri if config.model_uri is not None else self.configured_uri
-        if self.model is None or wanted != self.model_uri:
+        # Naming a model explicitly retries it even when it is the one that failed (e.g. after fixing its files).
+        if wanted != self.model_uri or (self.model is None and config.model_uri is not None):
             await self._swap_model(wanted)
 
     async def _swap_model(self, model_uri: str | None) -> None:

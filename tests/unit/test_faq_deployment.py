@@ -30,8 +30,12 @@ def reconfigure(replica, model_uri: str | None) -> None:
 
 def test_a_model_url_whose_filesystem_is_not_installed_leaves_the_replica_up_and_explaining():
     replica = Replica("gs://bucket/faq-model")  # gcsfs is not a dependency: fsspec raises ImportError
+    reconfigure(replica, None)  # what Serve does right after start: no second attempt at the same model
     status = replica.status()
     assert status["ready"] is False and "gs://bucket/faq-model" in status["error"]
+    assert status["update_error"] is None
+    reconfigure(replica, "gs://bucket/faq-model")  # named explicitly: tried again, and refused again
+    assert "gs://bucket/faq-model" in replica.status()["update_error"]
 
 
 def test_a_malformed_artifact_with_consistent_hashes_is_refused_and_the_current_model_keeps_serving(artifact, tmp_path):
