@@ -9,27 +9,38 @@ from benchmarks import overload
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-# The FAQ's 3x (1,300-1,700 req/s here) is about what this test's single-process client can send while the
-# service takes the same 2 cores; beyond ~1,500 req/s its own lag dominates every latency it measures, so the
-# offered rate is capped below that and the test checks it is still at least 1.75x the capacity.
-MAX_RATE = 1400
+# The FAQ's 3x (1,300-1,700 req/s here) is more than this test's single-process client can send while the
+# service takes the same 2 cores: at 1,400 req/s it used 50-55% of a core in most runs but 78% when the host was
+# slower, and then its own lag was every latency it measured (a 503 took longer than an answer). So the offered
+# rate is capped at 1,200 req/s (still >= 1.75x every FAQ capacity seen here, 430-620 req/s, which the test checks).
+MAX_RATE = 1200
 # This VM shares its host: the hypervisor has taken 40-70% of its CPU (steal) for a minute at a time, which
 # halves the capacity mid-run, so half of the measured capacity is no longer below it (seen in CI: 161 refusals
-# "below capacity", 504s for images). Such a run says nothing about the service: it is measured again, and
-# skipped, with the reason, if the host keeps stealing.
+# "below capacity", 504s for images). A run with that much steal, or whose client was near saturation, says
+# nothing about the service: it is measured again, and skipped, with the reason, if that happens again.
 MAX_HOST_STEAL_PERCENT = 10
+MAX_CLIENT_CPU_PERCENT = 70
 ATTEMPTS = 2
+
+
+def unmeasurable_because(report: dict) -> str | None:
+    client_cpu = max(phase["client_cpu_percent"] for phase in report["phases"])
+    if report["host_steal_percent"] > MAX_HOST_STEAL_PERCENT:
+        return f"the host took {report['host_steal_percent']}% of this VM's CPU (steal)"
+    if client_cpu > MAX_CLIENT_CPU_PERCENT:
+        return f"the load client itself used {client_cpu}% of a core"
+    return None
 
 
 def overload_report(url: str, scenario: str, capacity_s: int, phase_s: int) -> dict:
     arguments = ["--scenario", scenario, "--capacity-s", str(capacity_s), "--phase-s", str(phase_s)]
-    steals = []
+    reasons = []
     for _ in range(ATTEMPTS):
         report = overload.main([*arguments, "--max-rate", str(MAX_RATE), "--url", url])
-        if report["host_steal_percent"] <= MAX_HOST_STEAL_PERCENT:
+        if (reason := unmeasurable_because(report)) is None:
             return report
-        steals.append(report["host_steal_percent"])
-    pytest.skip(f"the host took {steals}% of this VM's CPU (steal) during each run: overload timings mean nothing")
+        reasons.append(reason)
+    pytest.skip(f"overload timings mean nothing when {' / '.join(reasons)}")
 
 
 @pytest.mark.parametrize(("scenario", "capacity_s", "phase_s"), [("image-one", 8, 10), ("faq-single", 5, 8)])
