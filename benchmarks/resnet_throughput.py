@@ -3,8 +3,11 @@
     python -m benchmarks.resnet_throughput [--weights random:0] [--duration 20] [--concurrency 1 8 32]
         [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
 
-The bare model is the limit: decode + preprocess + forward in a process of its own at its best batch size, with
-the replicas' CPUs as torch threads, measured before and after the served runs (their mean is the reference).
+The bare model is the limit: decode + preprocess + forward at its best batch size, in one process with every CPU
+as a torch thread, and, with several replicas, also laid out like them (one process per replica with the same
+torch threads, all running at once, their images/s summed); measured before and after the served runs (their mean
+is the reference). Any measurement during which the hypervisor took over 10% of
+this VM's CPU (steal, /proc/stat) is taken again once the machine is quiet.
 Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
 "batching off" is the same replica re-tuned live to max_batch_size 1.
 efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
@@ -20,12 +23,14 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from threading import Barrier
 
 import ray
 import torch
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
+from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.isolation import free_port, private_fast_ingress_env
 from benchmarks.peers.servers import FAST_SERVE_ENV
 from benchmarks.report import publish, table
@@ -36,17 +41,21 @@ from serve_app.app import build_graph
 from serve_app.settings import AppArgs, BatchConfig, ImageModelSettings
 
 
-def bare_model(args: argparse.Namespace, data: bytes) -> dict[int, float]:
-    """Images/s of the bare model at each batch size, with the replica's torch threads."""
-    torch.set_num_threads(max(1, int(args.cpus)))
+def bare_model(args: argparse.Namespace, data: bytes, threads: int, start: Barrier) -> dict[int, float]:
+    """Images/s of one bare-model process at each batch size."""
+    torch.set_num_threads(threads)
     model, _ = load_resnet152(args.weights)
     settings = ImageModelSettings(device=args.device)
     classifier = ResNetClassifier(model, settings.device, settings.half_precision, settings.channels_last)
-    return {b: bare_images_per_s(classifier, data, b, min(args.duration, 15.0)) for b in args.bare_batch_sizes}
+    rates = {}
+    for batch_size in args.bare_batch_sizes:
+        classifier.probabilities(torch.stack([preprocess(data, 10**9)] * batch_size))  # warm-up
+        start.wait()  # the processes measure each batch size together, as the replicas share the cores
+        rates[batch_size] = bare_images_per_s(classifier, data, batch_size, min(args.duration, 15.0))
+    return rates
 
 
 def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int, seconds: float) -> float:
-    classifier.probabilities(torch.stack([preprocess(data, 10**9)] * batch_size))  # warm-up
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         classifier.probabilities(torch.stack([preprocess(data, 10**9) for _ in range(batch_size)]))
@@ -54,13 +63,49 @@ def bare_images_per_s(classifier: ResNetClassifier, data: bytes, batch_size: int
     return done / (time.perf_counter() - started)
 
 
-def bare_in_child(args: argparse.Namespace, data: bytes) -> dict[int, float]:
-    # In a child process: torch's OpenMP threads keep spinning for a while after use, which would slow the
-    # served runs that follow on the same cores.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        bare = pool.submit(bare_model, args, data).result()
-    print(json.dumps({"bare_images_per_s": bare}), file=sys.stderr)
-    return bare
+def bare_layouts(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """(processes, torch threads each): one process using every CPU, and, with several replicas, the bare model
+    laid out like them (the limit of that layout: a 2-core box runs two 1-thread processes faster than one
+    2-thread process, since a multi-threaded forward pass waits for its slowest thread at every layer)."""
+    layouts = {"one process": (1, max(1, int(args.cpus)))}
+    if args.replicas > 1:
+        layouts["as the replicas"] = (args.replicas, max(1, int(args.cpus / args.replicas)))
+    return layouts
+
+
+def bare_in_children(args: argparse.Namespace, data: bytes, processes: int, threads: int) -> dict[int, float]:
+    """Images/s of ``processes`` bare-model processes running at once, summed. In child processes: torch's
+    OpenMP threads keep spinning for a while after use, which would slow the served runs that follow."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
+        start = manager.Barrier(processes)
+        per_process = [pool.submit(bare_model, args, data, threads, start) for _ in range(processes)]
+        rates = [future.result() for future in per_process]
+    return {size: sum(rate[size] for rate in rates) for size in args.bare_batch_sizes}
+
+
+def bare_measured(args: argparse.Namespace, data: bytes) -> dict[str, dict]:
+    measured = {}
+    for name, (processes, threads) in bare_layouts(args).items():
+        rates, steal = without_steal(lambda p=processes, t=threads: bare_in_children(args, data, p, t))
+        measured[name] = {"images_per_s": rates, "host_steal_percent": steal}
+        print(json.dumps({"bare": name, **measured[name]}), file=sys.stderr)
+    return measured
+
+
+def bare_summary(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """Per layout, the mean of the runs before and after the served ones at each batch size, its best, and the
+    drift between the two runs (the box's own speed change over the served runs: a ratio is no more exact)."""
+    summary = {}
+    for name in before:
+        first, last = before[name]["images_per_s"], after[name]["images_per_s"]
+        mean = {size: (first[size] + last[size]) / 2 for size in first}
+        summary[name] = {
+            "mean_images_per_s": mean,
+            "best_images_per_s": max(mean.values()),
+            "drift": round(abs(max(first.values()) - max(last.values())) / max(mean.values()), 3),
+        }
+    return summary
 
 
 def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
@@ -88,14 +133,16 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
     asyncio.run(closed_loop(url, lambda: image, 2, 3.0))  # warm-up
     rows = []
     for concurrency in args.concurrency:
-        result = asyncio.run(closed_loop(url, lambda: image, concurrency, args.duration))
-        rows.append({"batching": batching.max_batch_size > 1, **result.summary()})
+        result, steal = without_steal(
+            lambda c=concurrency: asyncio.run(closed_loop(url, lambda: image, c, args.duration))
+        )
+        rows.append({"batching": batching.max_batch_size > 1, **result.summary(), "host_steal_percent": steal})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
 def markdown(report: dict) -> str:
-    bare = report["bare_images_per_s"]
+    bare, layouts = report["bare"], report["bare_layouts"]
     lines = [
         f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
         "",
@@ -105,18 +152,30 @@ def markdown(report: dict) -> str:
         f"Machine: {report['machine']}; ingress: {report['ingress']}",
         "",
         *table(
-            ["bare model batch size", "images/s before", "after", "mean"],
+            ["bare model", "batch size", "images/s before", "after", "mean", "steal % before / after"],
             (
-                [b, f"{report['bare_before'][b]:.2f}", f"{report['bare_after'][b]:.2f}", f"{ips:.2f}"]
-                for b, ips in bare.items()
+                [
+                    f"{name}: {layouts[name][0]} x {layouts[name][1]} thread(s)",
+                    size,
+                    f"{before['images_per_s'][size]:.2f}",
+                    f"{after['images_per_s'][size]:.2f}",
+                    f"{mean:.2f}",
+                    f"{before['host_steal_percent']} / {after['host_steal_percent']}",
+                ]
+                for name, summary in bare.items()
+                for before, after in [(report["bare_before"][name], report["bare_after"][name])]
+                for size, mean in summary["mean_images_per_s"].items()
             ),
         ),
         "",
-        f"The bare model ran before and after the served runs; efficiency uses the best mean. Drift between the "
-        f"two: {report['bare_drift']:.0%} (the box's own speed change during the run; a ratio is no more exact).",
+        "The bare model ran before and after the served runs; efficiency uses its best mean. Drift between the two "
+        + ", ".join(f"{name}: {summary['drift']:.0%}" for name, summary in bare.items())
+        + " (the box's own speed change during the run; a ratio is no more exact). A measurement during which the "
+        "hypervisor took over 10% of the CPU (steal) is taken again once the machine is quiet.",
         "",
         *table(
-            ["batching", "concurrency", "images/s", "p50 ms", "p99 ms", "errors", "efficiency (served / best bare)"],
+            ["batching", "concurrency", "images/s", "p50 ms", "p99 ms", "errors", "steal %"]
+            + [f"efficiency vs bare {name}" for name in bare],
             (
                 [
                     "on" if r["batching"] else "off",
@@ -125,7 +184,8 @@ def markdown(report: dict) -> str:
                     f"{r['p50_ms']:.0f}",
                     f"{r['p99_ms']:.0f}",
                     r["errors"],
-                    f"{r['items_per_s'] / max(bare.values()):.2f}",
+                    r["host_steal_percent"],
+                    *(f"{r['efficiency'][name]:.2f}" for name in bare),
                 ]
                 for r in report["served"]
             ),
@@ -158,7 +218,7 @@ def main() -> None:
     args.port = free_port()
     data = images()[0]
 
-    bare_before = bare_in_child(args, data)
+    bare_before = bare_measured(args, data)
 
     if args.fast_ingress:
         os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())  # Ray's processes read it when they start
@@ -171,16 +231,15 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
-    bare_after = bare_in_child(args, data)
-    # The box's speed drifts over minutes (shared host): the served runs are compared with the bare model's
-    # mean before and after them, and the drift says how far to trust the ratio.
-    bare = {size: (bare_before[size] + bare_after[size]) / 2 for size in bare_before}
-    drift = abs(max(bare_before.values()) - max(bare_after.values())) / max(bare.values())
+    bare_after = bare_measured(args, data)
+    bare = bare_summary(bare_before, bare_after)
+    for row in rows:
+        row["efficiency"] = {name: round(row["items_per_s"] / b["best_images_per_s"], 3) for name, b in bare.items()}
 
     report = {
         "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, bare model {max(1, int(args.cpus))} torch threads, {args.replicas} "
-        f"classifier replica(s) of {args.cpus / args.replicas:g} CPU, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {args.replicas} classifier replica(s) of {args.cpus / args.replicas:g} "
+        f"CPU, torch {torch.__version__}",
         "replicas": args.replicas,
         "device": str(torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")),
         "weights": args.weights,
@@ -188,10 +247,10 @@ def main() -> None:
         "image_bytes": len(data),
         "max_batch_size": args.max_batch_size,
         "batch_wait": args.batch_wait,
-        "bare_images_per_s": bare,
+        "bare_layouts": {name: list(layout) for name, layout in bare_layouts(args).items()},
         "bare_before": bare_before,
         "bare_after": bare_after,
-        "bare_drift": round(drift, 3),
+        "bare": bare,
         "served": rows,
     }
     publish(report, markdown(report), args.out)

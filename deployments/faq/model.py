@@ -16,7 +16,7 @@ of the training duplicates (3 inner folds), so it learns how the scorers behave 
 A softmax with a temperature fitted on held-out duplicates turns the final scores into probabilities.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import scipy.linalg
@@ -25,7 +25,7 @@ from scipy.special import softmax
 from sklearn.model_selection import StratifiedKFold
 
 from deployments.faq.data import FaqDataset, Original
-from deployments.faq.features import TextFeatures
+from deployments.faq.features import TextFeatures, tokens
 from deployments.faq.rerank import candidate_features, fit_conditional_logit, rerank, top_columns
 from deployments.faq.text import clean_text
 
@@ -199,9 +199,14 @@ class FaqModel:
     rerank_weights: np.ndarray  # (2, features): first and second stage
     config: FaqModelConfig
     temperature: float = 1.0
+    # The training documents' words, whose character n-grams are cached when the model loads; a model saved
+    # without them warms up with its originals' words.
+    known_words: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stacked = stacked_projection(self.scorers)
+        texts = [clean_text(text) for original in self.originals for text in (original.text, original.title)]
+        self.features.warm(self.known_words or sorted({word for text in texts for word in tokens(text)}))
 
     def scores(self, questions: list[str]) -> np.ndarray:
         """Uncalibrated scores, one row per question and one column per original (higher is better)."""
@@ -242,7 +247,12 @@ class FaqModel:
                     arrays[f"scorers.{name}.{part}"] = np.asarray(getattr(value, part))
             else:
                 arrays[f"scorers.{name}"] = value
-        fields |= {"config": asdict(self.config), "temperature": self.temperature, "sparse_scorers": sparse}
+        fields |= {
+            "config": asdict(self.config),
+            "temperature": self.temperature,
+            "sparse_scorers": sparse,
+            "known_words": self.known_words,
+        }
         return arrays, fields
 
     @classmethod
@@ -262,6 +272,7 @@ class FaqModel:
             rerank_weights=arrays["rerank_weights"],
             config=FaqModelConfig(**fields["config"]),
             temperature=float(fields["temperature"]),
+            known_words=fields.get("known_words", []),
         )
 
 
@@ -319,4 +330,5 @@ def fit_model(dataset: FaqDataset, config: FaqModelConfig | None = None) -> FaqM
         scorers=fit_scorers(documents, labels, n_classes, config),
         rerank_weights=_fit_rerank_weights(documents, labels, n_classes, config),
         config=config,
+        known_words=sorted({word for text in texts for word in tokens(text)}),
     )

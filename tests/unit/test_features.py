@@ -18,3 +18,12 @@ def test_fast_transform_equals_scikit_learn():
     assert np.abs((fast - reference).toarray()).max() < 1e-12
     norms = np.sqrt(np.asarray(fast.multiply(fast).sum(axis=1))).ravel()
     assert np.allclose(norms[norms > 0], 1.0)
+
+
+def test_warmed_words_give_the_same_features():
+    texts = ["how to sort an array of numbers", "remove a key from an object"]
+    cold = TextFeatures.fit(texts, word_max_df=1.0, char_ngrams=(1, 4), char_max_df=1.0)
+    warm = TextFeatures.from_state(*cold.to_state())
+    warm.warm(["sort", "numbers", "never-seen"])
+    question = ["Sort numbers, never-seen words"]
+    assert np.abs((warm.transform(question) - cold.reference_transform(question)).toarray()).max() < 1e-12

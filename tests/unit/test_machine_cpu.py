@@ -4,7 +4,7 @@ import os
 import threading
 import time
 
-from benchmarks.machine_cpu import Jiffies, busy_percent_over, jiffies, steal_percent, wait_until_quiet
+from benchmarks.machine_cpu import Jiffies, busy_percent_over, jiffies, steal_percent, wait_until_quiet, without_steal
 
 
 def spin(seconds: float) -> None:
@@ -40,3 +40,17 @@ def test_steal_is_the_hypervisors_share_of_the_time_between_two_readings():
     assert steal_percent(before, after) == 15.0
     now = jiffies()
     assert 0 <= now.steal <= now.busy <= now.total
+
+
+def test_a_measurement_is_kept_when_steal_allows_and_taken_again_when_it_does_not():
+    calls, settles = [], []
+
+    def measure() -> int:
+        calls.append(1)
+        return len(calls)
+
+    result, steal = without_steal(measure, max_steal_percent=100)
+    assert (result, calls, 0 <= steal <= 100) == (1, [1], True)
+    # No run can have under 0% steal: every attempt is made, each after settling, and the last result is kept.
+    result, steal = without_steal(measure, max_steal_percent=-1, attempts=3, settle=lambda: settles.append(1))
+    assert (result, len(calls), len(settles), steal >= 0) == (4, 4, 2, True)

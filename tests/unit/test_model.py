@@ -3,6 +3,7 @@ import pytest
 
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH, demo_model
+from deployments.faq.model import FaqModel
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,18 @@ def test_scores_batch_equals_one_by_one(trained):
     together = trained.model.scores(questions)
     alone = np.vstack([trained.model.scores([q]) for q in questions])
     assert np.allclose(together, alone)
+
+
+def test_a_loaded_model_starts_with_its_training_words_cached(trained):
+    model = trained.model
+    arrays, fields = model.state()
+    assert "clipboard" in fields["known_words"]
+    loaded = FaqModel.from_state(model.originals, arrays, fields)
+    cached = loaded.features._word_char_counts.cache_info().currsize
+    assert cached == len(fields["known_words"])
+    # A model saved before known_words existed warms up with its originals' words instead, and scores the same.
+    older = FaqModel.from_state(model.originals, arrays, {k: v for k, v in fields.items() if k != "known_words"})
+    assert 0 < older.features._word_char_counts.cache_info().currsize < cached
+    questions = ["put a string on the clipboard", "never seen wording here"]
+    assert np.allclose(loaded.scores(questions), model.scores(questions))
+    assert np.allclose(older.scores(questions), model.scores(questions))
