@@ -62,7 +62,7 @@ def without_steal(
     """Run ``measure`` until the hypervisor took at most ``max_steal_percent`` of the CPU during it (waiting for
     a quiet machine before each retry); returns its result and that steal. After ``attempts`` the last result is
     kept with its steal, so a host that never settles shows in the report instead of hanging the benchmark."""
-    for attempt in range(attempts):
+    for attempt in range(max(1, attempts)):
         if attempt:
             settle()
         before = jiffies()

@@ -25,5 +25,6 @@ def test_warmed_words_give_the_same_features():
     cold = TextFeatures.fit(texts, word_max_df=1.0, char_ngrams=(1, 4), char_max_df=1.0)
     warm = TextFeatures.from_state(*cold.to_state())
     warm.warm(["sort", "numbers", "never-seen"])
+    assert warm._word_char_counts.cache_info().currsize == 3
     question = ["Sort numbers, never-seen words"]
     assert np.abs((warm.transform(question) - cold.reference_transform(question)).toarray()).max() < 1e-12

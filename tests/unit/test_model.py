@@ -65,3 +65,5 @@ def test_a_loaded_model_starts_with_its_training_words_cached(trained):
     questions = ["put a string on the clipboard", "never seen wording here"]
     assert np.allclose(loaded.scores(questions), model.scores(questions))
     assert np.allclose(older.scores(questions), model.scores(questions))
+    with pytest.raises(ValueError, match="known_words"):
+        FaqModel.from_state(model.originals, arrays, fields | {"known_words": ["ok", 3]})

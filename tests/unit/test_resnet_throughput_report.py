@@ -2,7 +2,7 @@
 
 import argparse
 
-from benchmarks.resnet_throughput import bare_layouts, bare_summary, markdown
+from benchmarks.resnet_throughput import bare_layouts, bare_summary, efficiencies, markdown
 
 
 def test_bare_layouts_add_the_replicas_own_layout_only_when_there_are_several():
@@ -11,27 +11,37 @@ def test_bare_layouts_add_the_replicas_own_layout_only_when_there_are_several():
 
 
 def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
-    before = {"one process": {"images_per_s": {4: 4.0, 8: 3.0}, "host_steal_percent": 1.0}}
-    after = {"one process": {"images_per_s": {4: 3.0, 8: 5.0}, "host_steal_percent": 12.5}}
-    summary = bare_summary(before, after)["one process"]
+    before = {
+        "one process": {"images_per_s": {4: 4.0, 8: 3.0}, "host_steal_percent": 1.0},
+        "as the replicas": {"images_per_s": {4: 5.0, 8: 6.0}, "host_steal_percent": 0.0},
+    }
+    after = {
+        "one process": {"images_per_s": {4: 3.0, 8: 5.0}, "host_steal_percent": 12.5},
+        "as the replicas": {"images_per_s": {4: 5.0, 8: 6.0}, "host_steal_percent": 0.5},
+    }
+    bare = bare_summary(before, after)
     # Means 3.5 and 4.0: batch 8 is best; drift compares the best of each run (4 vs 5) with the best mean.
-    assert summary == {"mean_images_per_s": {4: 3.5, 8: 4.0}, "best_images_per_s": 4.0, "drift": 0.25}
+    assert bare["one process"] == {"mean_images_per_s": {4: 3.5, 8: 4.0}, "best_images_per_s": 4.0, "drift": 0.25}
+    assert bare["as the replicas"]["best_images_per_s"] == 6.0
     row = {"batching": True, "concurrency": 8, "items_per_s": 3.6, "p50_ms": 900.0, "p99_ms": 1500.0, "errors": 0}
+    (served,) = efficiencies([row | {"host_steal_percent": 0.5}], bare)
+    assert served["efficiency"] == {"one process": 0.9, "as the replicas": 0.6}
     report = {
         "device": "cpu",
         "weights": "random:0",
-        "command": "python -m benchmarks.resnet_throughput",
+        "command": "python -m benchmarks.resnet_throughput --replicas 2",
         "max_batch_size": 8,
         "batch_wait": 0.1,
         "machine": "test",
         "ingress": "Serve proxy",
-        "bare_layouts": {"one process": [1, 2]},
+        "bare_layouts": {"one process": [1, 2], "as the replicas": [2, 1]},
         "bare_before": before,
         "bare_after": after,
-        "bare": {"one process": summary},
-        "served": [row | {"host_steal_percent": 0.5, "efficiency": {"one process": 0.9}}],
+        "bare": bare,
+        "served": [served],
     }
     text = markdown(report)
     assert "| one process: 1 x 2 thread(s) | 8 | 3.00 | 5.00 | 4.00 | 1.0 / 12.5 |" in text
-    assert "| on | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 |" in text
-    assert "one process: 25%" in text
+    assert "| as the replicas: 2 x 1 thread(s) | 4 | 5.00 | 5.00 | 5.00 | 0.0 / 0.5 |" in text
+    assert "| on | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 | 0.60 |" in text
+    assert "Drift between the two: one process: 25%, as the replicas: 0%" in text
