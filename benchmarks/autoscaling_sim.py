@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import ray
 from ray import serve
@@ -99,33 +100,49 @@ def start_cluster(config_path: Path) -> None:
     subprocess.run(command, env=env, check=True, capture_output=True)
 
 
-def counts() -> tuple[int, int, int]:
-    """(ImageClassifier replicas running, alive gpu nodes, alive nodes)."""
+# Replicas in these states hold, or wait for, a gpu node's resources.
+WANTING_A_NODE = ("STARTING", "UPDATING", "RECOVERING", "RUNNING", "PENDING_MIGRATION")
+
+
+class Sample(NamedTuple):
+    t_s: float
+    phase: str
+    image_replicas: int  # running
+    image_replicas_wanted: int  # running or starting: each holds or waits for a gpu node
+    gpu_nodes: int
+    gpu_nodes_in_use: int  # holding a replica; the Ray autoscaler may briefly launch more than asked for
+    nodes: int
+
+
+def counts() -> tuple[int, int, int, int, int]:
+    """ImageClassifier replicas running, and running or starting; gpu nodes alive, and in use; nodes alive."""
     status = serve.status()
-    replicas = 0
+    running = wanted = 0
     for app in status.applications.values():
         deployment = app.deployments.get("ImageClassifier")
         if deployment is not None:
-            replicas = deployment.replica_states.get("RUNNING", 0)
+            running = deployment.replica_states.get("RUNNING", 0)
+            wanted = sum(deployment.replica_states.get(state, 0) for state in WANTING_A_NODE)
     nodes = [node for node in ray.nodes() if node["Alive"]]
     gpu_nodes = sum(1 for node in nodes if node["Resources"].get("GPU", 0) > 0)
-    return replicas, gpu_nodes, len(nodes)
+    # Every gpu node has one GPU and every replica takes one, so GPUs taken = gpu nodes holding a replica.
+    gpus_taken = ray.cluster_resources().get("GPU", 0) - ray.available_resources().get("GPU", 0)
+    return running, wanted, gpu_nodes, round(gpus_taken), len(nodes)
 
 
-def record(timeline: list, started: float, phase: dict, stop: threading.Event) -> None:
+def record(timeline: list[Sample], started: float, phase: dict, stop: threading.Event) -> None:
     while not stop.is_set():
-        replicas, gpu_nodes, nodes = counts()
-        timeline.append((round(time.monotonic() - started, 1), phase["name"], replicas, gpu_nodes, nodes))
+        timeline.append(Sample(round(time.monotonic() - started, 1), phase["name"], *counts()))
         stop.wait(1.0)
 
 
-def run(args: argparse.Namespace) -> tuple[list[tuple], dict]:
+def run(args: argparse.Namespace) -> tuple[list[Sample], dict]:
     with tempfile.TemporaryDirectory() as folder:
         config_path = Path(folder) / "cluster.json"
         config_path.write_text(json.dumps(cluster_config(args.idle_timeout_s)))
         start_cluster(config_path)
     ray.init(address="auto", logging_level="WARNING", log_to_driver=False)
-    timeline: list[tuple] = []
+    timeline: list[Sample] = []
     stop = threading.Event()
     try:
         port = free_port()
@@ -152,7 +169,8 @@ def run(args: argparse.Namespace) -> tuple[list[tuple], dict]:
         deadline = time.monotonic() + args.settle_s
         while time.monotonic() < deadline:
             time.sleep(2)
-            if timeline and timeline[-1][2] <= 1 and timeline[-1][3] <= 1 and time.monotonic() - started > 20:
+            settled = timeline and timeline[-1].image_replicas <= 1 and timeline[-1].gpu_nodes <= 1
+            if settled and time.monotonic() - started > 20:
                 time.sleep(3)
                 break
     finally:
@@ -163,7 +181,7 @@ def run(args: argparse.Namespace) -> tuple[list[tuple], dict]:
     return timeline, load
 
 
-def capacity_check(timeline: list[tuple], load: dict) -> dict:
+def capacity_check(timeline: list[Sample], load: dict) -> dict:
     """The reference rule fed the measured load, next to what Serve and the Ray autoscaler actually did.
 
     Serve keeps ``target_ongoing_requests`` in flight per replica, so that is the rule's per-replica
@@ -181,16 +199,18 @@ def capacity_check(timeline: list[tuple], load: dict) -> dict:
         "autoscaling_config": FAST_IMAGE_AUTOSCALING,
         "planned_replicas": planned,
         "planned_gpu_nodes": min(capacity.nodes, NODE_TYPES["gpu"]["max_workers"]),
-        "peak_image_replicas": max(row[2] for row in timeline),
-        "peak_gpu_nodes": max(row[3] for row in timeline),
+        "peak_image_replicas": max(row.image_replicas for row in timeline),
+        "peak_image_replicas_wanted": max(row.image_replicas_wanted for row in timeline),
+        "peak_gpu_nodes": max(row.gpu_nodes for row in timeline),
+        "peak_gpu_nodes_in_use": max(row.gpu_nodes_in_use for row in timeline),
     }
 
 
-def write(timeline: list[tuple], check: dict, out: Path) -> None:
+def write(timeline: list[Sample], check: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["t_s", "phase", "image_replicas", "gpu_nodes", "nodes"])
+        writer.writerow(Sample._fields)
         writer.writerows(timeline)
     out.with_suffix(".json").write_text(json.dumps(check, indent=2) + "\n")
     import matplotlib
@@ -198,11 +218,11 @@ def write(timeline: list[tuple], check: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [row[0] for row in timeline]
+    t = [row.t_s for row in timeline]
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    axis.step(t, [row[2] for row in timeline], where="post", label="ImageClassifier replicas")
-    axis.step(t, [row[3] for row in timeline], where="post", label="gpu nodes", linestyle="--")
-    load = [row[0] for row in timeline if row[1] == "load"]
+    axis.step(t, [row.image_replicas for row in timeline], where="post", label="ImageClassifier replicas")
+    axis.step(t, [row.gpu_nodes for row in timeline], where="post", label="gpu nodes", linestyle="--")
+    load = [row.t_s for row in timeline if row.phase == "load"]
     if load:
         axis.axvspan(load[0], load[-1], alpha=0.15, label="load")
     axis.set_xlabel("seconds")

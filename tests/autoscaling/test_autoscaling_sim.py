@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from benchmarks.autoscaling_sim import NODE_TYPES
+
 pytestmark = [pytest.mark.autoscaling, pytest.mark.slow]
 
 
@@ -29,7 +31,7 @@ def simulation(tmp_path_factory):
 def timeline(simulation) -> list[dict]:
     with simulation.with_suffix(".csv").open() as handle:
         return [
-            {**row, **{k: int(row[k]) for k in ("image_replicas", "gpu_nodes", "nodes")}}
+            {**row, **{k: int(v) for k, v in row.items() if k not in ("t_s", "phase")}}
             for row in csv.DictReader(handle)
         ]
 
@@ -57,4 +59,8 @@ def test_capacity_calculator_agrees_with_the_simulation(simulation):
     assert check["load"]["errors"] == 0
     assert check["planned_replicas"] < check["autoscaling_config"]["max_replicas"]
     assert check["planned_replicas"] == check["peak_image_replicas"]
-    assert check["planned_gpu_nodes"] == check["peak_gpu_nodes"]
+    # The plan counts gpu nodes that hold a replica. More may be alive for a while: CI once saw 3 gpu nodes
+    # with at most 2 replicas running. A spare holds nothing and is removed when idle, which
+    # test_replicas_then_nodes_scale_back_down checks.
+    assert check["planned_gpu_nodes"] == check["peak_gpu_nodes_in_use"]
+    assert check["planned_gpu_nodes"] <= check["peak_gpu_nodes"] <= NODE_TYPES["gpu"]["max_workers"]
