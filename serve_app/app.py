@@ -30,7 +30,12 @@ def build_graph(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | N
 
     faq = configured(FAQMatcher).bind(args.faq_model_uri)
     images = configured(ImageClassifier).bind(args.images.model_dump())
-    return configured(Ingress).bind(
+    return bind_ingress(configured(Ingress), args, faq, images)
+
+
+def bind_ingress(ingress: Deployment, args: AppArgs, faq: Application, images: Application) -> Application:
+    """The ingress in front of these model deployments, with the ingress settings of ``args``."""
+    return ingress.bind(
         faq,
         images,
         args.limits.model_dump(),

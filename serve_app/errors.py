@@ -1,4 +1,5 @@
-"""Errors that cross from the deployments to the ingress, and the one JSON shape every error has."""
+"""Errors that cross from the deployments to the ingress or end a model call there, and the one JSON shape every
+error has."""
 
 from typing import Any
 
@@ -24,6 +25,19 @@ class Overloaded(RuntimeError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (str(self), self.retry_after_s))
+
+
+class ReplicaCrashed(RuntimeError):
+    """Every model replica that took this call died under it, up to the configured number: it is not sent again,
+    since a request that crashes replicas would otherwise take down each one in turn."""
+
+    def __init__(self, model: str, deaths: int) -> None:
+        super().__init__(
+            f"{model}: the model replica died while handling this request, {deaths} time(s); it was not sent again "
+            "(limits.max_replica_deaths_per_call)"
+        )
+        self.model = model
+        self.deaths = deaths
 
 
 class RequestError(ValueError):

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import ModelUnavailable, Overloaded, RequestError, error_body
+from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError, error_body
 
 logger = logging.getLogger("ray.serve")
 
@@ -125,6 +125,10 @@ def install_error_handlers(app: FastAPI) -> None:
         retry_after = str(max(1, round(error.retry_after_s)))
         return error_response(503, "overloaded", str(error), **{"Retry-After": retry_after})
 
+    async def on_replica_crashed(request: Request, error: ReplicaCrashed) -> JSONResponse:
+        logger.error("%s %s: %s", request.method, request.url.path, error)
+        return error_response(500, "replica_crashed", str(error))
+
     async def on_timeout(_: Request, error: TimeoutError) -> JSONResponse:
         return error_response(504, "upstream_timeout", str(error) or "the model did not answer in time")
 
@@ -148,6 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(ModelUnavailable, on_model_unavailable)
     app.add_exception_handler(Overloaded, on_overloaded)
+    app.add_exception_handler(ReplicaCrashed, on_replica_crashed)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_client_disconnect)

@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from serve_app.admission import InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings
 from serve_app.coalesce import Coalescer
-from serve_app.errors import ModelUnavailable, Overloaded, RequestError
+from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError
 from serve_app.http import BodyLimits, install_error_handlers
 from serve_app.image_input import read_image_request
 from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
@@ -125,16 +125,20 @@ class Ingress:
         )
 
     async def _match_group(self, queries: list[tuple[list[str], int]]) -> list[dict]:
-        answer = await self._call(lambda: self.faq.match_many.remote(queries))
+        answer = await self._call("faq", lambda: self.faq.match_many.remote(queries))
         return [{"results": results, "model_version": answer["model_version"]} for results in answer["results"]]
 
-    async def _call(self, make_call: Callable[[], DeploymentResponse], timeout_s: float | None = None) -> Any:
+    async def _call(
+        self, model: str, make_call: Callable[[], DeploymentResponse], timeout_s: float | None = None
+    ) -> Any:
         """Await a model call; re-send it when the replica died under it.
 
         Every model call is idempotent inference, so a request accepted here is not lost when a replica is
-        killed or restarts: the call goes again, to a live replica, until the upstream timeout runs out.
+        killed or restarts: the call goes again, to a live replica, until the upstream timeout runs out, or
+        until ``limits.max_replica_deaths_per_call`` replicas died under it (the request itself may kill them).
         """
         deadline = time.monotonic() + (timeout_s or self.limits.upstream_timeout_s)
+        failed_replicas: set[str | int] = set()
         for attempt in itertools.count():
             response = make_call()
             try:
@@ -151,6 +155,12 @@ class Ingress:
                     raise error.cause from None
                 raise
             except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as error:
+                # A replica failed under the call (ActorDiedError, or ActorUnavailableError when the connection
+                # broke before Ray knew it died), not merely none placed yet; counted once per replica.
+                if isinstance(error, RayActorError):
+                    failed_replicas.add(error.actor_id or attempt)
+                    if len(failed_replicas) >= self.limits.max_replica_deaths_per_call:
+                        raise ReplicaCrashed(model, len(failed_replicas)) from None
                 backoff_s = min(RETRY_BACKOFF_S * 2**attempt, 1.0)
                 if time.monotonic() + backoff_s >= deadline:
                     raise TimeoutError(f"no replica answered within the upstream timeout ({error})") from None
@@ -159,7 +169,7 @@ class Ingress:
 
     async def _status(self, name: str) -> dict[str, Any]:
         try:
-            return await self._call(self.models[name].status.remote, STATUS_TIMEOUT_S)
+            return await self._call(name, self.models[name].status.remote, STATUS_TIMEOUT_S)
         except Exception as error:  # readiness must answer even when the deployment does not
             return {"ready": False, "model_version": None, "error": f"{name} deployment unreachable: {error!r}"}
 
@@ -213,7 +223,7 @@ class Ingress:
         async def score(request: ScoreRequest) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
             _check_questions([request.input], 1, self.limits, "input")
-            return await self._call(lambda: self.faq.score_all.remote(request.input))
+            return await self._call("faq", lambda: self.faq.score_all.remote(request.input))
 
         @app.get("/healthz")
         async def healthz() -> dict[str, str]:
@@ -247,7 +257,7 @@ class Ingress:
         ) -> JSONResponse:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
             parsed = await read_image_request(request, top_k, self.limits)
-            answer = await self._call(lambda: self.images.classify.remote(parsed.images, parsed.top_k))
+            answer = await self._call("images", lambda: self.images.classify.remote(parsed.images, parsed.top_k))
             results = [{"predictions": p, "model_version": answer["model_version"]} for p in answer["results"]]
             return JSONResponse(results if parsed.several else results[0])
 

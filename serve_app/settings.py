@@ -27,6 +27,12 @@ class Limits(BaseModel):
     max_top_k: int = Field(50, ge=1, description="Largest top_k accepted by /faq/match.")
     max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest JSON body (413 above).")
     upstream_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a model replica (504 after).")
+    max_replica_deaths_per_call: int = Field(
+        3,
+        ge=1,
+        description="A model call whose replica dies under it goes again to a live one, until this many replicas "
+        "died under it (then 500 replica_crashed): a request that crashes replicas cannot take down each in turn.",
+    )
     body_timeout_s: float = Field(30.0, gt=0, description="Longest time a request body may take to arrive (408 after).")
     max_image_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /images body (413 above).")
     max_images: int = Field(32, ge=1, description="Most images in one /images/classify request.")

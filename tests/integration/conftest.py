@@ -1,13 +1,15 @@
 """One real Ray Serve instance per test session, on a free local port, always shut down.
 
-Three applications run side by side: ``main`` (the default graph, with seeded random ResNet weights since
+Four applications run side by side: ``main`` (the default graph, with seeded random ResNet weights since
 none can be downloaded here), ``no-images`` (image weights that cannot load) and ``broken`` (neither model
-loads), so tests see the happy path and the narrow degradation of each model that cannot load.
+loads), so tests see the happy path and the narrow degradation of each model that cannot load, and
+``crashing`` (the ingress in front of a model stand-in whose replicas die on a marker question).
 """
 
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +17,10 @@ import ray
 from ray import serve
 
 from benchmarks.peers.isolation import free_port
-from serve_app.app import build_app
+from serve_app.app import bind_ingress, build_app
+from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
+from tests.integration.crashing_model import CrashingFaq
 
 BROKEN_MODEL_URI = "/nonexistent/faq-model"
 BROKEN_WEIGHTS = "/nonexistent/resnet152.pt"
@@ -25,9 +29,14 @@ API_KEYS = ("integration-primary-key-0123456789", "integration-secondary-key-012
 JWT_SECRET = "integration-signing-secret-0123456789abcdef"
 
 
+# Upstream timeout well above three replica restarts on a busy box, so the death limit answers, not the timeout.
+CRASHING_APP_ARGS = AppArgs(limits={"upstream_timeout_s": 90})
+
+
 @dataclass(frozen=True)
 class ServeApps:
     base_url: str
+    deaths_dir: Path  # one file per replica of the ``crashing`` app that died (tests.integration.crashing_model)
 
     def client(self, prefix: str = "", api_key: str | None = API_KEYS[0]) -> httpx.Client:
         return httpx.Client(base_url=self.base_url + prefix, timeout=60, headers=_bearer(api_key))
@@ -41,8 +50,9 @@ def _bearer(api_key: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def serve_apps() -> Iterator[ServeApps]:
+def serve_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApps]:
     port = free_port()
+    deaths_dir = tmp_path_factory.mktemp("replica-deaths")
     # Replicas read their credentials from the environment, as from a Kubernetes Secret; they inherit it.
     saved_environ = dict(os.environ)
     os.environ["SERVE_APP_API_KEYS"] = ",".join(API_KEYS)
@@ -58,7 +68,12 @@ def serve_apps() -> Iterator[ServeApps]:
         }
         for name, args in apps.items():
             serve.run(build_app(args), name=name, route_prefix="/" if name == "main" else f"/{name}")
-        yield ServeApps(base_url=f"http://127.0.0.1:{port}")
+        # The real ingress in front of a FAQ stand-in that crashes on a marker question (both model handles:
+        # the image routes are not used there, and an image replica would only cost memory).
+        crashing = CrashingFaq.bind(str(deaths_dir))
+        crashing_app = bind_ingress(Ingress, CRASHING_APP_ARGS, crashing, crashing)
+        serve.run(crashing_app, name="crashing", route_prefix="/crashing")
+        yield ServeApps(base_url=f"http://127.0.0.1:{port}", deaths_dir=deaths_dir)
     finally:
         serve.shutdown()
         ray.shutdown()
