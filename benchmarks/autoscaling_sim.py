@@ -110,7 +110,7 @@ class Sample(NamedTuple):
     image_replicas: int  # running
     image_replicas_wanted: int  # running or starting: each holds or waits for a gpu node
     gpu_nodes: int
-    gpu_nodes_in_use: int  # holding a replica; the Ray autoscaler may briefly launch more than asked for
+    gpu_nodes_in_use: int  # holding a replica (CI once saw a third gpu node alive with 2 replicas)
     nodes: int
 
 
@@ -125,9 +125,20 @@ def counts() -> tuple[int, int, int, int, int]:
             wanted = sum(deployment.replica_states.get(state, 0) for state in WANTING_A_NODE)
     nodes = [node for node in ray.nodes() if node["Alive"]]
     gpu_nodes = sum(1 for node in nodes if node["Resources"].get("GPU", 0) > 0)
-    # Every gpu node has one GPU and every replica takes one, so GPUs taken = gpu nodes holding a replica.
-    gpus_taken = ray.cluster_resources().get("GPU", 0) - ray.available_resources().get("GPU", 0)
-    return running, wanted, gpu_nodes, round(gpus_taken), len(nodes)
+    return running, wanted, gpu_nodes, gpus_taken(), len(nodes)
+
+
+def gpus_taken() -> int:
+    """GPUs held by replicas: every gpu node has one and every replica takes one, so gpu nodes holding one.
+
+    The total and the available GPUs are two reads; a node that joins or leaves between them would count as
+    taken, so they are read again until the total stayed the same.
+    """
+    while True:
+        total = ray.cluster_resources().get("GPU", 0)
+        available = ray.available_resources().get("GPU", 0)
+        if ray.cluster_resources().get("GPU", 0) == total:
+            return round(total - available)
 
 
 def record(timeline: list[Sample], started: float, phase: dict, stop: threading.Event) -> None:

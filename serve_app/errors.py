@@ -33,11 +33,14 @@ class ReplicaCrashed(RuntimeError):
 
     def __init__(self, model: str, deaths: int) -> None:
         super().__init__(
-            f"{model}: the model replica died while handling this request, {deaths} time(s); it was not sent again "
-            "(limits.max_replica_deaths_per_call)"
+            f"{model}: {deaths} model replica(s) died or became unreachable while handling this request; it was "
+            "not sent again (limits.max_replica_deaths_per_call)"
         )
         self.model = model
         self.deaths = deaths
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.model, self.deaths))
 
 
 class RequestError(ValueError):

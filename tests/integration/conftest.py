@@ -38,8 +38,8 @@ class ServeApps:
     base_url: str
     deaths_dir: Path  # one file per replica of the ``crashing`` app that died (tests.integration.crashing_model)
 
-    def client(self, prefix: str = "", api_key: str | None = API_KEYS[0]) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url + prefix, timeout=60, headers=_bearer(api_key))
+    def client(self, prefix: str = "", api_key: str | None = API_KEYS[0], timeout_s: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url + prefix, timeout=timeout_s, headers=_bearer(api_key))
 
     def async_client(self, timeout_s: float = 60) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=_bearer(API_KEYS[0]))
@@ -57,8 +57,9 @@ def serve_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApps]:
     saved_environ = dict(os.environ)
     os.environ["SERVE_APP_API_KEYS"] = ",".join(API_KEYS)
     os.environ["SERVE_APP_JWT_SECRET"] = JWT_SECRET
-    # Logical CPUs: the replicas of three apps must fit, though most of them idle.
-    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # Logical CPUs: the replicas of the four apps here and of the test modules' own apps (rate limiting) must
+    # fit, though most of them idle; a replica that does not fit waits forever and its serve.run never returns.
+    ray.init(num_cpus=10, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = {

@@ -18,9 +18,9 @@ MODEL_VERSION = "crashing-stand-in"
 async def _crash_if_asked(questions: list[str], deaths_dir: str) -> None:
     if any(CRASH_MARKER in question for question in questions):
         # Part-way through the work, as a crash in the model would be: the replica has told the router it
-        # accepted the request. (A replica that dies before that is replaced by Serve's router itself, which
-        # sends the request on without the ingress seeing it.)
-        await asyncio.sleep(0.5)
+        # accepted the request. (When a replica dies before that, Serve's router routes the request to another
+        # replica itself, without the ingress seeing it, and that death would not be counted.)
+        await asyncio.sleep(2.0)
         (Path(deaths_dir) / str(os.getpid())).touch()
         os._exit(1)  # as a segfault or the OOM killer would: no exception, no clean-up
 
