@@ -1,7 +1,7 @@
 """ResNet-152 images/s and latency over HTTP, batching on and off, next to the bare model in the same run.
 
     python -m benchmarks.resnet_throughput [--weights random:0] [--duration 20] [--concurrency 1 8 32]
-        [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--out benchmarks/results/resnet_cpu]
+        [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--rounds 1] [--out benchmarks/results/resnet_cpu]
 
 The bare model is the limit: decode + preprocess + forward at its best batch size, in one process with every CPU
 as a torch thread, and, with several replicas, also laid out like them (one process per replica with the same
@@ -10,7 +10,10 @@ is the reference). Any measurement during which the hypervisor took over 10% of 
 /proc/stat) is taken again, up to 3 times, after waiting for a quiet machine; the steal of each is reported.
 Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
 "batching off" is the same replica re-tuned live to max_batch_size 1.
-efficiency = served images/s / bare images/s. Writes OUT.json and OUT.md.
+efficiency = served images/s / bare images/s. With ``--rounds N`` the served runs (each on a fresh Ray instance)
+and the bare runs alternate N times, each served round compared with the bare runs just before and after it, and
+the median efficiency over the rounds is reported: on a shared host the speed drifts by 10-20% within minutes,
+more than the difference being measured. Writes OUT.json and OUT.md.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from statistics import median
 from threading import Barrier
 
 import ray
@@ -159,16 +163,33 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
     return rows
 
 
-def markdown(report: dict) -> str:
-    bare, layouts = report["bare"], report["bare_layouts"]
-    lines = [
-        f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
-        "off: max_batch_size 1.  ",
-        f"Machine: {report['machine']}; ingress: {report['ingress']}",
-        "",
+def compared_round(bare_before: dict[str, dict], bare_after: dict[str, dict], rows: list[dict]) -> dict:
+    """One round: the served rows with their efficiency against the bare runs just before and after them."""
+    bare = bare_summary(bare_before, bare_after)
+    return {"bare_before": bare_before, "bare_after": bare_after, "bare": bare, "served": efficiencies(rows, bare)}
+
+
+def median_efficiencies(rounds: list[dict]) -> list[dict]:
+    """Per served setting (batching, concurrency): the median over the rounds of its efficiency against each
+    bare layout, with the rounds' own figures beside it."""
+    settings: dict[tuple[bool, int], list[dict]] = {}
+    for served_round in rounds:
+        for row in served_round["served"]:
+            settings.setdefault((row["batching"], row["concurrency"]), []).append(row["efficiency"])
+    return [
+        {
+            "batching": batching,
+            "concurrency": concurrency,
+            "efficiency": {name: round(median(e[name] for e in found), 3) for name in found[0]},
+            "per_round": found,
+        }
+        for (batching, concurrency), found in settings.items()
+    ]
+
+
+def round_markdown(report: dict, served_round: dict) -> list[str]:
+    bare, layouts = served_round["bare"], report["bare_layouts"]
+    return [
         *table(
             ["bare model", "batch size", "images/s before", "after", "mean", "steal % before / after"],
             (
@@ -181,7 +202,7 @@ def markdown(report: dict) -> str:
                     f"{before['host_steal_percent']} / {after['host_steal_percent']}",
                 ]
                 for name, summary in bare.items()
-                for before, after in [(report["bare_before"][name], report["bare_after"][name])]
+                for before, after in [(served_round["bare_before"][name], served_round["bare_after"][name])]
                 for size, mean in summary["mean_images_per_s"].items()
             ),
         ),
@@ -206,10 +227,64 @@ def markdown(report: dict) -> str:
                     r["host_steal_percent"],
                     *(f"{r['efficiency'][name]:.2f}" for name in bare),
                 ]
-                for r in report["served"]
+                for r in served_round["served"]
             ),
         ),
     ]
+
+
+def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
+    """Batching on, then off, on a Ray instance of its own: none of its processes outlive it to slow the bare
+    model's next run."""
+    if args.fast_ingress:
+        # Ray's processes read these when they start; fresh ports and files for each instance.
+        os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())
+    args.port = free_port()
+    ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        batching = BatchConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
+        rows = served(args, data, batching)
+        return rows + served(args, data, BatchConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def markdown(report: dict) -> str:
+    rounds = report["rounds"]
+    lines = [
+        f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
+        "off: max_batch_size 1.  ",
+        f"Machine: {report['machine']}; ingress: {report['ingress']}",
+    ]
+    for number, served_round in enumerate(rounds, start=1):
+        lines += ["", f"## Round {number} of {len(rounds)}", ""] if len(rounds) > 1 else [""]
+        lines += round_markdown(report, served_round)
+    if len(rounds) > 1:
+        layouts = list(report["bare_layouts"])
+        lines += [
+            "",
+            f"## Median efficiency over the {len(rounds)} rounds",
+            "",
+            *table(
+                ["batching", "concurrency"]
+                + [f"vs bare {name} (median)" for name in layouts]
+                + [f"vs bare {name}, each round" for name in layouts],
+                (
+                    [
+                        "on" if m["batching"] else "off",
+                        m["concurrency"],
+                        *(f"{m['efficiency'][name]:.2f}" for name in layouts),
+                        *(" / ".join(f"{e[name]:.2f}" for e in m["per_round"]) for name in layouts),
+                    ]
+                    for m in report["median_efficiency"]
+                ),
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -232,26 +307,19 @@ def main() -> None:
         action="store_true",
         help="HAProxy ingress + throughput-optimized Serve, as the container image and the RayService run it",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="served and bare runs alternated this many times; the median is reported"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
-    args.port = free_port()
     data = images()[0]
 
-    bare_before = bare_measured(args, data)
-
-    if args.fast_ingress:
-        os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())  # Ray's processes read it when they start
-    ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        batching = BatchConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
-        rows = served(args, data, batching)
-        rows += served(args, data, BatchConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-    bare_after = bare_measured(args, data)
-    bare = bare_summary(bare_before, bare_after)
+    bare_runs = [bare_measured(args, data)]
+    rounds = []
+    for _ in range(args.rounds):
+        rows = served_on_fresh_ray(args, data)
+        bare_runs.append(bare_measured(args, data))
+        rounds.append(compared_round(bare_runs[-2], bare_runs[-1], rows))
 
     report = {
         "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
@@ -265,10 +333,8 @@ def main() -> None:
         "max_batch_size": args.max_batch_size,
         "batch_wait": args.batch_wait,
         "bare_layouts": {name: list(layout) for name, layout in bare_layouts(args).items()},
-        "bare_before": bare_before,
-        "bare_after": bare_after,
-        "bare": bare,
-        "served": efficiencies(rows, bare),
+        "rounds": rounds,
+        "median_efficiency": median_efficiencies(rounds),
     }
     publish(report, markdown(report), args.out)
 

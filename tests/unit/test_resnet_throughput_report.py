@@ -2,7 +2,14 @@
 
 import argparse
 
-from benchmarks.resnet_throughput import bare_layouts, bare_summary, efficiencies, markdown
+from benchmarks.resnet_throughput import (
+    bare_layouts,
+    bare_summary,
+    compared_round,
+    efficiencies,
+    markdown,
+    median_efficiencies,
+)
 
 
 def test_bare_layouts_add_the_replicas_own_layout_only_when_there_are_several():
@@ -35,13 +42,46 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
         "machine": "test",
         "ingress": "Serve proxy",
         "bare_layouts": {"one process": [1, 2], "as the replicas": [2, 1]},
-        "bare_before": before,
-        "bare_after": after,
-        "bare": bare,
-        "served": [served],
+        "rounds": [compared_round(before, after, [row | {"host_steal_percent": 0.5}])],
     }
+    assert report["rounds"][0]["served"] == [served]
     text = markdown(report)
     assert "| one process: 1 x 2 thread(s) | 8 | 3.00 | 5.00 | 4.00 | 1.0 / 12.5 |" in text
     assert "| as the replicas: 2 x 1 thread(s) | 4 | 5.00 | 5.00 | 5.00 | 0.0 / 0.5 |" in text
     assert "| on | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 | 0.60 |" in text
     assert "Drift between the two: one process: 25%, as the replicas: 0%" in text
+    assert "Median" not in text  # one round: nothing to take a median of
+
+
+def test_several_rounds_report_each_one_and_the_median_of_their_efficiencies():
+    def bare_run(rate: float) -> dict[str, dict]:
+        return {"one process": {"images_per_s": {8: rate}, "host_steal_percent": 0.0}}
+
+    runs = [bare_run(rate) for rate in (4.0, 6.0, 4.0, 5.0)]  # bare before round 1, between rounds, after round 3
+    served_rates = [4.5, 4.0, 4.5]  # against bare means 5.0, 5.0, 4.5
+    rounds = [
+        compared_round(runs[i], runs[i + 1], [{"batching": True, "concurrency": 8, "items_per_s": rate}])
+        for i, rate in enumerate(served_rates)
+    ]
+    (summary,) = median_efficiencies(rounds)
+    assert summary["per_round"] == [{"one process": 0.9}, {"one process": 0.8}, {"one process": 1.0}]
+    assert summary["efficiency"] == {"one process": 0.9}
+    served_row = {"p50_ms": 900.0, "p99_ms": 1500.0, "errors": 0, "host_steal_percent": 0.0}
+    for each in rounds:
+        each["served"] = [row | served_row for row in each["served"]]
+    report = {
+        "device": "cpu",
+        "weights": "random:0",
+        "command": "python -m benchmarks.resnet_throughput --rounds 3",
+        "max_batch_size": 8,
+        "batch_wait": 0.1,
+        "machine": "test",
+        "ingress": "Serve proxy",
+        "bare_layouts": {"one process": [1, 2]},
+        "rounds": rounds,
+        "median_efficiency": [summary],
+    }
+    text = markdown(report)
+    assert "## Round 3 of 3" in text
+    assert "| one process: 1 x 2 thread(s) | 8 | 4.00 | 5.00 | 4.50 | 0.0 / 0.0 |" in text  # round 3's bare
+    assert "| on | 8 | 0.90 | 0.90 / 0.80 / 1.00 |" in text
