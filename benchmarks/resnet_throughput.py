@@ -321,7 +321,12 @@ def main() -> None:
     parser.add_argument(
         "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
     )
-    parser.add_argument("--decode-threads", type=int, default=4, help="images.decode_threads of the replica (and of the bare model on a GPU)")
+    parser.add_argument(
+        "--decode-threads",
+        type=int,
+        default=4,
+        help="images.decode_threads of the replica (and of the bare model on a GPU)",
+    )
     parser.add_argument("--cpus", type=float, default=2, help="CPUs (and torch threads) of the classifier replicas")
     parser.add_argument("--replicas", type=int, default=1, help="classifier replicas sharing those CPUs")
     parser.add_argument(
