@@ -11,7 +11,8 @@ batch while the GPU runs the current one, as a replica overlaps them (on the CPU
 (their mean is the reference). Any measurement during which the hypervisor took over 10% of this VM's CPU (steal,
 /proc/stat) is taken again, up to 3 times, after waiting for a quiet machine; the steal of each is reported.
 Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
-"batching off" is the same replica re-tuned live to max_batch_size 1.
+"batching off" is the same replica re-tuned live to max_batch_size 1. With batching on, an open loop (requests on a
+fixed schedule) at --open-loop-fraction (0.7) of the best images/s measured gives the latency at that steady load.
 efficiency = served images/s / bare images/s. With ``--rounds N`` the served runs (each on a fresh Ray instance)
 and the bare runs alternate N times, each served round compared with the bare runs just before and after it, and
 the median efficiency over the rounds is reported: on a shared host the speed drifts by 10-20% within minutes,
@@ -26,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
@@ -35,7 +37,7 @@ import ray
 import torch
 from ray import serve
 
-from benchmarks.load import Call, closed_loop
+from benchmarks.load import Call, LoadResult, closed_loop, open_loop
 from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.isolation import free_port, private_fast_ingress_env
 from benchmarks.peers.servers import FAST_SERVE_ENV
@@ -175,20 +177,36 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
     url = f"http://127.0.0.1:{args.port}"
     image = Call("/images/classify", data, "image/jpeg")
     asyncio.run(closed_loop(url, lambda: image, 2, 3.0))  # warm-up
-    rows = []
-    for concurrency in args.concurrency:
-        result, steal = without_steal(
-            lambda c=concurrency: asyncio.run(closed_loop(url, lambda: image, c, args.duration))
-        )
-        rows.append({"batching": batching.max_batch_size > 1, **result.summary(), "host_steal_percent": steal})
-        print(json.dumps(rows[-1]), file=sys.stderr)
+    rows = [
+        measured_row(batching, lambda c=concurrency: asyncio.run(closed_loop(url, lambda: image, c, args.duration)))
+        for concurrency in args.concurrency
+    ]
+    if batching.max_batch_size > 1 and args.open_loop_fraction > 0:
+        # Latency at a steady fraction of the peak just measured (the issue's "p99 at 70% of peak load").
+        rate = args.open_loop_fraction * max(row["items_per_s"] for row in rows)
+        rows.append(measured_row(batching, lambda: asyncio.run(open_loop(url, lambda: image, rate, args.duration))))
+        rows[-1]["fraction_of_peak"] = args.open_loop_fraction
     return rows
+
+
+def measured_row(batching: BatchConfig, measure: Callable[[], LoadResult]) -> dict:
+    result, steal = without_steal(measure)
+    row = {"batching": batching.max_batch_size > 1, **result.summary(), "host_steal_percent": steal}
+    print(json.dumps(row), file=sys.stderr)
+    return row
 
 
 def compared_round(bare_before: dict[str, dict], bare_after: dict[str, dict], rows: list[dict]) -> dict:
     """One round: the served rows with their efficiency against the bare runs just before and after them."""
     bare = bare_summary(bare_before, bare_after)
-    return {"bare_before": bare_before, "bare_after": bare_after, "bare": bare, "served": efficiencies(rows, bare)}
+    closed = [row for row in rows if row["mode"] == "closed"]
+    return {
+        "bare_before": bare_before,
+        "bare_after": bare_after,
+        "bare": bare,
+        "served": efficiencies(closed, bare),
+        "open_loop": [row for row in rows if row["mode"] == "open"],
+    }
 
 
 def median_efficiencies(rounds: list[dict]) -> list[dict]:
@@ -211,7 +229,7 @@ def median_efficiencies(rounds: list[dict]) -> list[dict]:
 
 def round_markdown(report: dict, served_round: dict) -> list[str]:
     bare, layouts = served_round["bare"], report["bare_layouts"]
-    return [
+    lines = [
         *table(
             ["bare model", "batch size", "images/s before", "after", "mean", "steal % before / after"],
             (
@@ -253,6 +271,29 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
             ),
         ),
     ]
+    if served_round["open_loop"]:
+        lines += [
+            "",
+            "Open loop (requests sent on a fixed schedule, answered or not) at a fraction of the best images/s above:",
+            "",
+            *table(
+                ["batching", "fraction of peak", "offered/s", "images/s", "p50 ms", "p99 ms", "errors", "steal %"],
+                (
+                    [
+                        "on" if r["batching"] else "off",
+                        r["fraction_of_peak"],
+                        f"{r['offered_rps']:.2f}",
+                        f"{r['items_per_s']:.2f}",
+                        f"{r['p50_ms']:.0f}",
+                        f"{r['p99_ms']:.0f}",
+                        r["errors"],
+                        r["host_steal_percent"],
+                    ]
+                    for r in served_round["open_loop"]
+                ),
+            ),
+        ]
+    return lines
 
 
 def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
@@ -333,6 +374,12 @@ def main() -> None:
         "--fast-ingress",
         action="store_true",
         help="HAProxy ingress + throughput-optimized Serve, as the container image and the RayService run it",
+    )
+    parser.add_argument(
+        "--open-loop-fraction",
+        type=float,
+        default=0.7,
+        help="with batching on, also an open loop at this fraction of the best images/s measured (0: none)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="served and bare runs alternated this many times; the median is reported"

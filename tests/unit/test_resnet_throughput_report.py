@@ -30,9 +30,25 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
     # Means 3.5 and 4.0: batch 8 is best; drift compares the best of each run (4 vs 5) with the best mean.
     assert bare["one process"] == {"mean_images_per_s": {4: 3.5, 8: 4.0}, "best_images_per_s": 4.0, "drift": 0.25}
     assert bare["as the replicas"]["best_images_per_s"] == 6.0
-    row = {"batching": True, "concurrency": 8, "items_per_s": 3.6, "p50_ms": 900.0, "p99_ms": 1500.0, "errors": 0}
+    row = {
+        "batching": True,
+        "mode": "closed",
+        "concurrency": 8,
+        "items_per_s": 3.6,
+        "p50_ms": 900.0,
+        "p99_ms": 1500.0,
+        "errors": 0,
+    }
     (served,) = efficiencies([row | {"host_steal_percent": 0.5}], bare)
     assert served["efficiency"] == {"one process": 0.9, "as the replicas": 0.6}
+    open_row = row | {
+        "mode": "open",
+        "offered_rps": 2.52,
+        "fraction_of_peak": 0.7,
+        "p99_ms": 700.0,
+        "host_steal_percent": 0.5,
+    }
+    del open_row["concurrency"]
     report = {
         "device": "cpu",
         "weights": "random:0",
@@ -42,14 +58,17 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
         "machine": "test",
         "ingress": "Serve proxy",
         "bare_layouts": {"one process": [1, 2], "as the replicas": [2, 1]},
-        "rounds": [compared_round(before, after, [row | {"host_steal_percent": 0.5}])],
+        "rounds": [compared_round(before, after, [row | {"host_steal_percent": 0.5}, open_row])],
     }
+    # The open loop's throughput is what it offered: it has a latency, not an efficiency.
     assert report["rounds"][0]["served"] == [served]
+    assert report["rounds"][0]["open_loop"] == [open_row]
     text = markdown(report)
     assert "| one process: 1 x 2 thread(s) | 8 | 3.00 | 5.00 | 4.00 | 1.0 / 12.5 |" in text
     assert "| as the replicas: 2 x 1 thread(s) | 4 | 5.00 | 5.00 | 5.00 | 0.0 / 0.5 |" in text
     assert "| on | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 | 0.60 |" in text
     assert "Drift between the two: one process: 25%, as the replicas: 0%" in text
+    assert "| on | 0.7 | 2.52 | 3.60 | 900 | 700 | 0 | 0.5 |" in text
     assert "Median" not in text  # one round: nothing to take a median of
 
 
@@ -60,7 +79,9 @@ def test_several_rounds_report_each_one_and_the_median_of_their_efficiencies():
     runs = [bare_run(rate) for rate in (4.0, 6.0, 4.0, 5.0)]  # bare before round 1, between rounds, after round 3
     served_rates = [4.5, 4.0, 4.5]  # against bare means 5.0, 5.0, 4.5
     rounds = [
-        compared_round(runs[i], runs[i + 1], [{"batching": True, "concurrency": 8, "items_per_s": rate}])
+        compared_round(
+            runs[i], runs[i + 1], [{"batching": True, "mode": "closed", "concurrency": 8, "items_per_s": rate}]
+        )
         for i, rate in enumerate(served_rates)
     ]
     (summary,) = median_efficiencies(rounds)
