@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
@@ -71,29 +71,36 @@ def bare_model(args: argparse.Namespace, data: bytes, threads: int, together: Ba
     return rates
 
 
+def decoded_batches(data: bytes, batch_size: int, decode_threads: int = 0) -> Iterator[torch.Tensor]:
+    """Endless batches of ``data`` decoded and preprocessed: in line, or, with ``decode_threads``, the next batch
+    decoded by that many threads while the caller works on the current one (close the generator to stop them)."""
+
+    def decoded_batch(decode: Callable[..., Iterable[torch.Tensor]]) -> torch.Tensor:
+        return torch.stack(list(decode(lambda _: preprocess(data, 10**9), range(batch_size))))
+
+    if not decode_threads:
+        while True:
+            yield decoded_batch(map)
+    with ThreadPoolExecutor(decode_threads) as decoders, ThreadPoolExecutor(1) as prefetch:
+        upcoming = prefetch.submit(decoded_batch, decoders.map)
+        while True:
+            batch, upcoming = upcoming.result(), prefetch.submit(decoded_batch, decoders.map)
+            yield batch
+
+
 def bare_images_per_s(
     classifier: ResNetClassifier, data: bytes, batch_size: int, seconds: float, decode_threads: int = 0
 ) -> float:
-    """Decode + preprocess + forward, batch after batch. With ``decode_threads``, the next batch is decoded by
-    that many threads while the model runs the current one (a GPU's forward pass leaves the CPU free)."""
-    if not decode_threads:
+    """Decode + preprocess + forward, batch after batch, for ``seconds`` (decoding as ``decoded_batches``)."""
+    batches = decoded_batches(data, batch_size, decode_threads)
+    try:
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            classifier.probabilities(torch.stack([preprocess(data, 10**9) for _ in range(batch_size)]))
+            classifier.probabilities(next(batches))
             done += batch_size
         return done / (time.perf_counter() - started)
-    with ThreadPoolExecutor(decode_threads) as decoders, ThreadPoolExecutor(1) as prefetch:
-
-        def decoded_batch() -> torch.Tensor:
-            return torch.stack(list(decoders.map(lambda _: preprocess(data, 10**9), range(batch_size))))
-
-        done, started = 0, time.perf_counter()
-        upcoming = prefetch.submit(decoded_batch)
-        while time.perf_counter() - started < seconds:
-            batch, upcoming = upcoming.result(), prefetch.submit(decoded_batch)
-            classifier.probabilities(batch)
-            done += batch_size
-        return done / (time.perf_counter() - started)
+    finally:
+        batches.close()
 
 
 def bare_layouts(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
