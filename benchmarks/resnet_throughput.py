@@ -6,10 +6,11 @@
 The bare model is the limit: decode + preprocess + forward at its best batch size, in one process with every CPU
 as a torch thread, and, with several replicas, also laid out like them (one process per replica with the same
 torch threads, all running at once, their images/s summed); on a GPU, --decode-threads threads decode the next
-batch while the GPU runs the current one, as a replica overlaps them (on the CPU decoding in line is faster: measured
-5.45 / 4.47 images/s in line against 4.39 / 3.76 overlapped, 2 threads). Measured before and after the served runs
-(their mean is the reference). Any measurement during which the hypervisor took over 10% of this VM's CPU (steal,
-/proc/stat) is taken again, up to 3 times, after waiting for a quiet machine; the steal of each is reported.
+batch while the GPU runs the current one, as a replica overlaps them (on the CPU decoding in line is as fast or
+faster: 5.45 / 4.47 / 4.19 images/s in line against 4.39 / 3.76 / 4.11 overlapped, alternating, 2 threads).
+Measured before and after the served runs (their mean is the reference). Any measurement during which the
+hypervisor took over 10% of this VM's CPU (steal, /proc/stat) is taken again, up to 3 times, after waiting for a
+quiet machine; the steal of each is reported.
 Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
 "batching off" is the same replica re-tuned live to max_batch_size 1. With batching on, an open loop (requests on a
 fixed schedule) at --open-loop-fraction (0.7) of the best images/s measured gives the latency at that steady load.
