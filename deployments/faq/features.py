@@ -17,6 +17,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from deployments.faq.kernels import tfidf_weights
+
 # What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
 VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf")
 WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
@@ -101,31 +103,34 @@ class TextFeatures:
         for token in words[:WORD_CACHE_SIZE]:
             self._word_char_counts(token)
 
+    def _word_counts(self, text: str) -> Counts:
+        """Columns of the text's word 1-2-grams found in the vocabulary, once per occurrence."""
+        vocabulary = self.word.vocabulary_
+        columns = [column for term in self._word_analyzer(text) if (column := vocabulary.get(term)) is not None]
+        return np.array(columns, dtype=COLUMN_DTYPE), np.ones(len(columns))
+
     def _char_counts(self, text: str) -> Counts:
+        """Columns and counts of the text's character n-grams, a column once per distinct word holding it."""
         # char_wb pads each whitespace-separated word with one space on each side and never crosses words.
-        per_word = [
-            (columns, counts * repeats)
-            for token, repeats in Counter(tokens(text)).items()
-            for columns, counts in [self._word_char_counts(token)]
-        ]
+        per_word = [(self._word_char_counts(token), repeats) for token, repeats in Counter(tokens(text)).items()]
         if not per_word:
             return np.empty(0, dtype=COLUMN_DTYPE), np.empty(0)
-        columns, inverse = np.unique(np.concatenate([c for c, _ in per_word]), return_inverse=True)
-        return columns, np.bincount(inverse, weights=np.concatenate([n for _, n in per_word]))
+        columns = np.concatenate([columns for (columns, _), _ in per_word])
+        repeats = np.repeat([repeats for _, repeats in per_word], [len(columns) for (columns, _), _ in per_word])
+        return columns, np.concatenate([counts for (_, counts), _ in per_word]) * repeats
 
     def _row(self, text: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Column indices and unit-norm TF-IDF weights of each non-empty block of one text."""
         blocks = [
-            (_in_vocabulary(self._word_analyzer(text), self.word.vocabulary_), self.word.idf_, 0),
+            (self._word_counts(text), self.word.idf_, 0),
             (self._char_counts(text), self.char.idf_, len(self.word.vocabulary_)),
         ]
         row_columns, row_weights = [], []
         for (columns, counts), idf, offset in blocks:
-            if not len(columns):
-                continue
-            weights = (1.0 + np.log(counts)) * idf[columns]
-            row_columns.append(columns + offset)
-            row_weights.append(weights / np.sqrt(weights @ weights))
+            if len(columns):
+                columns, weights = tfidf_weights(columns, counts, idf)
+                row_columns.append(columns + offset)
+                row_weights.append(weights)
         return row_columns, row_weights
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:

@@ -27,6 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from deployments.faq.data import FaqDataset, Original
 from deployments.faq.features import TextFeatures, tokens
+from deployments.faq.kernels import class_max, sparse_product, zscore_rows
 from deployments.faq.rerank import candidate_features, fit_conditional_logit, rerank, top_columns
 from deployments.faq.text import clean_text
 
@@ -61,11 +62,6 @@ class FaqModelConfig:
     @property
     def kernel_gammas(self) -> tuple[float, float, float]:
         return (self.kernel_gamma_wide, self.kernel_gamma, self.kernel_gamma_narrow)
-
-
-def _zscore(scores: np.ndarray) -> np.ndarray:
-    spread = scores.std(axis=-1, keepdims=True)
-    return (scores - scores.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
 
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -154,7 +150,10 @@ def zscores(
 ) -> np.ndarray:
     """(questions, N_SCORERS, originals): each scorer's scores, z-scored per question."""
     n_documents, n_classes = scorers["kernel_coef"].shape[1:]
-    product = (queries @ (stacked if stacked is not None else stacked_projection(scorers))).toarray()
+    stacked = stacked if stacked is not None else stacked_projection(scorers)
+    product = sparse_product(
+        queries.indptr, queries.indices, queries.data, stacked.indptr, stacked.indices, stacked.data, stacked.shape[1]
+    )
     cosine, log_ratio = product[:, :n_documents].astype(np.float32), product[:, n_documents:]
     gammas_column = np.asarray(gammas, dtype=np.float32)[:, None, None]
     kernels = np.matmul(np.exp(gammas_column * (cosine - 1.0)), scorers["kernel_coef"])
@@ -162,11 +161,8 @@ def zscores(
     naive_bayes = log_ratio + row_sums * scorers["nb_class_bias"]
     linear = cosine @ scorers["linear_maps"]
     projected = _normalize_rows(linear[:, 3 * n_classes :] + scorers["projection_offset"])
-    duplicate_max = np.zeros((len(cosine), n_classes), dtype=np.float32)
-    if len(scorers["duplicate_order"]):
-        by_class = cosine[:, scorers["duplicate_order"]]
-        starts = scorers["duplicate_starts"]
-        duplicate_max[:, scorers["duplicate_classes"]] = np.maximum.reduceat(by_class, starts, axis=1)
+    order, starts, classes = (scorers[f"duplicate_{name}"] for name in ("order", "starts", "classes"))
+    duplicate_max = class_max(cosine, order, starts, classes, n_classes)
     scores = [
         *kernels,
         linear[:, :n_classes],  # linear kernel ridge
@@ -178,7 +174,7 @@ def zscores(
         cosine[:, 0 : 2 * n_classes : 2],  # texts
         linear[:, n_classes : 2 * n_classes],  # centroid
     ]
-    return _zscore(np.stack(scores, axis=1).astype(np.float64))
+    return zscore_rows(np.stack(scores, axis=1).astype(np.float64))
 
 
 def default_weights(n_features: int) -> np.ndarray:

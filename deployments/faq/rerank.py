@@ -3,12 +3,15 @@
 Why listwise: what matters is which candidate beats the others for the same question, not a calibrated score
 per pair, and one weight vector over a handful of features (each scorer's z-score, its margin over the best
 other candidate, the candidate's position) learns that from a few hundred held-out duplicates without
-overfitting. Pure numpy/scipy, and its weights are one small array, saved as such (no pickle).
+overfitting. Fitting is numpy/scipy, scoring a compiled loop (kernels.py); the weights are one small array,
+saved as such (no pickle).
 """
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
+
+from deployments.faq.kernels import rerank_rows
 
 
 def _picked_and_margins(zscores: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,38 +38,16 @@ def candidate_features(zscores: np.ndarray, candidates: np.ndarray) -> np.ndarra
     return np.concatenate([picked, margin, position], axis=2)
 
 
-def candidate_scores(zscores: np.ndarray, candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``candidate_features(zscores, candidates) @ weights`` without building the feature array: scoring one
-    question is a few dozen tiny numpy calls, so each one saved shows."""
-    picked, margin = _picked_and_margins(zscores, candidates)
-    n_scorers = picked.shape[2]
-    return (
-        picked @ weights[:n_scorers]
-        + margin @ weights[n_scorers : 2 * n_scorers]
-        + _log_positions(candidates.shape[1]) * weights[2 * n_scorers]
-    )
-
-
 def top_columns(scores: np.ndarray, n: int) -> np.ndarray:
-    """Columns of each row's ``n`` highest scores, best first."""
-    rows = np.arange(len(scores))[:, None]
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.indices(scores.shape)[1]
-    return part[rows, np.argsort(-scores[rows, part], axis=1, kind="stable")]
+    """Columns of each row's ``n`` highest scores, best first (ties: the lower column first, as in ``rerank``)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :n]
 
 
 def rerank(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray) -> np.ndarray:
-    """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights``, the rest kept below them."""
-    n_candidates = min(n_candidates, order.shape[1])
-    candidates = top_columns(order, n_candidates)
-    rescored = candidate_scores(zscores, candidates, weights)
-    rows = np.arange(len(order))[:, None]
-    rest = order.copy()
-    rest[rows, candidates] = -np.inf
-    # Shift the others so the best of them sits one below the worst candidate; their order is kept.
-    shift = np.minimum(rescored.min(axis=1, keepdims=True) - 1.0 - rest.max(axis=1, keepdims=True), 0.0)
-    scores = order + np.where(np.isfinite(shift), shift, 0.0)
-    scores[rows, candidates] = rescored
-    return scores
+    """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights`` (over ``candidate_features``),
+    the rest kept below them in their order. A compiled loop: see kernels.py for why."""
+    as_float = [np.ascontiguousarray(array, dtype=np.float64) for array in (zscores, order, weights)]
+    return rerank_rows(as_float[0], as_float[1], n_candidates, as_float[2])
 
 
 def fit_conditional_logit(features: np.ndarray, is_true: np.ndarray, l2: float) -> np.ndarray:

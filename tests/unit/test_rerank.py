@@ -4,7 +4,6 @@ import numpy as np
 
 from deployments.faq.rerank import (
     candidate_features,
-    candidate_scores,
     fit_conditional_logit,
     rerank,
     top_columns,
@@ -27,14 +26,12 @@ def test_features_are_z_scores_margins_over_the_best_other_and_log_position():
     assert features[0, 1].tolist() == [1.0, 5.0, -2.0, 3.0, np.log(2.0)]
 
 
-def test_the_fast_scoring_path_equals_the_features_times_the_weights():
-    rng = np.random.default_rng(0)
-    zscores = rng.normal(size=(7, 11, 40))
-    candidates = top_columns(zscores[:, :3].sum(axis=1), 12)
-    weights = rng.normal(size=23)
-    np.testing.assert_allclose(
-        candidate_scores(zscores, candidates, weights), candidate_features(zscores, candidates) @ weights, atol=1e-12
-    )
+def test_ties_go_to_the_lower_column_in_both_the_candidates_and_the_reranking():
+    zscores = np.zeros((1, 1, 5))
+    order = np.array([[1.0, 2.0, 2.0, 2.0, 0.0]])
+    assert top_columns(order, 2).tolist() == [[1, 2]]
+    scores = rerank(zscores, order, 2, np.array([0.0, 0.0, -1.0]))  # the second position loses log(2)
+    assert np.argsort(-scores[0], kind="stable").tolist() == [1, 2, 3, 0, 4]
 
 
 def test_rerank_rescores_the_candidates_and_keeps_the_rest_below_them_in_order():
