@@ -29,6 +29,10 @@ def scoring_ms_per_question(model, questions: list[str], batch: int) -> float:
     return (time.perf_counter() - started) / len(questions) * 1000
 
 
+def _spread(values: list[float]) -> str:
+    return f"{np.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def unseen_duplicates_split(dataset: FaqDataset) -> tuple[FaqDataset, list[str]]:
     """Training data without each original's first duplicate, and those held-out duplicates' texts."""
     seen, training, held_out = set(), [], []
@@ -92,8 +96,13 @@ def main() -> None:
     model.probabilities(questions[:10])  # warm-up
     print("| scoring, in-process | ms per question |")
     print("| --- | --- |")
-    print(f"| one question per call | {scoring_ms_per_question(model, questions, 1):.2f} |")
-    print(f"| 32 questions per call (a full Serve batch) | {scoring_ms_per_question(model, questions, 32):.2f} |")
+    # Five rounds each, alternating, as this box's speed drifts by tens of percent from one minute to the next.
+    rounds: dict[int, list[float]] = {1: [], 32: []}
+    for _ in range(5):
+        for batch, timings in rounds.items():
+            timings.append(scoring_ms_per_question(model, questions, batch))
+    for batch, label in ((1, "one question per call"), (32, "32 questions per call (a full Serve batch)")):
+        print(f"| {label}, median of 5 (min-max) | {_spread(rounds[batch])} |")
     unseen = unseen_scoring_ms(dataset)
     print(f"| one per call, unseen duplicates, loaded model (median of 3) | {unseen['warmed']:.2f} |")
     print(f"| the same with the word cache emptied, alternating | {unseen['emptied']:.2f} |")
