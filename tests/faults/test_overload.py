@@ -9,10 +9,11 @@ from benchmarks import overload
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-# The FAQ's 3x (1,300-1,700 req/s here) is more than this test's single-process client can send while the
-# service takes the same 2 cores: at 1,400 req/s it used 50-55% of a core in most runs but 78% when the host was
-# slower, and then its own lag was every latency it measured (a 503 took longer than an answer). So the offered
-# rate is capped at 1,200 req/s (still >= 1.75x every FAQ capacity seen here, 430-620 req/s, which the test checks).
+# The offered rate must reach 3x capacity, and one client process sharing the service's 2 cores can send at most
+# ~1,200-1,500 req/s before it measures its own lag (at 1,400 req/s it used 50-78% of a core). One question per
+# request no longer gets there: since the FAQ scorer was compiled its capacity is ~870 req/s here (CI, capped at
+# 1,200: 1.37x). So the FAQ side is overloaded with 16-question requests (faq-batch: ~165 req/s capacity, the
+# same HAProxy limits shed them); the cap stays as a guard.
 MAX_RATE = 1200
 # This VM shares its host: the hypervisor has taken 40-70% of its CPU (steal) for a minute at a time, which
 # halves the capacity mid-run, so half of the measured capacity is no longer below it (seen in CI: 161 refusals
@@ -44,7 +45,7 @@ def overload_report(url: str, scenario: str, capacity_s: int, phase_s: int) -> d
     pytest.skip(f"overload timings mean nothing when {' / '.join(reasons)}")
 
 
-@pytest.mark.parametrize(("scenario", "capacity_s", "phase_s"), [("image-one", 8, 10), ("faq-single", 5, 8)])
+@pytest.mark.parametrize(("scenario", "capacity_s", "phase_s"), [("image-one", 8, 10), ("faq-batch", 5, 8)])
 def test_overload_is_shed_with_fast_503s_and_nothing_admitted_fails(deployed, scenario, capacity_s, phase_s):
     report = overload_report(deployed, scenario, capacity_s, phase_s)
     below, over, after = report["phases"]
