@@ -1,6 +1,6 @@
 """FAQ model quality and speed on the Stack Overflow data, printed as a Markdown report.
 
-    python -m benchmarks.faq_quality [--data ../shared/data/stackoverflow-faq] [--seeds 0 1 2]
+    python -m benchmarks.faq_quality [--data ../shared/data/stackoverflow-faq] [--seeds 0 1 2 3 4]
 
 Cross-validated ranking quality for several shuffles, training time, and in-process scoring time per
 question: one question per call and 32 per call (as under Serve batching), and one per call on duplicates the
@@ -50,7 +50,7 @@ def fresh_copy(model: FaqModel, warmed: bool) -> FaqModel:
     arrays, fields = model.state()
     copy = FaqModel.from_state(model.originals, arrays, fields)
     if not warmed:
-        copy.features.cache_clear()
+        copy.cache_clear()
     return copy
 
 
@@ -69,7 +69,8 @@ def unseen_scoring_ms(dataset: FaqDataset, rounds: int = 3) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    # Five: the CV estimate moves by +-0.01 Acc@1 from one shuffle of the folds to the next.
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
     dataset = load_tsv(args.data / "orig-q.tsv", args.data / "dup-q-train.tsv")
 

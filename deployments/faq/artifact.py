@@ -31,7 +31,7 @@ ARRAYS_FILE = "model.npz"
 FIELDS_FILE = "model.json"
 ORIGINALS_FILE = "originals.jsonl"
 METADATA_FILE = "metadata.json"
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3  # 3: two views of the texts and per-original re-ranker biases (2: one view)
 
 
 class ArtifactError(RuntimeError):

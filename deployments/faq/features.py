@@ -11,22 +11,34 @@ its training words when it loads (``warm``): a replica's first questions then co
 
 from collections import Counter
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from deployments.faq.kernels import tfidf_weights
+from deployments.faq.kernels import tfidf_row
 
 # What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
-VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf")
+VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf", "token_pattern")
+# scikit-learn's word pattern (two or more word characters), plus runs of two or more symbols: programming
+# questions are often about an operator ("=>", "||", "===", "?.") that the plain pattern throws away.
+WORDS_AND_OPERATORS = r"(?u)\b\w\w+\b|[^\w\s]{2,}"
 WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
 
 Counts = tuple[np.ndarray, np.ndarray]  # (columns, counts) of the terms found in the vocabulary
 # scipy keeps a CSR matrix's indices as int32 when they fit and converts anything else on construction, which
 # costs more than building one question's row: columns are int32 from the start (vocabularies stay far below 2**31).
 COLUMN_DTYPE = np.int32
+
+
+class Rows(NamedTuple):
+    """Texts' features as the three arrays of a CSR matrix."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
 
 
 def tokens(text: str) -> list[str]:
@@ -55,14 +67,19 @@ class TextFeatures:
         self._word_char_counts = lru_cache(maxsize=WORD_CACHE_SIZE)(
             lambda token: _in_vocabulary(char_analyzer(token), char.vocabulary_)
         )
-        self.n_features = len(word.vocabulary_) + len(char.vocabulary_)
-        self.char_slice = slice(len(word.vocabulary_), self.n_features)
+        self.char_offset = len(word.vocabulary_)
+        self.n_features = self.char_offset + len(char.vocabulary_)
 
     @classmethod
     def fit(
-        cls, texts: list[str], word_max_df: float, char_ngrams: tuple[int, int], char_max_df: float
+        cls,
+        texts: list[str],
+        word_max_df: float,
+        char_ngrams: tuple[int, int],
+        char_max_df: float,
+        token_pattern: str = WORDS_AND_OPERATORS,
     ) -> "TextFeatures":
-        word = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_df=word_max_df)
+        word = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_df=word_max_df, token_pattern=token_pattern)
         char = TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=char_ngrams, max_df=char_max_df)
         word.fit(texts)
         char.fit(texts)
@@ -112,39 +129,30 @@ class TextFeatures:
     def _char_counts(self, text: str) -> Counts:
         """Columns and counts of the text's character n-grams, a column once per distinct word holding it."""
         # char_wb pads each whitespace-separated word with one space on each side and never crosses words.
-        per_word = [(self._word_char_counts(token), repeats) for token, repeats in Counter(tokens(text)).items()]
-        if not per_word:
+        columns, counts = [], []
+        for token, repeats in Counter(tokens(text)).items():
+            token_columns, token_counts = self._word_char_counts(token)
+            columns.append(token_columns)
+            counts.append(token_counts if repeats == 1 else token_counts * repeats)
+        if not columns:
             return np.empty(0, dtype=COLUMN_DTYPE), np.empty(0)
-        columns = np.concatenate([columns for (columns, _), _ in per_word])
-        repeats = np.repeat([repeats for _, repeats in per_word], [len(columns) for (columns, _), _ in per_word])
-        return columns, np.concatenate([counts for (_, counts), _ in per_word]) * repeats
+        return np.concatenate(columns), np.concatenate(counts)
 
-    def _row(self, text: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Column indices and unit-norm TF-IDF weights of each non-empty block of one text."""
-        blocks = [
-            (self._word_counts(text), self.word.idf_, 0),
-            (self._char_counts(text), self.char.idf_, len(self.word.vocabulary_)),
-        ]
-        row_columns, row_weights = [], []
-        for (columns, counts), idf, offset in blocks:
-            if len(columns):
-                columns, weights = tfidf_weights(columns, counts, idf)
-                row_columns.append(columns + offset)
-                row_weights.append(weights)
-        return row_columns, row_weights
-
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
+    def rows(self, texts: list[str]) -> Rows:
+        """The texts' features as CSR arrays: what scoring reads (a scipy matrix costs more to build than a
+        question's features)."""
         indptr, indices, values = [0], [], []
         for text in texts:
-            row_columns, row_weights = self._row(text)
-            # Each non-empty block has unit norm; dividing by sqrt(blocks) makes the whole row unit norm.
-            scale = 1.0 / np.sqrt(len(row_weights)) if row_weights else 1.0
-            indices.extend(row_columns)
-            values.extend(weights * scale for weights in row_weights)
-            indptr.append(indptr[-1] + sum(len(columns) for columns in row_columns))
-        if not indices:
-            return sp.csr_matrix((len(texts), self.n_features))
-        return sp.csr_matrix(
-            (np.concatenate(values), np.concatenate(indices), np.array(indptr, dtype=COLUMN_DTYPE)),
-            shape=(len(texts), self.n_features),
-        )
+            columns, weights = tfidf_row(
+                *self._word_counts(text), self.word.idf_, *self._char_counts(text), self.char.idf_, self.char_offset
+            )
+            indices.append(columns)
+            values.append(weights)
+            indptr.append(indptr[-1] + len(columns))
+        if not texts:
+            return Rows(np.zeros(1, dtype=COLUMN_DTYPE), np.empty(0, dtype=COLUMN_DTYPE), np.empty(0))
+        return Rows(np.array(indptr, dtype=COLUMN_DTYPE), np.concatenate(indices), np.concatenate(values))
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        rows = self.rows(texts)
+        return sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=(len(texts), self.n_features))

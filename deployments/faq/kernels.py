@@ -31,7 +31,27 @@ def tfidf_weights(columns: np.ndarray, counts: np.ndarray, idf: np.ndarray) -> t
     for k in range(n):
         weights[k] = (1.0 + np.log(totals[k])) * idf[distinct[k]]
         squares += weights[k] ** 2
-    return distinct[:n], weights / np.sqrt(squares)
+    return distinct[:n], weights / np.sqrt(squares) if n else weights
+
+
+@njit(cache=True)
+def tfidf_row(
+    word_columns: np.ndarray,
+    word_counts: np.ndarray,
+    word_idf: np.ndarray,
+    char_columns: np.ndarray,
+    char_counts: np.ndarray,
+    char_idf: np.ndarray,
+    char_offset: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One text's row: its word block and its character block (columns shifted by ``char_offset``), each of
+    unit norm, side by side and scaled by 1 / sqrt(non-empty blocks) so that the row has unit norm."""
+    words, word_weights = tfidf_weights(word_columns, word_counts, word_idf)
+    chars, char_weights = tfidf_weights(char_columns, char_counts, char_idf)
+    blocks = (len(words) > 0) + (len(chars) > 0)
+    scale = 1.0 / np.sqrt(blocks) if blocks else 1.0
+    columns = np.concatenate((words, (chars + char_offset).astype(words.dtype)))
+    return columns, np.concatenate((word_weights, char_weights)) * scale
 
 
 @njit(cache=True)
@@ -76,26 +96,33 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def class_max(
+def class_sum_max(
     cosine: np.ndarray, order: np.ndarray, starts: np.ndarray, classes: np.ndarray, n_classes: int
-) -> np.ndarray:
-    """(questions, classes) maximum cosine over each class's documents (``order`` grouped by class, each group
-    starting at ``starts``); 0 for a class without any."""
-    out = np.zeros((cosine.shape[0], n_classes), dtype=cosine.dtype)
+) -> tuple[np.ndarray, np.ndarray]:
+    """(questions, classes) sum and maximum of the cosines over each class's documents (``order`` grouped by
+    class, each group starting at ``starts``); 0 for a class without any."""
+    sums = np.zeros((cosine.shape[0], n_classes), dtype=cosine.dtype)
+    maxima = np.zeros((cosine.shape[0], n_classes), dtype=cosine.dtype)
     for question in range(cosine.shape[0]):
         for group in range(len(classes)):
             end = starts[group + 1] if group + 1 < len(classes) else len(order)
-            best = -np.inf
+            total, best = 0.0, -np.inf
             for k in range(starts[group], end):
-                best = max(best, cosine[question, order[k]])
-            out[question, classes[group]] = best
-    return out
+                value = cosine[question, order[k]]
+                total += value
+                best = max(best, value)
+            sums[question, classes[group]] = total
+            maxima[question, classes[group]] = best
+    return sums, maxima
 
 
 @njit(cache=True)
-def rerank_rows(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray) -> np.ndarray:
+def rerank_rows(
+    zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray, class_bias: np.ndarray
+) -> np.ndarray:
     """Each row's top ``n_candidates`` of ``order`` (ties: the lower column first) re-scored with ``weights``
-    over rerank.candidate_features, the other columns shifted to sit below the worst candidate, in their order."""
+    over rerank.candidate_features plus each candidate's ``class_bias``, the other columns shifted to sit below
+    the worst candidate, in their order."""
     n_questions, n_scorers, n_classes = zscores.shape
     n_candidates = min(n_candidates, n_classes)
     scores = order.copy()
@@ -103,7 +130,7 @@ def rerank_rows(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weigh
     for question in range(n_questions):
         candidates = np.argsort(-order[question], kind="mergesort")[:n_candidates]
         for j in range(n_candidates):
-            rescored[j] = np.log1p(j) * weights[2 * n_scorers]
+            rescored[j] = np.log1p(j) * weights[2 * n_scorers] + class_bias[candidates[j]]
         for scorer in range(n_scorers):
             best = second = -np.inf
             for j in range(n_candidates):
@@ -130,3 +157,56 @@ def rerank_rows(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weigh
         for j in range(n_candidates):
             scores[question, candidates[j]] = rescored[j]
     return scores
+
+
+@njit(cache=True)
+def view_zscores(
+    product: np.ndarray,
+    n_documents: int,
+    row_sums: np.ndarray,
+    kernel_gammas: np.ndarray,
+    kernel_coef: np.ndarray,
+    nb_class_bias: np.ndarray,
+    linear_maps: np.ndarray,
+    projection_offset: np.ndarray,
+    projection_targets: np.ndarray,
+    duplicate_order: np.ndarray,
+    duplicate_starts: np.ndarray,
+    duplicate_classes: np.ndarray,
+    duplicate_counts: np.ndarray,
+    class_norms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every scorer of scorers.py from a question's sparse product (cosines to the documents, then naive Bayes
+    sums), z-scored: (questions, kernels + 8, classes), and the cosines as float32. The matrix products are BLAS
+    calls; everything between them, a few dozen numpy calls on short arrays, is these loops."""
+    n_questions, n_kernels, n_classes = product.shape[0], len(kernel_gammas), kernel_coef.shape[2]
+    cosine = product[:, :n_documents].astype(np.float32)
+    out = np.empty((n_questions, n_kernels + 8, n_classes))
+    scaled = np.empty_like(cosine)
+    for g in range(n_kernels):
+        for question in range(n_questions):
+            for document in range(n_documents):
+                scaled[question, document] = np.exp(kernel_gammas[g] * (cosine[question, document] - 1.0))
+        kernel = np.dot(scaled, kernel_coef[g])
+        for question in range(n_questions):
+            for c in range(n_classes):
+                out[question, g, c] = kernel[question, c]
+    linear = np.dot(cosine, linear_maps)  # linear kernel ridge, then the projection (in the centroids' span)
+    sums, maxima = class_sum_max(cosine, duplicate_order, duplicate_starts, duplicate_classes, n_classes)
+    for question in range(n_questions):
+        projected = linear[question, n_classes:] + projection_offset
+        norm = np.sqrt(np.sum(projected * projected))
+        if norm > 0:
+            projected /= norm
+        projection = np.dot(projected, projection_targets)
+        for c in range(n_classes):
+            text, title = cosine[question, 2 * c], cosine[question, 2 * c + 1]
+            out[question, n_kernels, c] = linear[question, c]
+            out[question, n_kernels + 1, c] = product[question, n_documents + c] + row_sums[question] * nb_class_bias[c]
+            out[question, n_kernels + 2, c] = projection[c]
+            out[question, n_kernels + 3, c] = sums[question, c] / max(duplicate_counts[c], 1.0)  # mean over duplicates
+            out[question, n_kernels + 4, c] = maxima[question, c]
+            out[question, n_kernels + 5, c] = title
+            out[question, n_kernels + 6, c] = text
+            out[question, n_kernels + 7, c] = (text + title + sums[question, c]) / class_norms[c]  # centroid
+    return zscore_rows(out), cosine

@@ -3,8 +3,10 @@
 Why listwise: what matters is which candidate beats the others for the same question, not a calibrated score
 per pair, and one weight vector over a handful of features (each scorer's z-score, its margin over the best
 other candidate, the candidate's position) learns that from a few hundred held-out duplicates without
-overfitting. Fitting is numpy/scipy, scoring a compiled loop (kernels.py); the weights are one small array,
-saved as such (no pickle).
+overfitting. Each original also gets a small, strongly regularised bias of its own: some originals draw the
+scorers' attention from questions about others (long, generic texts), some are under-rated (short ones), and
+how much shows in the held-out duplicates. Fitting is numpy/scipy, scoring a compiled loop (kernels.py); the
+weights and biases are two small arrays, saved as such (no pickle).
 """
 
 import numpy as np
@@ -43,26 +45,41 @@ def top_columns(scores: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :n]
 
 
-def rerank(zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray) -> np.ndarray:
-    """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights`` (over ``candidate_features``),
-    the rest kept below them in their order. A compiled loop: see kernels.py for why."""
-    as_float = [np.ascontiguousarray(array, dtype=np.float64) for array in (zscores, order, weights)]
-    return rerank_rows(as_float[0], as_float[1], n_candidates, as_float[2])
+def rerank(
+    zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray, class_bias: np.ndarray
+) -> np.ndarray:
+    """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights`` (over ``candidate_features``)
+    plus their ``class_bias``, the rest kept below them in their order. A compiled loop: see kernels.py for why."""
+    arrays = [np.ascontiguousarray(array, dtype=np.float64) for array in (zscores, order, weights, class_bias)]
+    return rerank_rows(arrays[0], arrays[1], n_candidates, arrays[2], arrays[3])
 
 
-def fit_conditional_logit(features: np.ndarray, is_true: np.ndarray, l2: float) -> np.ndarray:
-    """Weights maximising the softmax likelihood of the true candidate (questions without it are left out)."""
+def fit_conditional_logit(
+    features: np.ndarray, candidates: np.ndarray, truth: np.ndarray, n_classes: int, l2: float, bias_l2: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature weights and per-class biases maximising the softmax likelihood of each question's true class
+    among its ``candidates`` (questions whose candidates miss it are left out). ``l2`` applies to the weights
+    of the standardised features, ``bias_l2`` to the biases."""
+    is_true = candidates == truth[:, None]
     found = is_true.any(axis=1)
-    features, truth = features[found], is_true[found].argmax(axis=1)
+    features, candidates, truth = features[found], candidates[found], is_true[found].argmax(axis=1)
     flat = features.reshape(-1, features.shape[-1])
     scale = flat.std(axis=0) + 1e-9
+    # The mean shifts every candidate of a question alike, which a softmax ignores: only the scale is undone.
     standard = (features - flat.mean(axis=0)) / scale
     rows = np.arange(len(truth))
+    true_counts = np.bincount(candidates[rows, truth], minlength=n_classes)
+    n_features = standard.shape[-1]
 
-    def loss(weights: np.ndarray) -> tuple[float, np.ndarray]:
-        log_p = log_softmax(standard @ weights, axis=1)
-        expected = np.einsum("qn,qnf->qf", np.exp(log_p), standard)
-        gradient = -(standard[rows, truth] - expected).mean(axis=0) + 2 * l2 * weights
-        return float(-log_p[rows, truth].mean() + l2 * weights @ weights), gradient
+    def loss(parameters: np.ndarray) -> tuple[float, np.ndarray]:
+        weights, bias = parameters[:n_features], parameters[n_features:]
+        log_p = log_softmax(standard @ weights + bias[candidates], axis=1)
+        p = np.exp(log_p)
+        weight_gradient = -(standard[rows, truth] - np.einsum("qn,qnf->qf", p, standard)).mean(axis=0)
+        bias_gradient = np.bincount(candidates.ravel(), p.ravel(), n_classes) - true_counts
+        penalty = l2 * weights @ weights + bias_l2 * bias @ bias
+        gradient = np.r_[weight_gradient + 2 * l2 * weights, bias_gradient / len(truth) + 2 * bias_l2 * bias]
+        return float(-log_p[rows, truth].mean() + penalty), gradient
 
-    return minimize(loss, np.zeros(standard.shape[-1]), jac=True, method="L-BFGS-B").x / scale
+    solution = minimize(loss, np.zeros(n_features + n_classes), jac=True, method="L-BFGS-B").x
+    return solution[:n_features] / scale, solution[n_features:]

@@ -1,10 +1,11 @@
 """Cross-validated quality of the FAQ model on the real Stack Overflow data (../shared/data).
 
-The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0; this model meets the last two and
-falls short on Acc@1 (0.630 mean over CV seeds 0-2; benchmarks/results/faq_quality.md). The thresholds
-below sit just under what it measures, so any change that makes matching worse fails here; raise them as
-the model improves. Training time (goal: under 60 s) is a benchmark figure, not a test: on these shared cores it
-swings 3x with the other work (benchmarks.faq_quality prints it).
+The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0. Seed 0 (what `serve-app faq train`
+reports) measures 0.655 / 0.880 / 2.60, the mean over CV seeds 0-4 0.651 / 0.873 / 2.62
+(benchmarks/results/faq_quality.md). Acc@1 is held to the goal itself; the other two to just under what the
+model measures, so any change that makes matching worse fails here. Training time (goal: under 60 s) is a
+benchmark figure, not a test: on these shared cores it swings 3x with the other work (benchmarks.faq_quality
+prints it).
 """
 
 import pytest
@@ -14,7 +15,7 @@ from deployments.faq.train import train
 
 pytestmark = pytest.mark.slow
 
-MEASURED_FLOOR = {"acc_at_1": 0.61, "acc_at_3": 0.84, "mean_rank": 2.95}  # seed 0 measures 0.622 / 0.857 / 2.86
+MEASURED_FLOOR = {"acc_at_1": 0.65, "acc_at_3": 0.86, "mean_rank": 2.75}  # seed 0 measures 0.655 / 0.880 / 2.60
 REFERENCE_PIPELINE = {"acc_at_1": 0.31, "acc_at_3": 0.48, "mean_rank": 14.9}  # two TF-IDF + LightGBM, same data
 
 

@@ -91,8 +91,8 @@ def test_a_state_of_another_shape_is_refused_with_a_retrain_hint(artifact, tmp_p
 def test_an_older_format_is_refused_with_a_retrain_hint(artifact, tmp_path):
     target = copy_of(artifact[0], tmp_path)
     metadata = json.loads((target / "metadata.json").read_text())
-    (target / "metadata.json").write_text(json.dumps(metadata | {"format": 1}))
-    with pytest.raises(ArtifactError, match="format 1, expected 2; retrain it"):
+    (target / "metadata.json").write_text(json.dumps(metadata | {"format": 2}))
+    with pytest.raises(ArtifactError, match="format 2, expected 3; retrain it"):
         load_artifact(target)
 
 

@@ -20,6 +20,11 @@ def test_fast_transform_equals_scikit_learn():
     assert np.allclose(norms[norms > 0], 1.0)
 
 
+def test_operators_are_words():
+    features = TextFeatures.fit(["a => b", "x || y", "p === q", "x ?? y"], 1.0, (1, 4), 1.0)
+    assert {"=>", "||", "===", "??"} <= set(features.word.vocabulary_)
+
+
 def test_warmed_words_give_the_same_features():
     texts = ["how to sort an array of numbers", "remove a key from an object"]
     cold = TextFeatures.fit(texts, word_max_df=1.0, char_ngrams=(1, 4), char_max_df=1.0)

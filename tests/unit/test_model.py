@@ -3,7 +3,8 @@ import pytest
 
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH, demo_model
-from deployments.faq.model import FaqModel
+from deployments.faq.model import FaqModel, FaqModelConfig, fit_model
+from deployments.faq.scorers import SCORERS_BESIDE_KERNELS
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,32 @@ def test_demo_model_recognises_its_own_phrasings(trained):
     probabilities = trained.model.probabilities([d.text for d in dataset.duplicates])
     columns = {o.answer_id: i for i, o in enumerate(dataset.originals)}
     truth = np.array([columns[d.answer_id] for d in dataset.duplicates])
-    # Seen in training, but the re-ranker weighs scorers by how they do on unseen phrasings, so it does not
-    # simply recall its training documents: 0.90 measured (the demo has 24 originals, 96 phrasings).
-    assert (probabilities.argmax(axis=1) == truth).mean() > 0.85
+    # The re-ranker learnt from unseen phrasings and ranks seen ones right only 63% of the time by itself
+    # (measured); known phrasings go first (FaqModel.scores), so a user typing one gets its original.
+    assert (probabilities.argmax(axis=1) == truth).all()
+    titles = [o.title for o in dataset.originals]
+    assert (trained.model.scores(titles).argmax(axis=1) == np.arange(len(titles))).all()
+    # Changed case and punctuation still count as the same phrasing.
+    shouted = [title.upper().rstrip("?") + "!!" for title in titles]
+    assert (trained.model.scores(shouted).argmax(axis=1) == np.arange(len(titles))).all()
+
+
+def test_known_phrasing_promotion_can_be_turned_off():
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    model = fit_model(dataset)
+    questions = [d.text for d in dataset.duplicates]
+    columns = {o.answer_id: i for i, o in enumerate(dataset.originals)}
+    truth = np.array([columns[d.answer_id] for d in dataset.duplicates])
+    promoted = model.scores(questions)
+    model.config = FaqModelConfig(known_phrasing_cosine=1.5)
+    plain = model.scores(questions)
+    assert (promoted.argmax(axis=1) == truth).all() and not (plain.argmax(axis=1) == truth).all()
+    # Only the repeated phrasing's original moves; every other score is the re-ranker's own.
+    rows = np.arange(len(truth))
+    others = np.ones_like(plain, dtype=bool)
+    others[rows, truth] = False
+    np.testing.assert_array_equal(promoted[others], plain[others])
+    assert (promoted[rows, truth] >= plain[rows, truth]).all()
 
 
 def test_training_reports_cross_validation_and_calibration(trained):
@@ -55,15 +79,23 @@ def test_scores_batch_equals_one_by_one(trained):
 def test_a_loaded_model_starts_with_its_training_words_cached(trained):
     model = trained.model
     arrays, fields = model.state()
-    assert "clipboard" in fields["known_words"]
+    assert "clipboard" in fields["views"]["words"]["known_words"]
+    assert "clip" in fields["views"]["stems"]["known_words"]
     loaded = FaqModel.from_state(model.originals, arrays, fields)
-    cached = loaded.features._word_char_counts.cache_info().currsize
-    assert cached == len(fields["known_words"])
-    # A model saved before known_words existed warms up with its originals' words instead, and scores the same.
-    older = FaqModel.from_state(model.originals, arrays, {k: v for k, v in fields.items() if k != "known_words"})
-    assert 0 < older.features._word_char_counts.cache_info().currsize < cached
+    for view in loaded.views:
+        cached = view.features._word_char_counts.cache_info().currsize
+        assert cached == len(fields["views"][view.name]["known_words"]) > 0
     questions = ["put a string on the clipboard", "never seen wording here"]
     assert np.allclose(loaded.scores(questions), model.scores(questions))
-    assert np.allclose(older.scores(questions), model.scores(questions))
+    fields["views"]["words"]["known_words"] = ["ok", 3]
     with pytest.raises(ValueError, match="known_words"):
-        FaqModel.from_state(model.originals, arrays, fields | {"known_words": ["ok", 3]})
+        FaqModel.from_state(model.originals, arrays, fields)
+
+
+def test_the_stem_view_can_be_turned_off():
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    model = fit_model(dataset, FaqModelConfig(stem_length=0))
+    assert [view.name for view in model.views] == ["words"]
+    assert model.rerank_weights.shape == (2, 2 * (3 + SCORERS_BESIDE_KERNELS) + 1)
+    (row,) = model.probabilities(["put a string on the clipboard"])
+    assert model.match(row, 1)[0]["question"] == "How do I copy text to the clipboard?"

@@ -1,9 +1,19 @@
-from deployments.faq.text import clean_text, title_of
+from deployments.faq.text import clean_text, stem_words, title_of
 
 
 def test_code_blocks_are_dropped():
     raw = "How to sort?. <p>I tried</p><pre><code>arr.sort()\nfoo()</code></pre><p>but it fails</p>"
     assert clean_text(raw) == "how to sort?. i tried but it fails"
+
+
+def test_code_blocks_text_is_kept_when_asked():
+    raw = "Sort?. <p>I tried</p><pre class='js'><code>arr.sort((a, b) =&gt; a - b)</code></pre><p>but</p>"
+    assert clean_text(raw, keep_code_blocks=True) == "sort?. i tried arr.sort((a, b) => a - b) but"
+
+
+def test_stem_words_cuts_every_word_and_drops_symbols():
+    assert stem_words("iterating the iteration => it's an array.prototype", 4) == "iter the iter it s an arra prot"
+    assert stem_words("", 4) == ""
 
 
 def test_link_text_is_kept_unless_it_is_a_url():
