@@ -5,9 +5,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
-from sklearn.model_selection import StratifiedKFold
 
 from deployments.faq.data import Duplicate, FaqDataset
+from deployments.faq.folds import duplicate_folds
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -43,20 +43,20 @@ def evaluate(score: Scorer, dataset: FaqDataset, duplicates: Sequence[Duplicate]
 
 def out_of_fold_scores(
     fit: Callable[[FaqDataset], Scorer], dataset: FaqDataset, folds: int = 4, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of each duplicate from a model that never saw it.
-
-    Folds are stratified by original, so with 4 duplicates per original and 4 folds each model trains on
-    3 phrasings of every question and is tested on the fourth.
-    """
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores of each held-out duplicate from a model that never saw it, their true columns, and the number
+    of folds used (folds.py: which duplicates are held out; none, and 0 folds, when no original has two)."""
     truth = label_indices(dataset, dataset.duplicates)
-    scores = np.zeros((len(truth), len(dataset.originals)))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(np.zeros(len(truth)), truth):
-        training = FaqDataset(dataset.originals, [dataset.duplicates[i] for i in train])
-        scorer = fit(training)
-        scores[test] = scorer([dataset.duplicates[i].text for i in test])
-    return scores, truth
+    splits = duplicate_folds(truth, folds, seed) if len(truth) else []
+    scores, held_out = [], []
+    for train, test in splits:
+        scorer = fit(FaqDataset(dataset.originals, [dataset.duplicates[i] for i in train]))
+        scores.append(scorer([dataset.duplicates[i].text for i in test]))
+        held_out.append(test)
+    if not splits:
+        return np.zeros((0, len(dataset.originals))), truth[:0], 0
+    order = np.argsort(np.concatenate(held_out))  # back in the duplicates' order
+    return np.concatenate(scores)[order], truth[np.sort(np.concatenate(held_out))], len(splits)
 
 
 def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -23,8 +23,10 @@ from deployments.faq.kernels import tfidf_row
 # What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
 VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf", "token_pattern")
 # scikit-learn's word pattern (two or more word characters), plus runs of two or more symbols: programming
-# questions are often about an operator ("=>", "||", "===", "?.") that the plain pattern throws away.
-WORDS_AND_OPERATORS = r"(?u)\b\w\w+\b|[^\w\s]{2,}"
+# questions are often about an operator ("=>", "||", "===", "??") that the plain pattern throws away. Sentence
+# punctuation after an operator is not part of it ("is it ===?" -> "==="), unless the run is all punctuation
+# ("...").
+WORDS_AND_OPERATORS = r"(?u)\b\w\w+\b|[.,;:!?]{2,}(?=\s|$)|[^\w\s]{2,}?(?=[.,;:!?]*(?:\s|$))|[^\w\s]{2,}"
 WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
 
 Counts = tuple[np.ndarray, np.ndarray]  # (columns, counts) of the terms found in the vocabulary
@@ -78,9 +80,13 @@ class TextFeatures:
         char_ngrams: tuple[int, int],
         char_max_df: float,
         token_pattern: str = WORDS_AND_OPERATORS,
+        max_df_floor: int = 1,
     ) -> "TextFeatures":
-        word = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_df=word_max_df, token_pattern=token_pattern)
-        char = TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=char_ngrams, max_df=char_max_df)
+        """``*_max_df``: the largest share of the texts a term may appear in, but never fewer texts than
+        ``max_df_floor`` (in a small FAQ a share would drop the terms one question's phrasings all share)."""
+        word_max, char_max = (max(int(share * len(texts)), max_df_floor) for share in (word_max_df, char_max_df))
+        word = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_df=word_max, token_pattern=token_pattern)
+        char = TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=char_ngrams, max_df=char_max)
         word.fit(texts)
         char.fit(texts)
         return cls(word, char)

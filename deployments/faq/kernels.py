@@ -1,10 +1,10 @@
 """Compiled loops (numba) for the steps of scoring that numpy does in many small calls.
 
-Why: scoring one question is a sparse product, three kernel matrix products and then ~60 numpy calls on arrays
-of a few hundred numbers (z-scores, per-class maxima, two re-ranking stages), each call costing microseconds
-of overhead for nanoseconds of work. Fused into loops here they cost what their arithmetic costs; the matrix
-products stay BLAS calls (numba's ``np.dot``). The same functions serve training (out-of-fold scores), batches
-and single questions, so there is one implementation of each step.
+Why: scoring one question is, per view, a sparse product, a matrix product per kernel width and one more, then
+~30 numpy calls on arrays of a few hundred numbers (z-scores, per-class sums and maxima, re-ranking), each
+costing microseconds of overhead for nanoseconds of work. Fused into loops here they cost what their
+arithmetic costs; the matrix products stay BLAS calls (numba's ``np.dot``). The same functions serve training
+(out-of-fold scores), batches and single questions, so there is one implementation of each step.
 
 ``cache=True`` keeps the machine code beside this file (or in numba's user cache directory where that is
 read-only): the first import on a machine compiles for ~10 s, later ones load in well under a second.
@@ -12,6 +12,8 @@ read-only): the first import on a machine compiles for ~10 s, later ones load in
 
 import numpy as np
 from numba import njit
+
+SCORERS_BESIDE_KERNELS = 8  # view_zscores' linear kernel, naive Bayes, projection and 5 document cosines
 
 
 @njit(cache=True)
@@ -177,11 +179,12 @@ def view_zscores(
     class_norms: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every scorer of scorers.py from a question's sparse product (cosines to the documents, then naive Bayes
-    sums), z-scored: (questions, kernels + 8, classes), and the cosines as float32. The matrix products are BLAS
-    calls; everything between them, a few dozen numpy calls on short arrays, is these loops."""
+    sums), z-scored: (questions, kernels + SCORERS_BESIDE_KERNELS, classes), and the cosines as float32. The
+    matrix products are BLAS calls; everything between them, a few dozen numpy calls on short arrays, is these
+    loops."""
     n_questions, n_kernels, n_classes = product.shape[0], len(kernel_gammas), kernel_coef.shape[2]
     cosine = product[:, :n_documents].astype(np.float32)
-    out = np.empty((n_questions, n_kernels + 8, n_classes))
+    out = np.empty((n_questions, n_kernels + SCORERS_BESIDE_KERNELS, n_classes))
     scaled = np.empty_like(cosine)
     for g in range(n_kernels):
         for question in range(n_questions):

@@ -1,91 +1,33 @@
 """The FAQ matcher: two views of the texts, a set of scorers each, combined by a learned two-stage re-ranker.
 
-The views (each with its own TF-IDF features and scorers, scorers.py) read the same cleaned texts twice: as
-whole words and operators, and with every word cut to its first four letters, so "iterating" meets
-"iteration" and the character n-grams of the stems reach across word forms. Their 20 z-scores feed a
-conditional-logit re-ranker (rerank.py) that re-orders the best 60 originals, and a second one the best 5 of
-those; its features are the z-scores and each one's margin over the best other candidate, plus a bias per
-original. Its weights are fitted on out-of-fold scores of the training duplicates (3 inner folds), so it
-learns how the scorers behave on unseen phrasings. A softmax with a temperature fitted on held-out duplicates
-turns the final scores into probabilities. What each piece adds is measured in
+The views (views.py, each with its own TF-IDF features and scorers, scorers.py) read the same cleaned texts
+twice: as whole words and operators, and as 4-letter word stems. Their 20 z-scores feed a conditional-logit
+re-ranker (rerank.py) that re-orders the best 60 originals, and a second one the best 5 of those; its features
+are the z-scores and each one's margin over the best other candidate, plus a bias per original. Its weights
+are fitted on out-of-fold scores of the training duplicates (3 inner folds; the vectorizers are the final
+ones), so it learns how the scorers behave on phrasings they were not fitted on. A softmax with a temperature
+fitted on held-out duplicates turns the final scores into probabilities. What each piece adds is measured in
 benchmarks/results/faq_quality.md.
 """
 
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.model_selection import StratifiedKFold
 
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataset, Original
-from deployments.faq.features import TextFeatures, tokens
+from deployments.faq.features import TextFeatures
+from deployments.faq.folds import duplicate_folds
 from deployments.faq.rerank import candidate_features, fit_conditional_logit, rerank, top_columns
-from deployments.faq.scorers import (
-    SCORERS_BESIDE_KERNELS,
-    Stacked,
-    fit_scorers,
-    stacked_projection,
-    zscores,
-    zscores_and_cosines,
-)
-from deployments.faq.text import clean_text, stem_words
+from deployments.faq.scorers import fit_scorers, zscores
+from deployments.faq.text import clean_text
+from deployments.faq.views import WORDS, View, view_specs
 
 __all__ = ["FaqModel", "FaqModelConfig", "fit_model"]
 
 SPARSE_PARTS = ("data", "indices", "indptr", "shape")  # how a CSR matrix is saved
-# Words whose character n-grams a loaded model computes up front (~30 us and ~1 KB each): the training texts'
-# most frequent ones, so a big FAQ costs at most ~0.6 s and ~20 MB more at load.
-KNOWN_WORDS_KEPT = 20_000
 BASE_SCORERS = (1, 4, 5)  # words view: kernel (middle width), naive Bayes, projection; their z-sum ranks first
-
-
-def view_names(config: FaqModelConfig) -> tuple[str, ...]:
-    return ("words", "stems") if config.stem_length else ("words",)
-
-
-def view_texts(name: str, cleaned: list[str], config: FaqModelConfig) -> list[str]:
-    return cleaned if name == "words" else [stem_words(text, config.stem_length) for text in cleaned]
-
-
-def view_gammas(name: str, config: FaqModelConfig) -> tuple[float, ...]:
-    return config.kernel_gammas if name == "words" else (config.stem_kernel_gamma,)
-
-
-def fit_view_features(name: str, texts: list[str], config: FaqModelConfig) -> TextFeatures:
-    if name == "words":
-        char_ngrams = (config.char_ngram_min, config.char_ngram_max)
-        return TextFeatures.fit(texts, config.word_max_df, char_ngrams, config.char_max_df, config.word_token_pattern)
-    char_ngrams = (config.stem_char_ngram_min, config.stem_char_ngram_max)
-    return TextFeatures.fit(texts, config.word_max_df, char_ngrams, config.char_max_df)
-
-
-def frequent_words(texts: list[str]) -> list[str]:
-    """The texts' words, most frequent first, at most KNOWN_WORDS_KEPT: what a loaded model caches first."""
-    counts = Counter(word for text in texts for word in tokens(text))
-    return [word for word, _ in counts.most_common(KNOWN_WORDS_KEPT)]
-
-
-@dataclass(eq=False)
-class View:
-    """One reading of the texts: its fitted features and scorers, and the words its cache starts with."""
-
-    name: str
-    features: TextFeatures
-    scorers: dict  # fit_scorers' arrays
-    known_words: list[str]
-    _stacked: Stacked = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.known_words, list) or not all(isinstance(word, str) for word in self.known_words):
-            raise ValueError("known_words must be a list of strings")
-        self._stacked = stacked_projection(self.scorers)
-        self.features.warm(self.known_words)
-
-    def zscores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The scorers' z-scores, and each question's cosine to every training document."""
-        return zscores_and_cosines(self.scorers, self.features.rows(texts), self._stacked)
 
 
 def known_originals(cosines: np.ndarray, document_labels: np.ndarray, threshold: float) -> np.ndarray:
@@ -107,6 +49,10 @@ def final_scores(zscores: np.ndarray, config: FaqModelConfig, weights: np.ndarra
     return rerank(zscores, first, config.second_candidates, weights[1], bias[1])
 
 
+def n_rerank_features(views: list[View]) -> int:
+    return 2 * sum(view.spec.n_scorers for view in views) + 1
+
+
 @dataclass
 class FaqModel:
     """A fitted matcher. ``scores`` ranks the originals; ``probabilities`` is its calibrated form."""
@@ -118,6 +64,14 @@ class FaqModel:
     config: FaqModelConfig
     temperature: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not self.views or self.views[0].spec.name != WORDS:
+            raise ValueError("the words view must come first")
+        if self.rerank_weights.shape != (2, n_rerank_features(self.views)):
+            raise ValueError(f"rerank_weights has shape {self.rerank_weights.shape}, expected 2 stages x features")
+        if self.class_bias.shape != (2, len(self.originals)):
+            raise ValueError(f"class_bias has shape {self.class_bias.shape}, expected (2, {len(self.originals)})")
+
     def scores(self, questions: list[str]) -> np.ndarray:
         """Uncalibrated scores, one row per question and one column per original (higher is better).
 
@@ -127,11 +81,11 @@ class FaqModel:
         of the Stack Overflow data come no closer than a cosine of 0.7 to any training document.
         """
         cleaned = [clean_text(question, self.config.keep_code_blocks) for question in questions]
-        per_view = [view.zscores(view_texts(view.name, cleaned, self.config)) for view in self.views]
+        per_view = [view.zscores(cleaned) for view in self.views]
         zscores = np.concatenate([view_zscores for view_zscores, _ in per_view], axis=1)
         scores = final_scores(zscores, self.config, self.rerank_weights, self.class_bias)
-        words = self.views[0]
-        known = known_originals(per_view[0][1], words.scorers["document_labels"], self.config.known_phrasing_cosine)
+        labels = self.views[0].scorers["document_labels"]  # the words view's
+        known = known_originals(per_view[0][1], labels, self.config.known_phrasing_cosine)
         rows = np.flatnonzero(known >= 0)
         others = scores[rows].copy()
         others[np.arange(len(rows)), known[rows]] = -np.inf
@@ -174,22 +128,28 @@ class FaqModel:
         views = {}
         for view in self.views:
             feature_arrays, feature_fields = view.features.to_state()
-            arrays |= {f"{view.name}.{name}": value for name, value in feature_arrays.items()}
-            sparse = sorted(name for name, value in view.scorers.items() if sp.issparse(value))
-            for name, value in view.scorers.items():
-                if name in sparse:
+            name = view.spec.name
+            arrays |= {f"{name}.{key}": value for key, value in feature_arrays.items()}
+            sparse = sorted(key for key, value in view.scorers.items() if sp.issparse(value))
+            for key, value in view.scorers.items():
+                if key in sparse:
                     for part in SPARSE_PARTS:
-                        arrays[f"{view.name}.scorers.{name}.{part}"] = np.asarray(getattr(value, part))
+                        arrays[f"{name}.scorers.{key}.{part}"] = np.asarray(getattr(value, part))
                 else:
-                    arrays[f"{view.name}.scorers.{name}"] = value
-            views[view.name] = {"features": feature_fields, "sparse_scorers": sparse, "known_words": view.known_words}
+                    arrays[f"{name}.scorers.{key}"] = value
+            views[name] = {"features": feature_fields, "sparse_scorers": sparse, "known_words": view.known_words}
         fields = {"config": asdict(self.config), "temperature": self.temperature, "views": views}
         return arrays, fields
 
     @classmethod
     def from_state(cls, originals: list[Original], arrays: dict[str, np.ndarray], fields: dict) -> "FaqModel":
+        config = FaqModelConfig(**fields["config"])
+        specs = {spec.name: spec for spec in view_specs(config)}
+        if set(fields["views"]) != set(specs):
+            raise ValueError(f"views {sorted(fields['views'])} do not match the config's {sorted(specs)}")
         views = []
-        for name, view_fields in fields["views"].items():
+        for name, spec in specs.items():
+            view_fields = fields["views"][name]
             own = {key.removeprefix(f"{name}."): value for key, value in arrays.items() if key.startswith(f"{name}.")}
             scorers = {
                 key.removeprefix("scorers."): value
@@ -201,13 +161,13 @@ class FaqModel:
                 scorers[scorer] = sp.csr_matrix((data, indices, indptr), shape=tuple(shape))
             feature_arrays = {key: value for key, value in own.items() if not key.startswith("scorers.")}
             features = TextFeatures.from_state(feature_arrays, view_fields["features"])
-            views.append(View(name, features, scorers, view_fields["known_words"]))
+            views.append(View(spec, features, scorers, view_fields["known_words"], len(originals)))
         return cls(
             originals=originals,
             views=views,
             rerank_weights=arrays["rerank_weights"],
             class_bias=arrays["class_bias"],
-            config=FaqModelConfig(**fields["config"]),
+            config=config,
             temperature=float(fields["temperature"]),
         )
 
@@ -226,32 +186,30 @@ def _training_texts(dataset: FaqDataset, config: FaqModelConfig) -> tuple[list[s
 
 
 def _fit_rerank(
-    documents: dict[str, sp.csr_matrix], labels: np.ndarray, n_classes: int, config: FaqModelConfig
+    views: list[View], documents: list[sp.csr_matrix], labels: np.ndarray, config: FaqModelConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both stages' weights and biases, from scores of each training duplicate by scorers fitted without it
-    (a matrix of training documents per view)."""
+    """Both stages' weights and biases, from scores of training duplicates by scorers fitted without them
+    (folds.py: which are held out; ``documents``: each view's training documents)."""
+    n_classes = views[0].n_classes
     duplicates = np.arange(2 * n_classes, len(labels))
-    total_scorers = sum(len(view_gammas(name, config)) + SCORERS_BESIDE_KERNELS for name in documents)
-    n_features = 2 * total_scorers + 1
-    per_class = np.bincount(labels[duplicates], minlength=n_classes)
-    folds = min(config.inner_folds, per_class.min())
-    if folds < 2:
-        return np.stack([default_weights(n_features)] * 2), np.zeros((2, n_classes))
-    held_out = np.zeros((len(duplicates), total_scorers, n_classes))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    for train, test in splitter.split(duplicates, labels[duplicates]):
+    splits = duplicate_folds(labels[duplicates], config.inner_folds, seed=0)
+    if not splits:
+        return np.stack([default_weights(n_rerank_features(views))] * 2), np.zeros((2, n_classes))
+    held_out_rows = np.concatenate([test for _, test in splits])
+    held_out = np.zeros((len(duplicates), sum(view.spec.n_scorers for view in views), n_classes))
+    for train, test in splits:
         keep = np.r_[np.arange(2 * n_classes), duplicates[train]]
         held_out[test] = np.concatenate(
             [
                 zscores(
-                    fit_scorers(view[keep], labels[keep], n_classes, config, view_gammas(name, config)),
-                    view[duplicates[test]],
+                    fit_scorers(matrix[keep], labels[keep], n_classes, config, view.spec.kernel_gammas),
+                    matrix[duplicates[test]],
                 )
-                for name, view in documents.items()
+                for view, matrix in zip(views, documents, strict=True)
             ],
             axis=1,
         )
-    truth = labels[duplicates]
+    held_out, truth = held_out[np.sort(held_out_rows)], labels[duplicates][np.sort(held_out_rows)]
     weights, biases = [], []
     order = held_out[:, BASE_SCORERS].sum(axis=1)
     for n_candidates in (config.first_candidates, config.second_candidates):
@@ -267,13 +225,7 @@ def _fit_rerank(
 def fit_model(dataset: FaqDataset, config: FaqModelConfig | None = None) -> FaqModel:
     config = config or FaqModelConfig()
     cleaned, labels = _training_texts(dataset, config)
-    n_classes = len(dataset.originals)
-    views, documents = [], {}
-    for name in view_names(config):
-        texts = view_texts(name, cleaned, config)
-        features = fit_view_features(name, texts, config)
-        documents[name] = features.transform(texts)
-        scorers = fit_scorers(documents[name], labels, n_classes, config, view_gammas(name, config))
-        views.append(View(name, features, scorers, frequent_words(texts)))
-    weights, bias = _fit_rerank(documents, labels, n_classes, config)
+    fitted = [View.fit(spec, cleaned, labels, len(dataset.originals), config) for spec in view_specs(config)]
+    views = [view for view, _ in fitted]
+    weights, bias = _fit_rerank(views, [documents for _, documents in fitted], labels, config)
     return FaqModel(dataset.originals, views, weights, bias, config)

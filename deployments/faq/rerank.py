@@ -59,7 +59,9 @@ def fit_conditional_logit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature weights and per-class biases maximising the softmax likelihood of each question's true class
     among its ``candidates`` (questions whose candidates miss it are left out). ``l2`` applies to the weights
-    of the standardised features, ``bias_l2`` to the biases."""
+    of the standardised features, ``bias_l2`` to the biases. A class that is never the true one here (an
+    original with no held-out duplicate) keeps a bias of 0: being a wrong candidate is no evidence against it
+    without a right one beside it."""
     is_true = candidates == truth[:, None]
     found = is_true.any(axis=1)
     features, candidates, truth = features[found], candidates[found], is_true[found].argmax(axis=1)
@@ -81,5 +83,6 @@ def fit_conditional_logit(
         gradient = np.r_[weight_gradient + 2 * l2 * weights, bias_gradient / len(truth) + 2 * bias_l2 * bias]
         return float(-log_p[rows, truth].mean() + penalty), gradient
 
-    solution = minimize(loss, np.zeros(n_features + n_classes), jac=True, method="L-BFGS-B").x
+    bounds = [(None, None)] * n_features + [(None, None) if count else (0.0, 0.0) for count in true_counts]
+    solution = minimize(loss, np.zeros(n_features + n_classes), jac=True, method="L-BFGS-B", bounds=bounds).x
     return solution[:n_features] / scale, solution[n_features:]

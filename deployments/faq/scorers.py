@@ -15,12 +15,12 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from sklearn.preprocessing import normalize
 
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.features import Rows
 from deployments.faq.kernels import sparse_product, view_zscores
 
-SCORERS_BESIDE_KERNELS = 8  # linear kernel, naive Bayes, projection, 5 document cosines
 # The fitted arrays kernels.view_zscores reads, in its order.
 VIEW_ZSCORES_ARRAYS = (
     "kernel_gammas",
@@ -39,20 +39,6 @@ VIEW_ZSCORES_ARRAYS = (
 
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes)[labels]
-
-
-def _normalize_rows(matrix: np.ndarray) -> np.ndarray:
-    # sklearn's normalize validates its input, which costs more than the work for one question.
-    norms = np.sqrt((matrix * matrix).sum(axis=1, keepdims=True))
-    return matrix / np.where(norms > 0, norms, 1.0)
-
-
-def _class_map(labels: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
-    """(documents, classes), one non-zero per row: a product with it averages over each class's documents
-    (or, with ``weights``, sums them weighted per class)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    values = 1.0 / counts[labels] if weights is None else weights[labels]
-    return sp.csr_matrix((values, (np.arange(len(labels)), labels)), shape=(len(labels), n_classes))
 
 
 def fit_scorers(
@@ -94,7 +80,7 @@ def fit_scorers(
     projection_offset = targets.mean(axis=0) - coordinates.mean(axis=0) @ ridge
     # Multinomial naive Bayes: log P(f|c) = log(count + alpha) - log(class total) = log1p(count/alpha) + bias(c),
     # so only the sparse counts are kept, never the dense (classes x features) table.
-    counts = (_class_map(labels, n_originals, np.ones(n_originals)).T @ documents).tocsr()
+    counts = (sp.csr_matrix(one_hot).T @ documents).tocsr()  # each class's summed documents
     class_totals = np.asarray(counts.sum(axis=1)).ravel() + config.naive_bayes_alpha * documents.shape[1]
     counts.data = np.log1p(counts.data / config.naive_bayes_alpha)
     duplicate_labels = labels[2 * n_originals :]
@@ -106,14 +92,14 @@ def fit_scorers(
         # Everything dense and linear in the cosines, applied in one matrix product: linear kernel ridge, projection.
         "linear_maps": np.hstack([linear_coef, embed @ ridge @ span]).astype(np.float32),
         "projection_offset": (projection_offset @ span).astype(np.float32),
-        "projection_targets": (span.T @ _normalize_rows(centroids).T).astype(np.float32),
+        "projection_targets": (span.T @ normalize(centroids).T).astype(np.float32),
         "nb_log_ratio": counts.T.tocsr(),
         "nb_class_bias": np.log(config.naive_bayes_alpha) - np.log(class_totals),
         # Norm of the sum of each class's documents: the cosine to a centroid is a sum of cosines over this.
         "class_norms": np.sqrt(np.maximum(((gram @ one_hot) * one_hot).sum(axis=0), 1e-12)).astype(np.float32),
         # The duplicates sorted by class, and where each class's run starts, for sums and maxima over a class.
         "duplicate_order": 2 * n_originals + duplicate_order,
-        "duplicate_starts": np.r_[0, np.flatnonzero(np.diff(duplicate_labels[duplicate_order])) + 1],
+        "duplicate_starts": np.flatnonzero(np.diff(np.r_[-1, duplicate_labels[duplicate_order]])),
         "duplicate_classes": np.unique(duplicate_labels),
         "duplicate_counts": np.bincount(duplicate_labels, minlength=n_originals).astype(np.float32),
         "document_labels": labels,

@@ -12,7 +12,8 @@ import re
 
 _CODE_BLOCK = re.compile(r"<pre\b[^>]*>\s*<code\b[^>]*>(.*?)</code>\s*</pre>", re.IGNORECASE | re.DOTALL)
 _LINK = re.compile(r"<a\b[^>]*>(.*?)</a>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]+>")
+# A tag starts with a letter (or "/" and one): "a <= b" or "x < y && y > z" in a typed question is not markup.
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.DOTALL)
 _URL = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")

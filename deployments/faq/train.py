@@ -16,8 +16,6 @@ from deployments.faq.evaluate import (
 )
 from deployments.faq.model import FaqModel, FaqModelConfig, fit_model
 
-MIN_DUPLICATES_PER_ORIGINAL_FOR_CV = 2
-
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -25,30 +23,22 @@ class TrainingResult:
     metrics: dict[str, Any]
 
 
-def _min_duplicates_per_original(dataset: FaqDataset) -> int:
-    counts = {original.answer_id: 0 for original in dataset.originals}
-    for duplicate in dataset.duplicates:
-        counts[duplicate.answer_id] += 1
-    return min(counts.values())
-
-
 def train(dataset: FaqDataset, config: FaqModelConfig | None = None, folds: int = 4, seed: int = 0) -> TrainingResult:
     """Fit a calibrated model; ``metrics`` holds the cross-validated quality when the data allows it.
 
-    Cross-validation needs every original to have a duplicate in each fold, so ``folds`` is capped at the
-    smallest number of duplicates any original has; with fewer than two there is nothing to hold out, the
-    temperature stays 1 and no quality is claimed.
+    The originals with at least two duplicates are cross-validated (folds.py; ``folds`` is capped at the
+    fewest duplicates any of them has); with none there is nothing to hold out, the temperature stays 1 and
+    no quality is claimed.
     """
     started = time.perf_counter()
     config = config or FaqModelConfig()
-    folds = min(folds, _min_duplicates_per_original(dataset)) if dataset.duplicates else 0
     metrics: dict[str, Any] = {"n_originals": len(dataset.originals), "n_duplicates": len(dataset.duplicates)}
     temperature = 1.0
-    if folds >= MIN_DUPLICATES_PER_ORIGINAL_FOR_CV:
-        scores, truth = out_of_fold_scores(lambda part: fit_model(part, config).scores, dataset, folds, seed)
+    scores, truth, used_folds = out_of_fold_scores(lambda part: fit_model(part, config).scores, dataset, folds, seed)
+    if used_folds:
         temperature = fit_temperature(scores, truth)
         metrics["cross_validation"] = {
-            "folds": folds,
+            "folds": used_folds,
             "seed": seed,
             **ranking_metrics(true_ranks(scores, truth)),
             "expected_calibration_error": expected_calibration_error(softmax(scores / temperature, axis=1), truth),

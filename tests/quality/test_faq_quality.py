@@ -1,7 +1,7 @@
 """Cross-validated quality of the FAQ model on the real Stack Overflow data (../shared/data).
 
 The issue's goal is Acc@1 >= 0.65, Acc@3 >= 0.85, mean rank <= 3.0. Seed 0 (what `serve-app faq train`
-reports) measures 0.655 / 0.880 / 2.60, the mean over CV seeds 0-4 0.651 / 0.873 / 2.62
+reports) measures 0.658 / 0.880 / 2.59, the mean over CV seeds 0-4 0.650 / 0.874 / 2.62
 (benchmarks/results/faq_quality.md). Acc@1 is held to the goal itself; the other two to just under what the
 model measures, so any change that makes matching worse fails here. Training time (goal: under 60 s) is a
 benchmark figure, not a test: on these shared cores it swings 3x with the other work (benchmarks.faq_quality
@@ -15,7 +15,7 @@ from deployments.faq.train import train
 
 pytestmark = pytest.mark.slow
 
-MEASURED_FLOOR = {"acc_at_1": 0.65, "acc_at_3": 0.86, "mean_rank": 2.75}  # seed 0 measures 0.655 / 0.880 / 2.60
+MEASURED_FLOOR = {"acc_at_1": 0.65, "acc_at_3": 0.86, "mean_rank": 2.75}  # seed 0 measures 0.658 / 0.880 / 2.59
 REFERENCE_PIPELINE = {"acc_at_1": 0.31, "acc_at_3": 0.48, "mean_rank": 14.9}  # two TF-IDF + LightGBM, same data
 
 

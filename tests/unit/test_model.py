@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from deployments.faq.data import load_jsonl
+from deployments.faq.data import FaqDataset, load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH, demo_model
+from deployments.faq.kernels import SCORERS_BESIDE_KERNELS
 from deployments.faq.model import FaqModel, FaqModelConfig, fit_model
-from deployments.faq.scorers import SCORERS_BESIDE_KERNELS
+from deployments.faq.train import train
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_a_loaded_model_starts_with_its_training_words_cached(trained):
     loaded = FaqModel.from_state(model.originals, arrays, fields)
     for view in loaded.views:
         cached = view.features._word_char_counts.cache_info().currsize
-        assert cached == len(fields["views"][view.name]["known_words"]) > 0
+        assert cached == len(fields["views"][view.spec.name]["known_words"]) > 0
     questions = ["put a string on the clipboard", "never seen wording here"]
     assert np.allclose(loaded.scores(questions), model.scores(questions))
     fields["views"]["words"]["known_words"] = ["ok", 3]
@@ -95,7 +96,51 @@ def test_a_loaded_model_starts_with_its_training_words_cached(trained):
 def test_the_stem_view_can_be_turned_off():
     dataset = load_jsonl(DEMO_FAQ_PATH)
     model = fit_model(dataset, FaqModelConfig(stem_length=0))
-    assert [view.name for view in model.views] == ["words"]
+    assert [view.spec.name for view in model.views] == ["words"]
     assert model.rerank_weights.shape == (2, 2 * (3 + SCORERS_BESIDE_KERNELS) + 1)
     (row,) = model.probabilities(["put a string on the clipboard"])
     assert model.match(row, 1)[0]["question"] == "How do I copy text to the clipboard?"
+
+
+def test_a_state_whose_arrays_do_not_fit_is_refused(trained):
+    model = trained.model
+    arrays, fields = model.state()
+    FaqModel.from_state(model.originals, arrays, fields)  # as saved: fine
+    n = len(model.originals)
+    for name, wrong in [
+        ("class_bias", np.zeros((2, 3))),
+        ("rerank_weights", np.zeros((2, 5))),
+        ("stems.scorers.kernel_coef", np.zeros((1, 4, n), dtype=np.float32)),
+        ("words.scorers.duplicate_order", np.full_like(arrays["words.scorers.duplicate_order"], 10**6)),
+    ]:
+        with pytest.raises(ValueError):
+            FaqModel.from_state(model.originals, arrays | {name: wrong}, fields)
+
+
+def test_a_tiny_faq_without_duplicates_trains_and_answers():
+    # Four originals, no duplicates: every term of an original is in both of its documents (text and title),
+    # a quarter of all documents, which a max_df share alone would prune to nothing.
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    tiny = FaqDataset(dataset.originals[:4], [])
+    result = train(tiny)
+    assert "cross_validation" not in result.metrics and result.model.temperature == 1.0
+    (row,) = result.model.probabilities([dataset.originals[2].title])
+    assert row.argmax() == 2
+
+
+def test_originals_without_enough_duplicates_leave_the_others_cross_validated_and_re_ranked():
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    first = dataset.originals[0].answer_id
+    # The first original keeps one duplicate, the second none; the other 22 keep their 4.
+    duplicates = [d for d in dataset.duplicates if d.answer_id != dataset.originals[1].answer_id]
+    duplicates = [d for d in duplicates if d.answer_id != first] + [
+        next(d for d in dataset.duplicates if d.answer_id == first)
+    ]
+    result = train(FaqDataset(dataset.originals, duplicates))
+    cv = result.metrics["cross_validation"]
+    assert cv["folds"] == 4 and cv["n"] == 22 * 4
+    assert result.model.temperature != 1.0
+    model = result.model
+    assert not np.allclose(model.rerank_weights[0], np.eye(model.rerank_weights.shape[1])[1])  # learnt, not the z-sum
+    # No held-out duplicate of the first two originals, so no evidence for a bias of their own.
+    assert not model.class_bias[:, :2].any() and model.class_bias[:, 2:].any()

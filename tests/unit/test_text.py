@@ -33,3 +33,9 @@ def test_inline_code_is_kept():
 def test_title_of_reference_text_and_plain_text():
     assert title_of("Is there an &quot;exists&quot; function?. <p>body</p>") == 'Is there an "exists" function?'
     assert title_of("A plain question") == "A plain question"
+
+
+def test_comparisons_in_a_typed_question_are_not_taken_for_tags():
+    assert clean_text("Difference between <= and >=?") == "difference between <= and >=?"
+    assert clean_text("if a < b && b > c") == "if a < b && b > c"
+    assert clean_text("<p>x</p><!-- a comment --><br/>y") == "x y"
