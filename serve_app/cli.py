@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from deployments.faq.artifact import ArtifactError, load_artifact, save_artifact
+from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
 from deployments.faq.evaluate import evaluate
 from deployments.faq.train import train
@@ -20,7 +21,9 @@ def _load_dataset(orig: Path, dups: Path | None, answers: Path | None = None) ->
 
 def faq_train(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args.orig, args.dups, args.answers)
-    result = train(dataset, folds=args.folds, seed=args.seed)
+    # The reference drops code blocks; the model keeps their text unless asked (text.py says why).
+    config = FaqModelConfig(keep_code_blocks=not args.reference_cleaning)
+    result = train(dataset, config, folds=args.folds, seed=args.seed)
     metadata = save_artifact(result.model, args.out, data_sha256=dataset.fingerprint(), metrics=result.metrics)
     print(json.dumps({"out": str(args.out), "version_id": metadata["version_id"], "metrics": result.metrics}, indent=2))
     return 0
@@ -107,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--out", required=True, help="artifact directory: a path or fsspec URL")
     train_parser.add_argument("--folds", type=int, default=4, help="cross-validation folds (default 4)")
     train_parser.add_argument("--seed", type=int, default=0, help="cross-validation shuffle seed")
+    train_parser.add_argument(
+        "--reference-cleaning",
+        action="store_true",
+        help="drop <pre><code> blocks as the reference does (default: keep their text, which matched better)",
+    )
     train_parser.set_defaults(run=faq_train)
 
     eval_parser = faq.add_parser("evaluate", help="rank labelled duplicates with a trained model")

@@ -2,6 +2,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
+from deployments.faq.artifact import load_artifact
 from deployments.faq.demo import DEMO_FAQ_PATH
 from serve_app.cli import main
 
@@ -15,6 +18,17 @@ def test_train_then_evaluate_prints_one_json_object(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) == {"acc_at_1", "acc_at_2", "acc_at_3", "mean_rank", "n"}
     assert metrics["n"] == 96
+
+
+def test_reference_cleaning_trains_a_model_that_ignores_code_blocks(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["faq", "train", "--orig", str(DEMO_FAQ_PATH), "--out", str(out), "--reference-cleaning"]) == 0
+    capsys.readouterr()
+    model, _ = load_artifact(str(out))
+    assert model.config.keep_code_blocks is False
+    plain = "How do I copy an array?"
+    with_code = plain + "<pre><code>const copy = original.slice(); JSON.parse(x)</code></pre>"
+    np.testing.assert_array_equal(model.scores([plain]), model.scores([with_code]))
 
 
 def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path):
