@@ -173,11 +173,13 @@ class FaqModel:
 
 
 def _training_texts(dataset: FaqDataset, config: FaqModelConfig) -> tuple[list[str], np.ndarray]:
-    """Cleaned training documents (each original's text and title, then the duplicates) and their classes."""
+    """Cleaned training documents (each original's text, with its answer if asked, and its title, then the
+    duplicates) and their classes."""
     column = {original.answer_id: index for index, original in enumerate(dataset.originals)}
     texts, labels = [], []
     for index, original in enumerate(dataset.originals):
-        texts += [original.text, original.title]
+        text = f"{original.text} {original.answer}" if config.answers_in_text and original.answer else original.text
+        texts += [text, original.title]
         labels += [index, index]
     for duplicate in dataset.duplicates:
         texts.append(duplicate.text)

@@ -144,3 +144,15 @@ def test_originals_without_enough_duplicates_leave_the_others_cross_validated_an
     assert not np.allclose(model.rerank_weights[0], np.eye(model.rerank_weights.shape[1])[1])  # learnt, not the z-sum
     # No held-out duplicate of the first two originals, so no evidence for a bias of their own.
     assert not model.class_bias[:, :2].any() and model.class_bias[:, 2:].any()
+
+
+def test_an_originals_answer_is_read_as_part_of_its_text():
+    # Without listed phrasings, the words a user asks with may be only in the answer (the first demo FAQ's
+    # answer names structuredClone; no title does).
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    tiny = FaqDataset(dataset.originals[:4], [])
+    question = "structuredClone nested Maps and Sets"
+    with_answers = fit_model(tiny).probabilities([question])[0]
+    assert with_answers.argmax() == 0 and with_answers[0] > 2 * np.sort(with_answers)[-2]
+    without = fit_model(tiny, FaqModelConfig(answers_in_text=False)).probabilities([question])[0]
+    assert without[0] < 2 * np.sort(without)[-2]
