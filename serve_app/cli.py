@@ -22,7 +22,7 @@ def _load_dataset(orig: Path, dups: Path | None, answers: Path | None = None) ->
 def faq_train(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args.orig, args.dups, args.answers)
     # The reference drops code blocks; the model keeps their text unless asked (text.py says why).
-    config = FaqModelConfig(keep_code_blocks=not args.reference_cleaning)
+    config = FaqModelConfig(keep_code_blocks=not args.reference_cleaning, answers_in_text=not args.questions_only)
     result = train(dataset, config, folds=args.folds, seed=args.seed)
     metadata = save_artifact(result.model, args.out, data_sha256=dataset.fingerprint(), metrics=result.metrics)
     print(json.dumps({"out": str(args.out), "version_id": metadata["version_id"], "metrics": result.metrics}, indent=2))
@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-cleaning",
         action="store_true",
         help="drop <pre><code> blocks as the reference does (default: keep their text, which matched better)",
+    )
+    train_parser.add_argument(
+        "--questions-only",
+        action="store_true",
+        help="match on the questions alone (default: an original's answer is read as part of its text)",
     )
     train_parser.set_defaults(run=faq_train)
 

@@ -31,6 +31,22 @@ def test_reference_cleaning_trains_a_model_that_ignores_code_blocks(tmp_path, ca
     np.testing.assert_array_equal(model.scores([plain]), model.scores([with_code]))
 
 
+def test_questions_only_trains_without_the_answers_words_but_still_returns_answers(tmp_path, capsys):
+    default, questions_only = tmp_path / "default", tmp_path / "questions-only"
+    assert main(["faq", "train", "--orig", str(DEMO_FAQ_PATH), "--out", str(default)]) == 0
+    assert main(["faq", "train", "--orig", str(DEMO_FAQ_PATH), "--out", str(questions_only), "--questions-only"]) == 0
+    capsys.readouterr()
+    # "haystack" is in one demo answer only (haystack.includes(needle)), in no question or phrasing.
+    vocabularies = {}
+    for name, path in (("default", default), ("questions_only", questions_only)):
+        model, _ = load_artifact(str(path))
+        vocabularies[name] = model.views[0].features.word.vocabulary_
+    assert "haystack" in vocabularies["default"] and "haystack" not in vocabularies["questions_only"]
+    assert model.config.answers_in_text is False
+    (row,) = model.probabilities(["How do I check whether a string contains a substring?"])
+    assert model.match(row, 1)[0]["answer"].startswith("haystack.includes(needle)")
+
+
 def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path):
     result = subprocess.run(
         [
