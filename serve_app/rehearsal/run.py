@@ -1,0 +1,159 @@
+"""``serve-app kuberay rehearse``: kuberay/rayservice.yaml run on this machine as its pods would run it.
+
+1. Build: the image's build-time products (weights in $TORCH_HOME, the compiled FAQ kernels) are made into a
+   directory that every pod mounts, read-only, as the image's home.
+2. Pods: one per Ray group (head, then each worker group), each in its own network and mount namespace with
+   the container's conditions (pods.py) and the `ray start` command KubeRay generates for it (manifest.py);
+   the GPU group advertises its GPUs to Ray, while the model runs on the CPU.
+3. The application is first imported under each pod's conditions (a quick, clear failure), then serveConfigV2
+   is deployed through the head's dashboard as the KubeRay operator does, unchanged but for one thing: an
+   ``images.device`` of ``cuda`` becomes ``cpu``, since no GPU is here (said in the output).
+4. Checks, as the RayService's health checks and a client would: the application RUNNING, /readyz 200, every
+   route answering with a key and refusing without one. Prints the time from start to ready and each
+   replica's cold start (actor start to serving). Not rehearsed: the Ray autoscaler (one pod per group) and
+   the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
+"""
+
+import copy
+import json
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serve_app.rehearsal import checks, image, pods
+from serve_app.rehearsal.manifest import ManifestError, PodSpec, read_dockerfile, read_rayservice
+
+SECRET_NAME = "serve-app-api-keys"
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    lines: list[str] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+def generated_secret() -> dict[str, dict[str, str]]:
+    """The Secret kuberay/aks/setup.sh would create, with fresh values."""
+    keys = f"{secrets.token_hex(16)},{secrets.token_hex(16)}"
+    return {SECRET_NAME: {"api-keys": keys, "jwt-secret": secrets.token_hex(32)}}
+
+
+def without_gpu(serve_config: dict) -> tuple[dict, list[str]]:
+    """serveConfigV2 with ``images.device: cuda`` made ``cpu`` (the one change; no GPU is here)."""
+    config, changed = copy.deepcopy(serve_config), []
+    for app in config.get("applications", []):
+        images = (app.get("args") or {}).get("images") or {}
+        if images.get("device") == "cuda":
+            images["device"] = "cpu"
+            changed.append(f"{app['name']}: images.device cuda -> cpu")
+    return config, changed
+
+
+def import_check(pod: PodSpec, command: list[str], log: Path) -> None:
+    """Import the application's builder under the pod's conditions: what every Ray worker of it will do."""
+    process = pods.PodProcess(command, log)
+    code = process.process.wait(timeout=300)
+    if code:
+        raise RuntimeError(f"the application does not import in the {pod.group} pod:\n{process.tail(12)}")
+
+
+def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, timeout_s: float) -> Outcome:
+    outcome = Outcome(passed=False)
+    say = outcome.lines.append
+    secret = generated_secret()
+    try:
+        serve_config, pod_specs = read_rayservice(manifest, secret)
+        image_spec = read_dockerfile(dockerfile)
+    except (ManifestError, KeyError, TypeError) as error:
+        say(f"FAIL manifest: {error}")
+        return outcome
+    serve_config, changes = without_gpu(serve_config)
+    for change in changes:
+        say(f"note: {change}")
+    fs = pods.Filesystem(project=project, baked_home=workdir / "home")
+    fs.baked_home.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    image.bake(image_spec, fs)
+    outcome.timings["build_s"] = round(time.monotonic() - start, 1)
+    network = pods.PodNetwork(len(pod_specs))
+    running: list[pods.PodProcess] = []
+    try:
+        network.up()
+        addresses = network.pods
+        head_ip = addresses[0].ip
+        commands = {}
+        for spec, address in zip(pod_specs, addresses, strict=True):
+            script = pods.conditions_script(spec, image_spec, fs)
+            env = pods.pod_environment(spec, image_spec, fs, address, head_ip)
+            commands[spec.group] = (script, env)
+            import_path = serve_config["applications"][0]["import_path"]
+            module, _, attribute = import_path.partition(":")
+            probe = ["python", "-c", f"import {module}; {module}.{attribute}"]
+            import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.group}.log")
+        say(f"ok   the application imports in every pod ({', '.join(s.group for s in pod_specs)})")
+        start = time.monotonic()
+        for spec, address in zip(pod_specs, addresses, strict=True):
+            script, env = commands[spec.group]
+            command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
+            running.append(pods.PodProcess(command, workdir / f"pod-{spec.group}.log"))
+            say(f"     pod {spec.group} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
+            if spec.is_head:
+                checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip), 120)
+        checks.wait_for("every pod's Ray node", lambda: len(checks.alive_nodes(head_ip)) == len(pod_specs), 120)
+        outcome.timings["nodes_alive_s"] = round(time.monotonic() - start, 1)
+        say(f"ok   {len(pod_specs)} Ray nodes alive after {outcome.timings['nodes_alive_s']} s")
+        checks.deploy(head_ip, serve_config)
+        times = checks.ReplicaTimes()
+        app_name = serve_config["applications"][0]["name"]
+        checks.wait_until_running(head_ip, app_name, timeout_s, times)
+        outcome.timings["running_s"] = round(time.monotonic() - start, 1)
+        say(f"ok   application {app_name} RUNNING {outcome.timings['running_s']} s after the pods started")
+        base_url = f"http://{head_ip}:{checks.SERVE_PORT}"
+        checks.wait_until_ready(base_url, 120)
+        outcome.timings["ready_s"] = round(time.monotonic() - start, 1)
+        say(f"ok   /readyz 200 {outcome.timings['ready_s']} s after the pods started")
+        results = checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
+        for label, passed, seen in results:
+            say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
+        times.observe(checks.application_status(head_ip, app_name))
+        outcome.timings["replica_cold_start_s"] = [
+            {"deployment": d, "replica": r, "seconds": round(s, 1)} for d, r, s in times.cold_starts()
+        ]
+        for d, r, s in times.cold_starts():
+            say(f"     replica {d} {r}: scheduled -> serving {s:.1f} s")
+        outcome.passed = all(passed for _, passed, _ in results)
+    except (RuntimeError, TimeoutError, OSError) as error:
+        say(f"FAIL {error}")
+        for process in running:
+            if process.exited() is not None:
+                say(f"     a pod's process exited ({process.exited()}):\n{process.tail(15)}")
+    finally:
+        for process in reversed(running):
+            process.stop()
+        network.down()
+    return outcome
+
+
+def main(
+    manifest: Path, dockerfile: Path, project: Path, timeout_s: float, keep: Path | None, out: Path | None = None
+) -> int:
+    try:
+        pods.preflight()
+    except pods.PodsUnavailable as error:
+        print(f"rehearsal skipped: {error}")
+        return 77
+    with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
+        workdir = keep or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s)
+    print("\n".join(outcome.lines))
+    print(json.dumps(outcome.timings))
+    print("rehearsal passed" if outcome.passed else "rehearsal FAILED")
+    if out is not None:
+        record = {"passed": outcome.passed, "manifest": manifest.name, **outcome.timings, "output": outcome.lines}
+        out.write_text(json.dumps(record, indent=1) + "\n")
+    return 0 if outcome.passed else 1

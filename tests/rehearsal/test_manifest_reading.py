@@ -1,0 +1,65 @@
+"""The rehearsal's reading of the RayService and the Dockerfile (no Ray, no namespaces)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.kuberay import ROOT
+from serve_app.rehearsal.manifest import ManifestError, quantity_bytes, quantity_cpus, read_dockerfile, read_rayservice
+from serve_app.rehearsal.pods import Filesystem, conditions_script
+from serve_app.rehearsal.run import generated_secret, without_gpu
+
+MANIFEST = ROOT / "kuberay" / "rayservice.yaml"
+
+
+def test_quantities_as_kuberay_reads_them():
+    assert quantity_bytes("26Gi") == 26 * 2**30 and quantity_bytes("8G") == 8 * 10**9 and quantity_bytes("512") == 512
+    assert quantity_cpus("500m") == 1 and quantity_cpus("7") == 7 and quantity_cpus("2.5") == 3
+
+
+def test_every_group_becomes_a_pod_with_kuberays_start_command():
+    serve_config, pods = read_rayservice(MANIFEST, generated_secret())
+    assert [pod.group for pod in pods] == ["head", "cpu", "gpu"]
+    head, cpu, gpu = pods
+    assert "--head" in head.ray_start_command("10.0.0.2") and head.ray_start_params["num-cpus"] == "0"
+    assert "--address=10.0.0.2:6379" in cpu.ray_start_command("10.0.0.2")
+    assert gpu.ray_start_params["num-gpus"] == "1"
+    assert all(pod.read_only_root and pod.uid == 1000 for pod in pods)
+    assert {v.mount_path for v in head.volumes} == {"/tmp", "/dev/shm"}
+    assert serve_config["applications"][0]["import_path"] == "serve_app:build_app"
+
+
+def test_a_missing_secret_key_is_what_the_kubelet_refuses(tmp_path: Path):
+    with pytest.raises(ManifestError, match="has no key 'api-keys'"):
+        read_rayservice(MANIFEST, {"serve-app-api-keys": {}})
+
+
+def test_the_dockerfile_gives_workdir_user_and_env():
+    image = read_dockerfile(ROOT / "kuberay" / "Dockerfile")
+    assert image.workdir == "/home/ray/app" and image.user.startswith("1000")
+    assert image.env["SERVE_APP_NUMBA_CACHE_SEED"].startswith("/home/ray/")
+
+
+def test_only_a_cuda_device_is_changed_for_this_machine():
+    serve_config, _ = read_rayservice(MANIFEST, generated_secret())
+    changed, notes = without_gpu(serve_config)
+    assert notes == ["serve_app: images.device cuda -> cpu"]
+    changed["applications"][0]["args"]["images"]["device"] = "cuda"
+    assert changed == serve_config
+
+
+def test_the_container_filesystem_is_read_only_but_for_its_volumes(tmp_path: Path):
+    _, pods = read_rayservice(MANIFEST, generated_secret())
+    image = read_dockerfile(ROOT / "kuberay" / "Dockerfile")
+    script = conditions_script(pods[1], image, Filesystem(project=ROOT, baked_home=tmp_path))
+    assert "mount -o remount,bind,ro" in script and "setpriv --reuid=1000 --regid=100" in script
+    assert "mount -t tmpfs -o mode=777 tmpfs /tmp" in script
+    assert f"cd {ROOT.resolve()}" in script  # the image's WORKDIR holds the project
+
+
+def test_a_manifest_that_is_not_a_rayservice_is_refused(tmp_path: Path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"kind": "RayCluster", "spec": {}}))
+    with pytest.raises(ManifestError):
+        read_rayservice(path, {})

@@ -1,0 +1,91 @@
+"""The deployment rehearsal, run for real: the shipped RayService passes it, and manifests with a runtime
+defect put back fail it, each with the reason. Needs root (namespaces); skipped with the reason elsewhere."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.kuberay import ROOT
+from serve_app.rehearsal import pods
+
+MANIFEST = ROOT / "kuberay" / "rayservice.yaml"
+SERVE_APP = str(Path(sys.executable).with_name("serve-app"))
+
+try:
+    pods.preflight()
+    UNAVAILABLE = None
+except pods.PodsUnavailable as reason:
+    UNAVAILABLE = str(reason)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=f"pods cannot be made here: {UNAVAILABLE}"),
+]
+
+
+def rehearse(manifest: Path, *extra: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [SERVE_APP, "kuberay", "rehearse", "--manifest", str(manifest), *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    print(result.stdout, result.stderr)
+    return result.returncode, result.stdout
+
+
+def broken(tmp_path: Path, change) -> Path:
+    """kuberay/rayservice.yaml with one defect put back (anchors are expanded: each pod gets its own copy)."""
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    change(manifest["spec"]["rayClusterConfig"])
+    path = tmp_path / "rayservice.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def all_groups(cluster: dict) -> list[dict]:
+    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+
+
+def test_the_shipped_rayservice_serves_every_route_as_deployed():
+    code, output = rehearse(MANIFEST)
+    assert code == 0 and "rehearsal passed" in output
+    assert "ok   POST /images/classify with a key" in output and "scheduled -> serving" in output
+
+
+def test_a_read_only_root_without_a_numba_cache_directory_is_caught(tmp_path: Path):
+    def drop_numba_cache_dir(cluster: dict) -> None:
+        for group in all_groups(cluster):
+            container = group["template"]["spec"]["containers"][0]
+            container["env"] = [e for e in container["env"] if e["name"] != "NUMBA_CACHE_DIR"]
+
+    code, output = rehearse(broken(tmp_path, drop_numba_cache_dir))
+    assert code == 1 and "does not import" in output and "cannot cache function" in output
+
+
+def test_a_missing_api_key_variable_is_caught(tmp_path: Path):
+    def drop_api_keys(cluster: dict) -> None:
+        for group in all_groups(cluster):
+            container = group["template"]["spec"]["containers"][0]
+            container["env"] = [e for e in container["env"] if e["name"] != "SERVE_APP_API_KEYS"]
+
+    code, output = rehearse(broken(tmp_path, drop_api_keys))
+    # Auth stays on and fails closed: every call with the (now unknown) key is refused.
+    assert code == 1 and "FAIL POST /faq/match with a key: 200 and 3 matches: 401" in output
+
+
+def test_a_group_without_the_resources_a_deployment_needs_is_caught(tmp_path: Path):
+    def gpu_group_without_gpus(cluster: dict) -> None:
+        for group in cluster["workerGroupSpecs"]:
+            resources = group["template"]["spec"]["containers"][0]["resources"]
+            for amounts in resources.values():
+                amounts.pop("nvidia.com/gpu", None)
+
+    code, output = rehearse(broken(tmp_path, gpu_group_without_gpus), "--timeout-s", "240")
+    assert code == 1 and "did not reach RUNNING" in output and "ImageClassifier" in output
