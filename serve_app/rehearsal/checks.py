@@ -3,6 +3,8 @@ head's dashboard (as the operator does), wait for the application, then call eve
 
 import io
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -172,3 +174,19 @@ def client_checks(base_url: str, api_key: str) -> list[tuple[str, bool, str]]:
 def wait_until_ready(base_url: str, timeout_s: float) -> Answer:
     """/readyz as the RayService's readiness probe would see it: 200 once every model has loaded."""
     return wait_for("/readyz 200", lambda: (a := http("GET", f"{base_url}/readyz")).status == 200 and a, timeout_s)
+
+
+# KubeRay's readiness probe of a RayService's Ray pods, an exec probe inside the pod: the raylet healthy, and
+# the node's Serve proxy answering /-/healthz (a pod failing it leaves the Serve Service's endpoints).
+READINESS_URLS = ("http://localhost:52365/api/local_raylet_healthz", f"http://localhost:{SERVE_PORT}/-/healthz")
+PROBE = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+
+
+def readiness_probe(network_namespace: str) -> tuple[bool, str]:
+    """Run KubeRay's readiness checks from inside the pod's network namespace, as the kubelet would."""
+    for url in READINESS_URLS:
+        command = ["ip", "netns", "exec", network_namespace, sys.executable, "-c", PROBE, url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if result.returncode or "success" not in result.stdout:
+            return False, f"{url}: {(result.stdout + result.stderr).strip()[-200:]}"
+    return True, "raylet and Serve proxy healthy"

@@ -116,7 +116,11 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
         checks.wait_until_ready(base_url, 120)
         outcome.timings["ready_s"] = round(time.monotonic() - start, 1)
         say(f"ok   /readyz 200 {outcome.timings['ready_s']} s after the pods started")
-        results = checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
+        results = [
+            (f"pod {spec.group}: KubeRay's readiness probe", *checks.readiness_probe(address.name))
+            for spec, address in zip(pod_specs, addresses, strict=True)
+        ]
+        results += checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
         for label, passed, seen in results:
             say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
         times.observe(checks.application_status(head_ip, app_name))
