@@ -38,6 +38,7 @@ JWT_ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key must be at least as long as the hash output
 JWT_LEEWAY_S = 5  # tolerates small clock skew between the minting machine and the replicas
 MAX_CREDENTIAL_CHARS = 8192  # anything longer is no key or token of ours; refuse before hashing or parsing
+DEFAULT_MAX_TOKEN_LIFETIME_S = 86_400  # a day: "short-lived"; a leaked token stops working by tomorrow
 KEY_NAMES = ("primary", "secondary")
 BEARER_HINT = "send 'Authorization: Bearer <api key or token>'"
 
@@ -64,6 +65,12 @@ class AuthSettings(BaseModel):
     )
     jwt_audience: str = Field("serve-app", min_length=1, description="Required `aud` claim of tokens.")
     jwt_issuer: str = Field("serve-app", min_length=1, description="Required `iss` claim of tokens.")
+    max_token_lifetime_s: int = Field(
+        DEFAULT_MAX_TOKEN_LIFETIME_S,
+        ge=1,
+        description="Longest lifetime (exp - iat, in seconds) of an accepted token: a token minted for longer, even "
+        "with the right secret, gets 401 (a leaked ten-year token would otherwise work for ten years).",
+    )
     open_paths: list[str] = Field(
         ["/healthz", "/readyz", "/-/healthz", "/-/routes"],
         description="Paths served without credentials (exact match): the health probes. API docs stay protected.",
@@ -146,6 +153,10 @@ class Authenticator:
         if settings.enabled and not self.configured:
             logger.error("authentication is ON but %s is empty: every protected request gets 401", self._env_names())
 
+    def caller(self, scope: Scope) -> Principal | AuthFailure:
+        """Who sent the request of this ASGI scope (its ``Authorization`` header), or why it is refused."""
+        return self.check(_authorization_header(scope))
+
     @property
     def configured(self) -> bool:
         """True when at least one API key or a token secret is set."""
@@ -189,11 +200,23 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError:
             return AuthFailure("token expired", "invalid_token")
+        except jwt.MissingRequiredClaimError as error:  # checked after the signature: the token is ours
+            return AuthFailure(f"token has no '{error.claim}' claim", "invalid_token")
         except jwt.InvalidTokenError:
             return AuthFailure("invalid credentials", "invalid_token")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             return AuthFailure("invalid credentials", "invalid_token")
+        limit = self._settings.max_token_lifetime_s
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (TypeError, ValueError):
+            return AuthFailure("invalid credentials", "invalid_token")
+        if lifetime > limit:
+            message = (
+                f"token lifetime (exp - iat) of {lifetime:.0f} s is over the limit of {limit} s; mint a shorter one"
+            )
+            return AuthFailure(message, "invalid_token")
         return Principal(subject=subject, kind="token")
 
     def _env_names(self) -> str:
@@ -213,10 +236,26 @@ def _bearer_credential(header: str | None) -> str | AuthFailure:
     return parts[1]
 
 
-def mint_token(secret: str, subject: str, ttl_s: int, audience: str = "serve-app", issuer: str = "serve-app") -> str:
-    """An HS256 JWT for ``subject`` valid for ``ttl_s`` seconds, accepted by an Authenticator with this secret."""
+def mint_token(
+    secret: str,
+    subject: str,
+    ttl_s: int,
+    audience: str = "serve-app",
+    issuer: str = "serve-app",
+    max_lifetime_s: int = DEFAULT_MAX_TOKEN_LIFETIME_S,
+) -> str:
+    """An HS256 JWT for ``subject`` valid for ``ttl_s`` seconds, accepted by an Authenticator with this secret.
+
+    ``max_lifetime_s`` is the ingress's ``auth.max_token_lifetime_s``: a longer ``ttl_s`` is refused here rather than
+    minting a token the ingress would refuse.
+    """
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s <= 0:
         raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+    if ttl_s > max_lifetime_s:
+        raise ValueError(
+            f"ttl_s {ttl_s} is over the longest token lifetime the ingress accepts, {max_lifetime_s} s "
+            "(auth.max_token_lifetime_s); mint a shorter token"
+        )
     if not subject:
         raise ValueError("subject must not be empty: it names who the token is for")
     _check_secret(secret, "the token secret")
@@ -250,7 +289,7 @@ class AuthMiddleware:
         if scope["type"] not in ("http", "websocket") or not self.settings.enabled or self._is_open(scope):
             await self.app(scope, receive, send)
             return
-        result = self.authenticator.check(_authorization_header(scope))
+        result = self.authenticator.caller(scope)
         if isinstance(result, AuthFailure):
             logger.debug("refused %s %s: %s", scope["type"], scope.get("path"), result.message)
             await self._refuse(scope, send, result)

@@ -10,6 +10,7 @@ from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
 from deployments.faq.evaluate import evaluate
 from deployments.faq.train import train
+from serve_app.auth import DEFAULT_MAX_TOKEN_LIFETIME_S
 
 
 def _load_dataset(orig: Path, dups: Path | None, answers: Path | None = None) -> FaqDataset:
@@ -103,7 +104,8 @@ def token(args: argparse.Namespace) -> int:
         print(f"serve-app: error: set {args.secret_env} to the signing secret the ingress uses", file=sys.stderr)
         return 2
     try:
-        print(mint_token(secret, args.subject, args.ttl_s, audience=args.audience, issuer=args.issuer))
+        lifetime = args.max_lifetime_s
+        print(mint_token(secret, args.subject, args.ttl_s, args.audience, args.issuer, max_lifetime_s=lifetime))
     except ValueError as error:
         print(f"serve-app: error: {error}", file=sys.stderr)
         return 2
@@ -170,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_parser.add_argument("--secret-env", default="SERVE_APP_JWT_SECRET", help="variable holding the secret")
     token_parser.add_argument("--audience", default="serve-app", help="aud claim (auth.jwt_audience)")
     token_parser.add_argument("--issuer", default="serve-app", help="iss claim (auth.jwt_issuer)")
+    token_parser.add_argument(
+        "--max-lifetime-s",
+        type=int,
+        default=DEFAULT_MAX_TOKEN_LIFETIME_S,
+        help="the ingress's auth.max_token_lifetime_s: a longer --ttl-s is refused (default %(default)s)",
+    )
     token_parser.set_defaults(run=token)
     return parser
 

@@ -1,7 +1,34 @@
 """Errors that cross from the deployments to the ingress or end a model call there, and the one JSON shape every
-error has."""
+error has.
+
+An error names what was wrong with a request but never sends it back: at most ``MAX_ECHO_CHARS`` characters of
+anything a client sent (a field's value, a header, a JSON key) appear in an error, through ``echo`` and
+``shorten``, and ``error_body`` bounds the whole answer besides (a 2 MB list of 500,000 wrong items was a
+60 MB answer of 500,000 details).
+"""
 
 from typing import Any
+
+MAX_ECHO_CHARS = 64  # the most of one input (value, header, key) that an error message repeats
+MAX_MESSAGE_CHARS = 1024  # an error message, whatever it is made of
+MAX_DETAIL_CHARS = 256  # a detail's message
+MAX_ERROR_DETAILS = 20  # details listed; the rest are counted
+
+
+def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """A client's input quoted in an error message: its repr, of at most ``limit`` of its characters (a number:
+    itself, or how many digits it has)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # str() of a huge int takes quadratic time, and raises past 4,300 digits.
+        digits = len(str(value)) if value.bit_length() <= 4 * limit else int((value.bit_length() - 1) * 0.30103) + 1
+        return str(value) if digits <= limit else f"a number of about {digits} digits"
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class ModelUnavailable(RuntimeError):
@@ -57,6 +84,25 @@ class RequestError(ValueError):
         return (type(self), (self.status, self.error_type, self.message, self.details))
 
 
+def bounded_details(details: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """At most MAX_ERROR_DETAILS details (and one counting the rest), each field and message of bounded length."""
+    kept = [
+        {
+            "field": shorten(str(detail.get("field", "")), MAX_DETAIL_CHARS),
+            "message": shorten(str(detail.get("message", "")), MAX_DETAIL_CHARS),
+        }
+        for detail in details[:MAX_ERROR_DETAILS]
+    ]
+    if len(details) > MAX_ERROR_DETAILS:
+        kept.append({"field": "", "message": f"... and {len(details) - MAX_ERROR_DETAILS} more problems"})
+    return kept
+
+
 def error_body(error_type: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``{"error": {"type", "message", "details"}}``: clients branch on ``type``, people read ``message``."""
-    return {"error": {"type": error_type, "message": message, "details": details or []}}
+    bounded = {
+        "type": error_type,
+        "message": shorten(message, MAX_MESSAGE_CHARS),
+        "details": bounded_details(details or []),
+    }
+    return {"error": bounded}

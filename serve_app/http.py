@@ -1,7 +1,18 @@
-"""HTTP plumbing shared by every route: the body size limit and the mapping of errors to JSON responses.
+"""HTTP plumbing shared by every route: the body size limit, request ids and the mapping of errors to JSON responses.
 
 Every error leaves as ``{"error": {"type", "message", "details"}}`` with a 4xx when the client can fix it and
 a 5xx only when we cannot serve (503 model unavailable, 504 too slow, 500 a bug, logged with its request id).
+No error repeats more than a short prefix of what the client sent (serve_app.errors).
+
+Request ids are the service's. Ray Serve's HTTP server (its proxy, or an ingress replica behind HAProxy) takes a
+request's id from an ``X-Request-Id`` header when the client sends one, logs the request under it and sends it
+back: a client could pick the id of someone else's request, or write what it likes into our logs. Ray's hook
+for middlewares in front of that server, ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_app.http:proxy_middlewares``,
+runs ``ClientRequestIds`` first: the client's header is taken away, so Serve makes up the id itself, and a valid
+one (printable ASCII, at most 128 characters) travels on as ``X-Client-Request-Id``. ``RequestIds``, in the
+ingress, logs it beside the request's own id and returns it as the ``X-Client-Request-Id`` response header.
+The ingress replicas set the hook for themselves (their ``runtime_env``), which covers the fast ingress, where
+they are the HTTP server; Serve's own proxy reads it from the environment Ray was started in.
 """
 
 import asyncio
@@ -12,13 +23,33 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError, error_body
+from serve_app.errors import (
+    MAX_DETAIL_CHARS,
+    MAX_ERROR_DETAILS,
+    ModelUnavailable,
+    Overloaded,
+    ReplicaCrashed,
+    RequestError,
+    echo,
+    error_body,
+    shorten,
+)
 
 logger = logging.getLogger("ray.serve")
+
+PROXY_HOOK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_HOOK = "serve_app.http:proxy_middlewares"
+REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_REQUEST_ID_HEADER = b"x-client-request-id"
+MAX_CLIENT_REQUEST_ID_CHARS = 128
+# Set in the ASGI scope by ClientRequestIds: a client can send any header, but no scope key.
+CLIENT_IDS_TAKEN = "serve_app.client_request_ids_taken"
 
 JSON_TYPES = ("application/json",)
 HTTP_ERROR_TYPES = {
@@ -85,8 +116,87 @@ def _too_large(limit: int) -> str:
     return f"request body is larger than the limit of {limit} bytes"
 
 
+def client_request_id(value: bytes | None) -> str | None:
+    """A client's request id worth recording: 1 to 128 printable ASCII characters; anything else is dropped."""
+    if not value or len(value) > MAX_CLIENT_REQUEST_ID_CHARS:
+        return None
+    text = value.decode("latin-1").strip()
+    return text if text and all(" " <= char <= "~" for char in text) else None
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", []) if key.lower() == name), None)
+
+
+class ClientRequestIds:
+    """In front of Ray Serve's HTTP server (``proxy_middlewares``): a client's ``X-Request-Id`` goes, so Serve gives
+    the request an id of its own; a valid one travels on as ``X-Client-Request-Id`` (one the client sent under that
+    name is dropped too)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        sent = _header(scope, REQUEST_ID_HEADER)
+        headers = [
+            (k, v) for k, v in scope["headers"] if k.lower() not in (REQUEST_ID_HEADER, CLIENT_REQUEST_ID_HEADER)
+        ]
+        if (client_id := client_request_id(sent)) is not None:
+            headers.append((CLIENT_REQUEST_ID_HEADER, client_id.encode("ascii")))
+        await self.app({**scope, "headers": headers, CLIENT_IDS_TAKEN: True}, receive, send)
+
+
+def proxy_middlewares() -> list[Middleware]:
+    """Ray Serve's hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): middlewares in front of its HTTP server."""
+    return [Middleware(ClientRequestIds)]
+
+
+class RequestIds:
+    """In the ingress: records a client's own request id (``X-Client-Request-Id``, from ClientRequestIds) in the log
+    beside the request's id, and returns it in the ``X-Client-Request-Id`` response header.
+
+    Without ClientRequestIds in front, Serve has already made a client's ``X-Request-Id`` the request's id, and
+    nothing here can take that back: it is logged once as a warning naming the hook.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._warned = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not scope.get(CLIENT_IDS_TAKEN):
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "Ray Serve's HTTP server runs without %s=%s: it takes request ids from clients' X-Request-Id",
+                    PROXY_HOOK_ENV,
+                    PROXY_HOOK,
+                )
+            await self.app(scope, receive, send)
+            return
+        client_id = client_request_id(_header(scope, CLIENT_REQUEST_ID_HEADER))
+        if client_id is None:
+            await self.app(scope, receive, send)
+            return
+        logger.info("client request id %s", client_id, extra={"client_request_id": client_id})
+
+        async def send_with_client_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Client-Request-Id", client_id)
+            await send(message)
+
+        await self.app(scope, receive, send_with_client_id)
+
+
 def _field_of(location: tuple) -> str:
-    return ".".join(str(part) for part in location if part != "body") or "body"
+    # A location names JSON keys the client chose ({"<200 KB>": 1} is an extra field): each is cut short.
+    return ".".join(shorten(str(part)) for part in location if part != "body") or "body"
 
 
 def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -99,15 +209,20 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
     # "not a dictionary", which hides the real mistake. (No header and no body: simply missing, below.)
     if about_body and not is_json and not (body_missing and not content_type):
         return error_response(
-            415, "unsupported_media_type", f"Content-Type must be application/json, got {content_type or 'none'!r}"
+            415, "unsupported_media_type", f"Content-Type must be application/json, got {echo(content_type or 'none')}"
         )
     if any(problem["type"] == "json_invalid" for problem in problems):
-        reason = next(p.get("ctx", {}).get("error", "") for p in problems if p["type"] == "json_invalid")
+        reason = next(str(p.get("ctx", {}).get("error", "")) for p in problems if p["type"] == "json_invalid")
+        reason = shorten(reason, MAX_DETAIL_CHARS)
         return error_response(400, "invalid_json", f"request body is not valid JSON: {reason}".rstrip(": "))
-    details = [{"field": _field_of(p["loc"]), "message": p["msg"]} for p in problems]
-    if any(p["type"] == "missing" and tuple(p["loc"]) == ("body",) for p in problems):
+    # The first few problems (a 2 MB list of wrong items has hundreds of thousands), never their input.
+    shown = problems[:MAX_ERROR_DETAILS]
+    details = [{"field": _field_of(p["loc"]), "message": shorten(str(p["msg"]), MAX_DETAIL_CHARS)} for p in shown]
+    if body_missing:
         return error_response(422, "validation_error", "request body is required", details)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    if len(problems) > len(shown):
+        summary += f"; and {len(problems) - len(shown)} more problems"
     return error_response(422, "validation_error", summary, details)
 
 
@@ -134,7 +249,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 400 and error.detail == UNPARSABLE_BODY:
-            message = "request body could not be parsed as JSON: it must be UTF-8 and nested at most ~1000 levels"
+            message = (
+                "request body could not be parsed as JSON: it must be UTF-8, nested at most ~1000 levels, "
+                "with numbers of at most 4300 digits"
+            )
             return error_response(400, "invalid_json", message)
         error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
         return error_response(error.status_code, error_type, str(error.detail))

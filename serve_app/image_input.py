@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from serve_app.errors import RequestError
+from serve_app.errors import MAX_DETAIL_CHARS, RequestError, echo, shorten
 from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
 from serve_app.settings import Limits
 
@@ -40,14 +40,14 @@ def _parse_top_k(value: str | None, field: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise _invalid(field, f"must be an integer, got {value!r}") from None
+        raise _invalid(field, f"must be an integer, got {echo(value)}") from None
 
 
 def _multipart_error(message: str, limits: Limits) -> RequestError:
     # Starlette stops at max_files: too many images is the same 422 as in JSON, not a malformed body.
     if message.startswith("Too many files"):
         return _invalid("images", f"at most {limits.max_images} file parts per request")
-    return RequestError(400, "invalid_multipart", f"malformed multipart body: {message}")
+    return RequestError(400, "invalid_multipart", f"malformed multipart body: {shorten(message, MAX_DETAIL_CHARS)}")
 
 
 async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
@@ -60,12 +60,15 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes]
             raise
         # Starlette wraps the parser's own errors in a 400 HTTPException.
         raise _multipart_error(str(error.detail), limits) from None
-    parts = form.getlist(IMAGE_FIELD)
-    if any(not isinstance(part, UploadFile) for part in parts):
-        raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
-    images = [await part.read() for part in parts if isinstance(part, UploadFile)]
-    top_k = form.get("top_k")
-    return images, _parse_top_k(top_k if isinstance(top_k, str) else None, "top_k")
+    try:
+        parts = form.getlist(IMAGE_FIELD)
+        if any(not isinstance(part, UploadFile) for part in parts):
+            raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
+        images = [await part.read() for part in parts if isinstance(part, UploadFile)]
+        top_k = form.get("top_k")
+        return images, _parse_top_k(top_k if isinstance(top_k, str) else None, "top_k")
+    finally:
+        await form.close()  # the parts' spooled files, on errors too
 
 
 def _from_json(body: bytes) -> tuple[list[bytes], int | None, bool]:
@@ -96,7 +99,7 @@ async def read_image_request(request: Request, query_top_k: int | None, limits: 
         images, body_top_k, several = _from_json(await request.body())
     else:
         raise RequestError(
-            415, "unsupported_media_type", f"Content-Type {content_type or 'missing'!r}: send {ACCEPTED}"
+            415, "unsupported_media_type", f"Content-Type {echo(content_type or 'missing')}: send {ACCEPTED}"
         )
     if not images:
         raise _invalid("images", f"no image in the request: send {ACCEPTED}")
@@ -104,5 +107,5 @@ async def read_image_request(request: Request, query_top_k: int | None, limits: 
         raise _invalid("images", f"at most {limits.max_images} images per request, got {len(images)}")
     top_k = body_top_k if body_top_k is not None else query_top_k if query_top_k is not None else DEFAULT_TOP_K
     if not 1 <= top_k <= limits.max_image_top_k:
-        raise _invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {top_k}")
+        raise _invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {echo(top_k)}")
     return ImageRequest(images=images, top_k=top_k, several=several)

@@ -7,8 +7,9 @@ into JSON; the shapes are in serve_app.schemas and the error mapping in serve_ap
 import asyncio
 import itertools
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -21,10 +22,10 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app.admission import InFlightLimit
-from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings
+from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
-from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError
-from serve_app.http import BodyLimits, install_error_handlers
+from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError, echo
+from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV, BodyLimits, RequestIds, install_error_handlers
 from serve_app.image_input import read_image_request
 from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
 from serve_app.schemas import (
@@ -34,6 +35,7 @@ from serve_app.schemas import (
     ErrorResponse,
     MatchRequest,
     MatchResponse,
+    ProbeResponse,
     ReadinessResponse,
     ScoreRequest,
     VersionResponse,
@@ -64,6 +66,36 @@ IMAGE_REQUEST_BODY = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 429, 503, 504)
 }
+# Where an ingress replica is Ray Serve's HTTP server itself (the fast ingress), this puts
+# serve_app.http.ClientRequestIds in front of it: request ids are then always Serve's own (serve_app.http).
+INGRESS_RUNTIME_ENV = {"env_vars": {PROXY_HOOK_ENV: PROXY_HOOK}}
+
+
+class CachedState:
+    """The value of ``fetch``, asked for again only when it is older than ``max_age_s``, one ask at a time: callers
+    meanwhile share the ask in flight (a caller that goes away does not cancel it for the others)."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[Any]], max_age_s: float) -> None:
+        self._fetch = fetch
+        self._max_age_s = max_age_s
+        self._value: Any = None
+        self._fetched_at = -math.inf
+        self._in_flight: asyncio.Task | None = None
+
+    async def get(self) -> tuple[Any, float]:
+        """The value and its age in seconds."""
+        if time.monotonic() - self._fetched_at >= self._max_age_s or self._value is None:
+            if self._in_flight is None:
+                self._in_flight = asyncio.ensure_future(self._refresh())
+            await asyncio.shield(self._in_flight)
+        return self._value, time.monotonic() - self._fetched_at
+
+    async def _refresh(self) -> None:
+        try:
+            value = await self._fetch()
+            self._value, self._fetched_at = value, time.monotonic()
+        finally:
+            self._in_flight = None
 
 
 def _check_questions(questions: list[str], top_k: int, limits: Limits, single_field: str | None = None) -> None:
@@ -84,11 +116,11 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits, single_fi
         if len(question) > limits.max_question_chars:
             raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
     if not 1 <= top_k <= limits.max_top_k:
-        raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {top_k}")
+        raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {echo(top_k)}")
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 0.5, "runtime_env": INGRESS_RUNTIME_ENV},
     # Above limits.max_in_flight + limits.max_images_in_flight, so that InFlightLimit (serve_app.admission) refuses
     # the excess: a replica queues requests beyond max_ongoing_requests, which the fast ingress does not bound.
     max_ongoing_requests=1024,
@@ -123,6 +155,8 @@ class Ingress:
         self.faq_calls = Coalescer(
             self._match_group, grouping.max_group_size, grouping.max_in_flight, grouping.max_waiting
         )
+        # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
+        self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
 
     async def _match_group(self, queries: list[tuple[list[str], int]]) -> list[dict]:
         answer = await self._call("faq", lambda: self.faq.match_many.remote(queries))
@@ -203,6 +237,8 @@ class Ingress:
         app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)
         # Added last, so it runs first: refusing an excess request costs nothing more than counting it.
         app.add_middleware(InFlightLimit, group_of=self._admission_group)
+        # Outermost: every answer, refusals included, carries the client's own request id back.
+        app.add_middleware(RequestIds)
 
         @app.post(
             "/faq/match",
@@ -230,12 +266,20 @@ class Ingress:
             """Liveness: the ingress answers."""
             return {"status": "ok"}
 
-        @app.get("/readyz", response_model=ReadinessResponse, responses={503: {"model": ReadinessResponse}})
-        async def readyz() -> JSONResponse:
-            """Readiness: 200 when every model is loaded, else 503 naming what is missing and why."""
-            models = await self._statuses()
+        @app.get(
+            "/readyz",
+            response_model=ReadinessResponse | ProbeResponse,
+            responses={503: {"model": ReadinessResponse | ProbeResponse}},
+        )
+        async def readyz(request: Request) -> JSONResponse:
+            """Readiness: 200 when every model is loaded, else 503. Anyone gets ``{"status"}``; a caller with valid
+            credentials (or anyone, with authentication off) also gets each model's state, and why one is missing."""
+            models, age_s = await self.readiness.get()
             ready = all(status["ready"] for status in models.values())
-            return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
+            answer: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+            if not self.auth.enabled or isinstance(self.authenticator.caller(request.scope), Principal):
+                answer |= {"ready": ready, "models": models, "checked_s_ago": round(age_s, 3)}
+            return JSONResponse(answer, status_code=200 if ready else 503)
 
         @app.get("/version", response_model=VersionResponse)
         async def version_info() -> dict[str, Any]:

@@ -4,7 +4,7 @@ Size limits (question length, number of questions, top_k) are settings (serve_ap
 are checked by the ingress, not fixed here.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,7 +66,7 @@ class ScoreRequest(BaseModel):
 
 
 class ClassifyRequest(BaseModel):
-    """JSON form of /images/classify: base64-encoded image files (JPEG, PNG, WebP, GIF, BMP, ...)."""
+    """JSON form of /images/classify: base64-encoded image files (JPEG, PNG, WebP, GIF or BMP)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -120,9 +120,20 @@ class ModelStatus(BaseModel):
     batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")
 
 
-class ReadinessResponse(BaseModel):
+class ProbeResponse(BaseModel):
+    """What /readyz tells anyone."""
+
+    status: Literal["ready", "not_ready"] = Field(description="ready (200): every model is loaded; else 503.")
+
+
+class ReadinessResponse(ProbeResponse):
+    """What /readyz tells a caller with valid credentials (anyone when authentication is off)."""
+
     ready: bool
     models: dict[str, ModelStatus]
+    checked_s_ago: float = Field(
+        description="Age of this state: /readyz asks the models at most every limits.readiness_cache_s seconds."
+    )
 
 
 class VersionResponse(BaseModel):

@@ -49,6 +49,14 @@ class Limits(BaseModel):
         description="/images/classify requests one ingress replica works on at once (503 above): about images/s "
         "x the latency you accept (16: ~6 s at a CPU replica's ~2.5 images/s); raise it on GPU nodes.",
     )
+    readiness_cache_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=300.0,
+        description="How long /readyz answers from the models' last known state before asking the model deployments "
+        "again (one question in flight at a time, shared by every probe meanwhile): probes from anyone cost no "
+        "model calls. 0: every probe asks, still one at a time.",
+    )
 
 
 class ImageModelSettings(BaseModel):

@@ -26,7 +26,20 @@ VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf", "tok
 # questions are often about an operator ("=>", "||", "===", "??") that the plain pattern throws away. Sentence
 # punctuation after an operator is not part of it ("is it ===?" -> "==="), unless the run is all punctuation
 # ("...").
-WORDS_AND_OPERATORS = r"(?u)\b\w\w+\b|[.,;:!?]{2,}(?=\s|$)|[^\w\s]{2,}?(?=[.,;:!?]*(?:\s|$))|[^\w\s]{2,}"
+# Written so that no match attempt backtracks: the first form of it, r"...|[^\w\s]{2,}?(?=[.,;:!?]*(?:\s|$))|...",
+# tried every length of a run of symbols and read the rest of the run for each, so 10,000 dots before a letter
+# took a second. Here the operator is read once, up to the last symbol that is not sentence punctuation
+# (at least two symbols), then the sentence punctuation after it once. Same tokens (tests/unit/test_text_linear.py).
+WORDS_AND_OPERATORS = (
+    r"(?u)\b\w\w+\b"
+    r"|[.,;:!?]{2,}+(?=\s|$)"
+    r"|(?>[^\w\s]{2}(?:[^\w\s]*[^\w\s.,;:!?])?)(?=[.,;:!?]*+(?:\s|$))"
+    r"|[^\w\s]{2,}+"
+)
+# Token patterns earlier models were saved with, and the equivalent one they are read with (same tokens).
+EQUIVALENT_TOKEN_PATTERNS = {
+    r"(?u)\b\w\w+\b|[.,;:!?]{2,}(?=\s|$)|[^\w\s]{2,}?(?=[.,;:!?]*(?:\s|$))|[^\w\s]{2,}": WORDS_AND_OPERATORS,
+}
 WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
 
 Counts = tuple[np.ndarray, np.ndarray]  # (columns, counts) of the terms found in the vocabulary
@@ -107,6 +120,8 @@ class TextFeatures:
         for name in ("word", "char"):
             settings = dict(fields[name]["settings"])
             settings["ngram_range"] = tuple(settings["ngram_range"])  # JSON made it a list
+            pattern = settings.get("token_pattern")
+            settings["token_pattern"] = EQUIVALENT_TOKEN_PATTERNS.get(pattern, pattern)
             vectorizer = TfidfVectorizer(**settings)
             vectorizer.vocabulary_ = fields[name]["vocabulary"]
             vectorizer.idf_ = arrays[f"{name}_idf"]  # scikit-learn's setter checks it against the vocabulary

@@ -1,6 +1,8 @@
 """Image bytes to the tensor ResNet-152 expects, exactly as ``ResNet152_Weights.IMAGENET1K_V2.transforms()``.
 
-Decoding is defensive: the pixel count is checked from the header before any pixel is decoded (decompression
+Decoding is defensive: only the formats the API documents (JPEG, PNG, WebP, GIF, BMP) are opened at all, so
+Pillow's other decoders (TIFF, JPEG 2000, AVIF, PPM and some forty more, each its own attack surface) never see
+a client's bytes; the pixel count is checked from the header before any pixel is decoded (decompression
 bombs), EXIF orientation is applied, animated formats give their first frame, and every colour mode (palette,
 grayscale, CMYK, alpha, 16-bit) ends up as 8-bit RGB. Anything that is not a whole, sane image raises
 ImageError with a message a client can act on.
@@ -13,10 +15,15 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.models import ResNet152_Weights
 
+from serve_app.errors import MAX_DETAIL_CHARS, shorten
 from serve_app.settings import MAX_ASPECT_RATIO
 
 IMAGENET_TRANSFORM = ResNet152_Weights.IMAGENET1K_V2.transforms()
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Pillow's names of the formats the API accepts (README "Using it"); Image.open tries no other plugin.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF or BMP"
+SIGNATURE_BYTES = 16  # what Image.open shows each plugin's signature check
 
 
 class ImageError(ValueError):
@@ -42,18 +49,43 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def signature_format(data: bytes) -> str | None:
+    """The format whose signature the data starts with, by Pillow's plugins' checks of the first bytes alone
+    (no header is parsed); None when no plugin knows it."""
+    Image.init()
+    prefix = data[:SIGNATURE_BYTES]
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # a signature check that cannot read this prefix does not know it
+            continue
+    return None
+
+
+def _unidentified(data: bytes) -> ImageError:
+    detected = signature_format(data)
+    if detected is not None and detected not in ACCEPTED_FORMATS:
+        return ImageError("unsupported_image_format", f"{detected} images are not accepted: send {ACCEPTED_NAMES}")
+    return ImageError("not_an_image", f"not a recognised image ({ACCEPTED_NAMES})")
+
+
+def _reason(error: Exception) -> str:
+    return shorten(str(error), MAX_DETAIL_CHARS)
+
+
 def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
     """Decode, orient and convert to RGB; raises ImageError for anything unusable."""
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", "not a recognised image (JPEG, PNG, WebP, GIF, BMP, ...)") from None
+        raise _unidentified(data) from None
     except Image.DecompressionBombError as error:
-        raise ImageError("image_too_large", str(error)) from None
+        raise ImageError("image_too_large", _reason(error)) from None
     except Exception as error:  # PIL's format plugins raise many types on hostile headers
-        raise ImageError("corrupt_image", f"the image header could not be read: {error}") from None
+        raise ImageError("corrupt_image", f"the image header could not be read: {_reason(error)}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
@@ -71,7 +103,8 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASP
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious
-        raise ImageError("corrupt_image", f"the image could not be decoded (truncated or corrupt): {error}") from None
+        reason = _reason(error)
+        raise ImageError("corrupt_image", f"the image could not be decoded (truncated or corrupt): {reason}") from None
 
 
 def preprocess(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> torch.Tensor:

@@ -155,3 +155,70 @@ async def open_and_drop(host: str, port: int, count: int) -> Counter:
         writer.transport.abort()  # RST, as a client that vanishes
     await asyncio.sleep(1.0)
     return outcome
+
+
+# --- found by a hostile client: each class with its fix (README "Security") --------------------------------
+
+PUNCTUATION_RUN = "." * 9_999 + "x"  # 0.9 s of FAQ scoring before (quadratic regular expressions), ~10 ms now
+UNCLOSED_TAGS = "<a>" * 3_333 + "x"
+UNCLOSED_COMMENTS = "<!--" * 2_500
+
+
+@pytest.mark.parametrize("question", [PUNCTUATION_RUN, UNCLOSED_TAGS, UNCLOSED_COMMENTS], ids=["dots", "a", "comment"])
+def test_a_worst_case_question_costs_about_what_any_question_does(http, question):
+    assert len(question) <= 10_000  # limits.max_question_chars
+    timings = []
+    for text in (question, "how do I loop over an array " * 350):  # the worst case, then ordinary text as long
+        started = time.monotonic()
+        response = http.post("/faq/match", json={"questions": [text] * 16})
+        timings.append(time.monotonic() - started)
+        assert response.status_code == 200, response.text[:200]
+    worst, ordinary = timings
+    assert worst < max(1.0, 5 * ordinary), timings
+
+
+def test_a_client_cannot_choose_the_request_id(http):
+    response = http.post("/faq/match", json=QUESTION, headers={"X-Request-Id": "chosen-by-client"})
+    assert response.status_code == 200
+    ours = response.headers.get_list("x-request-id")
+    assert len(ours) == 1 and ours[0] != "chosen-by-client"
+    assert response.headers.get_list("x-client-request-id") == ["chosen-by-client"]
+    dropped = http.post("/faq/match", json=QUESTION, headers={"X-Request-Id": "x" * 129})  # over 128 characters
+    assert dropped.status_code == 200 and "x-client-request-id" not in dropped.headers
+    assert "xxx" not in dropped.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs"),
+    [
+        ("/faq/match", {"json": {"question": "loop", "top_k": "7" * 200_000}}),
+        ("/faq/match", {"json": {"question": "loop", "7" * 200_000: 1}}),
+        (
+            "/images/classify",
+            {"files": {"image": ("a.png", b"\x89PNG", "image/png")}, "data": {"top_k": "7" * 200_000}},
+        ),
+        ("/images/classify", {"content": b"7" * 200_000, "headers": {"content-type": "image/png"}}),
+    ],
+    ids=["json-value", "json-key", "multipart-field", "raw-body"],
+)
+def test_invalid_input_is_never_echoed(http, path, kwargs):
+    response = http.post(path, **kwargs)
+    assert 400 <= response.status_code < 500, response.text[:200]
+    assert "7" * 65 not in response.text and len(response.content) < 4096
+    assert error_type(response) in {"validation_error", "not_an_image"}
+
+
+def test_image_formats_the_api_does_not_list_are_refused(http):
+    from tests.images import encode, sample_rgb
+
+    for image_format in ("TIFF", "PPM", "JPEG2000"):
+        response = http.post(
+            "/images/classify", content=encode(sample_rgb(), image_format), headers={"content-type": "image/x"}
+        )
+        assert response.status_code == 422 and error_type(response) == "unsupported_image_format", image_format
+
+
+def test_strangers_learn_only_whether_it_is_ready(deployed):
+    with httpx.Client(base_url=deployed, timeout=30) as anonymous:
+        answers = {anonymous.get("/readyz").text for _ in range(50)}
+    assert answers == {'{"status":"ready"}'}

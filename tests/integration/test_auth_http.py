@@ -31,7 +31,33 @@ def test_docs_and_version_are_closed_too(serve_apps, path):
 def test_health_probes_stay_open(serve_apps):
     with serve_apps.client(api_key=None) as anonymous:
         assert anonymous.get("/healthz").status_code == 200
-        assert anonymous.get("/readyz").status_code == 200
+        ready = anonymous.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready"}  # no devices, threads, counters or load errors for strangers
+    with serve_apps.client("/broken", api_key=None) as anonymous:
+        assert anonymous.get("/readyz").json() == {"status": "not_ready"}
+
+
+def test_a_token_living_longer_than_a_day_is_refused(serve_apps):
+    claims = jwt.decode(
+        mint_token(JWT_SECRET, "notebook", ttl_s=60), JWT_SECRET, algorithms=["HS256"], audience="serve-app"
+    )
+    ten_years = jwt.encode({**claims, "exp": claims["iat"] + 10 * 365 * 86_400}, JWT_SECRET, algorithm="HS256")
+    with serve_apps.client(api_key=ten_years) as http:
+        response = http.post("/faq/match", json=QUESTION)
+    assert response.status_code == 401
+    assert "over the limit of 86400 s" in response.json()["error"]["message"]
+    without_iat = jwt.encode({k: v for k, v in claims.items() if k != "iat"}, JWT_SECRET, algorithm="HS256")
+    with serve_apps.client(api_key=without_iat) as http:
+        response = http.post("/faq/match", json=QUESTION)
+    assert response.status_code == 401 and response.json()["error"]["message"] == "token has no 'iat' claim"
+
+
+def test_the_cli_refuses_to_mint_a_token_the_ingress_would_refuse():
+    command = [sys.executable, "-m", "serve_app.cli", "token", "--subject", "notebook", "--ttl-s", "864000"]
+    minted = subprocess.run(command, env={"SERVE_APP_JWT_SECRET": JWT_SECRET}, capture_output=True, text=True)
+    assert minted.returncode == 2 and minted.stdout == ""
+    assert "auth.max_token_lifetime_s" in minted.stderr and "Traceback" not in minted.stderr
 
 
 def test_a_wrong_key_is_refused_and_not_echoed(serve_apps):

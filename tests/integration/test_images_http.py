@@ -10,6 +10,7 @@ from torchvision.models import ResNet152_Weights
 
 from deployments.resnet.model import LABELS, random_resnet152
 from tests.images import PHOTOS, decompression_bomb, encode, photo_paths, sample_rgb, variants
+from tests.integration.test_faq_http import fresh_readiness
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def test_formats_over_http(client, name):
 
 
 def test_concurrent_requests_share_forward_passes(serve_apps, client, photos):
-    before = client.get("/readyz").json()["models"]["images"]["batching"]
+    before = fresh_readiness(client)["models"]["images"]["batching"]
     data = next(iter(photos.values()))
 
     async def burst() -> list[int]:
@@ -97,7 +98,7 @@ def test_concurrent_requests_share_forward_passes(serve_apps, client, photos):
             return [response.status_code for response in await asyncio.gather(*requests)]
 
     assert asyncio.run(burst()) == [200] * 8
-    after = client.get("/readyz").json()["models"]["images"]["batching"]
+    after = fresh_readiness(client)["models"]["images"]["batching"]
     assert after["images"] - before["images"] == 8
     assert after["forward_passes"] - before["forward_passes"] < 8
     assert after["largest_batch"] > 1
@@ -155,6 +156,11 @@ BAD_IMAGES = [
     ("top_k not a number", {"json": {"image": "AAAA", "top_k": "five"}}, 422, "validation_error"),
     ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),
     ("invalid JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+    # Decoded and classified (200) before: formats the README does not list are refused before any decoder runs.
+    *[
+        (f"{name} image", {"content": encode(sample_rgb(), name), "headers": JPEG}, 422, "unsupported_image_format")
+        for name in ("TIFF", "PPM", "JPEG2000", "AVIF")
+    ],
 ]
 
 
@@ -164,6 +170,18 @@ def test_bad_images_get_a_json_4xx(client, case, kwargs, status, error_type):
     assert response.status_code == status, response.text
     assert response.json()["error"]["type"] == error_type
     assert response.json()["error"]["message"]
+
+
+def test_an_unsupported_format_is_named(client):
+    response = client.post(
+        "/images/classify", json={"images": [base64.b64encode(encode(sample_rgb(), "TIFF")).decode()]}
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "unsupported_image_format"
+    assert error["details"] == [
+        {"field": "images.0", "message": "TIFF images are not accepted: send JPEG, PNG, WebP, GIF or BMP"}
+    ]
 
 
 def test_query_top_k_out_of_range_is_422_not_415(client, photos):

@@ -173,9 +173,6 @@ def test_token_within_leeway_still_passes():
         pytest.param(lambda: token(OTHER_SECRET), id="other-secret"),
         pytest.param(lambda: token(aud="someone-else"), id="wrong-audience"),
         pytest.param(lambda: token(iss="someone-else"), id="wrong-issuer"),
-        pytest.param(lambda: token(exp=None), id="no-exp"),
-        pytest.param(lambda: token(iat=None), id="no-iat"),
-        pytest.param(lambda: token(sub=None), id="no-sub"),
         pytest.param(lambda: token(sub=""), id="empty-sub"),
         pytest.param(lambda: token(iat=int(time.time()) + 3600), id="issued-in-future"),
         pytest.param(lambda: token()[:-4] + "AAAA", id="tampered-signature"),
@@ -187,6 +184,49 @@ def test_bad_tokens_are_401_invalid_credentials(bad):
     # Minted when the test runs, not at collection: a token made minutes earlier could have expired by now.
     credential = bad()
     assert assert_unauthorized(get(build(), authorization=bearer(credential)), credential) == "invalid credentials"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub"])
+def test_a_signed_token_without_a_required_claim_is_401_naming_it(claim):
+    credential = token(**{claim: None})
+    assert (
+        assert_unauthorized(get(build(), authorization=bearer(credential)), credential)
+        == f"token has no '{claim}' claim"
+    )
+
+
+@pytest.mark.parametrize("lifetime_s", [86_401, 10 * 365 * 86_400])
+def test_a_token_living_longer_than_the_limit_is_401_however_it_was_signed(lifetime_s):
+    now = int(time.time())
+    credential = token(iat=now, exp=now + lifetime_s)
+    message = assert_unauthorized(get(build(), authorization=bearer(credential)), credential)
+    assert message == f"token lifetime (exp - iat) of {lifetime_s} s is over the limit of 86400 s; mint a shorter one"
+    # Issued long ago, so only a little of it is left: still longer than allowed in all.
+    old = token(iat=now - 2 * 86_400, exp=now + 60)
+    assert "is over the limit" in assert_unauthorized(get(build(), authorization=bearer(old)), old)
+
+
+def test_the_token_lifetime_limit_is_a_setting():
+    now = int(time.time())
+    assert get(build(), authorization=bearer(token(iat=now, exp=now + 86_400))).status_code == 200  # exactly the limit
+    short = build(max_token_lifetime_s=600)
+    assert get(short, authorization=bearer(token(iat=now, exp=now + 600))).status_code == 200
+    assert_unauthorized(get(short, authorization=bearer(token(iat=now, exp=now + 601))))
+    with pytest.raises(ValidationError):
+        AuthSettings(max_token_lifetime_s=0)
+
+
+def test_mint_token_refuses_a_lifetime_the_ingress_would_refuse():
+    assert jwt.decode(
+        mint_token(SECRET, "alice", 86_400), SECRET, algorithms=["HS256"], audience="serve-app", issuer="serve-app"
+    )
+    with pytest.raises(ValueError, match=r"ttl_s 86401 is over .* 86400 s \(auth.max_token_lifetime_s\)"):
+        mint_token(SECRET, "alice", 86_401)
+    with pytest.raises(ValueError, match="is over"):
+        mint_token(SECRET, "alice", 601, max_lifetime_s=600)
+    assert (
+        get(build(max_token_lifetime_s=600), authorization=bearer(mint_token(SECRET, "alice", 600))).status_code == 200
+    )
 
 
 def test_alg_none_token_is_refused():

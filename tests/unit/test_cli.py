@@ -69,3 +69,12 @@ def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_token_longer_lived_than_the_ingress_accepts_is_not_minted(monkeypatch, capsys):
+    monkeypatch.setenv("SERVE_APP_JWT_SECRET", "s" * 32)
+    assert main(["token", "--subject", "notebook", "--ttl-s", str(10 * 365 * 86_400)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "auth.max_token_lifetime_s" in captured.err and "Traceback" not in captured.err
+    assert main(["token", "--subject", "notebook", "--ttl-s", "86400"]) == 0
+    assert capsys.readouterr().out.count(".") == 2  # one JWT

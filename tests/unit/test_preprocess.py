@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 from torchvision.models import ResNet152_Weights
 
 from deployments.resnet.preprocess import ImageError, decode_image, preprocess
@@ -80,3 +80,43 @@ def test_images_more_elongated_than_the_limit_are_refused_before_decoding(size):
 def test_an_image_exactly_at_the_aspect_ratio_limit_is_classified():
     tensor = preprocess(encode(sample_rgb().resize((500, 10)), "PNG"), LIMIT, max_aspect_ratio=50)
     assert tensor.shape == (3, 224, 224)
+
+
+# Formats Pillow decodes but the API does not accept (README "Using it"): refused before any decoder of theirs runs.
+REFUSED_FORMATS = ("TIFF", "PPM", "JPEG2000", "AVIF", "ICO", "PCX", "QOI", "SGI")
+
+
+@pytest.mark.parametrize("image_format", REFUSED_FORMATS)
+def test_formats_the_api_does_not_list_are_refused_naming_the_format(image_format):
+    if image_format == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support to make a test image with")
+    with pytest.raises(ImageError) as raised:
+        preprocess(encode(sample_rgb(), image_format), LIMIT)
+    assert raised.value.kind == "unsupported_image_format"
+    assert str(raised.value) == f"{image_format} images are not accepted: send JPEG, PNG, WebP, GIF or BMP"
+
+
+def test_no_other_format_plugin_reads_a_clients_bytes(monkeypatch):
+    Image.init()
+    opened = []
+    for name, (_, accept) in list(Image.OPEN.items()):
+        if name not in ("JPEG", "PNG", "WEBP", "GIF", "BMP"):
+
+            def refuse(*args, name=name, **kwargs):
+                opened.append(name)
+                raise AssertionError(f"the {name} plugin was asked to open a client's image")
+
+            monkeypatch.setitem(Image.OPEN, name, (refuse, accept))
+    for image_format in ("TIFF", "PPM", "JPEG2000", "PCX"):
+        with pytest.raises(ImageError):
+            preprocess(encode(sample_rgb(), image_format), LIMIT)
+    for data in variants().values():
+        preprocess(data, LIMIT)
+    assert opened == []
+
+
+def test_an_accepted_format_with_a_broken_header_is_not_called_unsupported():
+    broken_png = variants()["png"][:8] + b"\x00" * 40
+    with pytest.raises(ImageError) as raised:
+        preprocess(broken_png, LIMIT)
+    assert raised.value.kind == "not_an_image" and "JPEG, PNG, WebP, GIF or BMP" in str(raised.value)

@@ -1,0 +1,338 @@
+"""The ingress's FastAPI app without Ray: model deployments are stand-ins, requests go through its whole middleware
+stack (request ids, admission, authentication, rate limits, body limits) and error handlers."""
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from serve_app.http import ClientRequestIds, client_request_id
+from serve_app.ingress import CachedState, Ingress
+from tests.images import variants
+
+API_KEY = "unit-test-key-0123456789abcdef"
+HUGE = "9" * 200_000  # an invalid value of 200 KB
+MAX_ECHO = 64
+
+
+class StandIn:
+    """A deployment handle whose methods answer at once from plain functions, counting the calls."""
+
+    def __init__(self, **methods: Callable[..., Any]) -> None:
+        self.calls: dict[str, int] = {}
+        for name, method in methods.items():
+            setattr(self, name, self._method(name, method))
+
+    def _method(self, name: str, method: Callable[..., Any]) -> Any:
+        stand_in = self
+
+        class Method:
+            @staticmethod
+            def remote(*args: Any) -> asyncio.Future:
+                stand_in.calls[name] = stand_in.calls.get(name, 0) + 1
+
+                async def answer() -> Any:
+                    await asyncio.sleep(0.01)
+                    return method(*args)
+
+                return asyncio.ensure_future(answer())
+
+        return Method()
+
+
+def faq_stand_in() -> StandIn:
+    return StandIn(
+        status=lambda: {"ready": True, "model_version": "faq-v1", "batching": {"requests": 1.0}},
+        match_many=lambda queries: {"results": [[[] for _ in q] for q, _ in queries], "model_version": "faq-v1"},
+        score_all=lambda question: [[1, 1, 1.0]],
+    )
+
+
+def images_stand_in(ready: bool = True) -> StandIn:
+    return StandIn(
+        status=lambda: {"ready": ready, "model_version": "img", "device": "cpu", "torch_threads": 2},
+        classify=lambda images, k: {"results": [[] for _ in images], "model_version": "img"},
+    )
+
+
+def build(monkeypatch, faq=None, images=None, auth: bool = True, **limits: Any):
+    """The ingress's ASGI app, with ClientRequestIds in front as Ray Serve runs it when its hook is set."""
+    monkeypatch.setenv("SERVE_APP_API_KEYS", API_KEY)
+    monkeypatch.delenv("SERVE_APP_JWT_SECRET", raising=False)
+    user_class = next(cls for cls in Ingress.func_or_class.__mro__[1:] if cls.__name__ == "Ingress")
+    ingress = user_class.__new__(user_class)
+    user_class.__init__(ingress, faq or faq_stand_in(), images or images_stand_in(), limits, None, {"enabled": auth})
+    return ClientRequestIds(ingress.__serve_build_asgi_app__())
+
+
+def call(app, method: str, path: str, authorized: bool = True, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {API_KEY}"} if authorized else {}
+    headers |= kwargs.pop("headers", {})
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.request(method, path, headers=headers, **kwargs)
+
+    return asyncio.run(go())
+
+
+def assert_no_echo(response: httpx.Response, value: str = HUGE) -> dict:
+    """The error names the problem but repeats at most MAX_ECHO characters of the value."""
+    assert 400 <= response.status_code < 500, response.text
+    assert value[: MAX_ECHO + 1] not in response.text
+    assert len(response.content) < 4096
+    return response.json()["error"]
+
+
+# --- errors never echo more than a short prefix of any input ------------------------------------------------
+
+
+def test_a_huge_invalid_multipart_top_k_is_not_echoed(monkeypatch):
+    app = build(monkeypatch)
+    files = {"image": ("a.png", variants()["png"], "image/png")}
+    error = assert_no_echo(call(app, "POST", "/images/classify", files=files, data={"top_k": HUGE}))
+    assert error["type"] == "validation_error" and error["details"][0]["field"] == "top_k"
+    assert "'9999" in error["message"] and "(200000 characters)" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/faq/match", {"question": "sort an array", "top_k": HUGE}),
+        ("/faq/match", {"question": "sort an array", HUGE: 1}),
+        ("/faq/match", {"questions": ["sort", HUGE], "top_k": [HUGE]}),
+        ("/score", {"input": "sort", HUGE: HUGE}),
+        ("/images/classify", {"image": base64.b64encode(variants()["png"]).decode(), "top_k": HUGE}),
+        ("/images/classify", {"images": [HUGE], HUGE: 1}),
+    ],
+    ids=["faq-top_k", "faq-extra-key", "faq-nested", "score-extra-key", "images-top_k", "images-extra-key"],
+)
+def test_huge_invalid_json_fields_and_keys_are_not_echoed(monkeypatch, path, body):
+    error = assert_no_echo(call(build(monkeypatch), "POST", path, json=body))
+    assert error["type"] == "validation_error"
+    assert all(len(detail["field"]) < 100 for detail in error["details"])
+
+
+def asgi_call(app, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes):
+    """Straight through ASGI, for what HTTP client libraries refuse to send (a 200 KB query string)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {API_KEY}".encode()), *headers],
+        "client": ("127.0.0.1", 1234),
+        "server": ("test", 80),
+    }
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    content = b"".join(message.get("body", b"") for message in sent[1:])
+    return httpx.Response(sent[0]["status"], headers=sent[0]["headers"], content=content)
+
+
+def test_a_huge_invalid_query_parameter_is_not_echoed(monkeypatch):
+    app = build(monkeypatch)
+    image = [(b"content-type", b"image/png")]
+    response = asgi_call(app, "POST", "/images/classify", f"top_k={HUGE}".encode(), image, variants()["png"])
+    error = assert_no_echo(response)
+    assert error["type"] == "validation_error" and error["details"][0]["field"] == "query.top_k"
+
+
+def test_huge_content_types_are_not_echoed(monkeypatch):
+    app = build(monkeypatch)
+    huge_type = "text/" + "x" * 200_000
+    raw = call(app, "POST", "/images/classify", content=b"abc", headers={"content-type": huge_type})
+    assert assert_no_echo(raw, huge_type)["type"] == "unsupported_media_type"
+    faq = call(app, "POST", "/faq/match", content=b'{"question": "x"}', headers={"content-type": huge_type})
+    assert assert_no_echo(faq, huge_type)["type"] == "unsupported_media_type"
+
+
+def test_a_huge_raw_body_that_is_not_json_is_not_echoed(monkeypatch):
+    app = build(monkeypatch)
+    body = b'{"question": "' + HUGE.encode()  # unterminated
+    error = assert_no_echo(call(app, "POST", "/faq/match", content=body, headers={"content-type": "application/json"}))
+    assert error["type"] == "invalid_json"
+
+
+def test_hundreds_of_thousands_of_wrong_items_get_a_short_answer(monkeypatch):
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match", json={"questions": [1] * 100_000})
+    error = assert_no_echo(response)
+    assert response.status_code == 422 and len(error["details"]) == 20
+    assert error["message"].endswith("; and 99980 more problems")
+
+
+# --- request ids --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        (b"req-1234", "req-1234"),
+        (b"  padded id  ", "padded id"),
+        (b"x" * 128, "x" * 128),
+        (b"x" * 129, None),
+        (b"caf\xc3\xa9", None),  # not ASCII
+        (b"line\nbreak", None),
+        (b"tab\there", None),
+        (b"", None),
+        (None, None),
+    ],
+)
+def test_only_short_printable_ascii_client_request_ids_are_recorded(sent, recorded):
+    assert client_request_id(sent) == recorded
+
+
+def test_the_request_id_is_never_the_clients(monkeypatch, caplog):
+    app = build(monkeypatch)
+    seen: list[dict[str, str]] = []
+
+    async def recorder(scope, receive, send):  # what Ray Serve's own middleware would see behind the hook
+        seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await app.app(scope, receive, send)
+
+    front = ClientRequestIds(recorder)
+    sent = {"X-Request-Id": "chosen-by-client", "X-Client-Request-Id": "forged"}
+    with caplog.at_level(logging.INFO, logger="ray.serve"):
+        response = call(front, "POST", "/faq/match", json={"question": "sort"}, headers=sent)
+    assert response.status_code == 200
+    assert "x-request-id" not in seen[0]  # Serve makes up its own
+    assert seen[0]["x-client-request-id"] == "chosen-by-client"  # the forged one is gone
+    assert response.headers.get_list("x-client-request-id") == ["chosen-by-client"]
+    assert "chosen-by-client" not in response.headers.get("x-request-id", "")
+    assert [r.client_request_id for r in caplog.records if hasattr(r, "client_request_id")] == ["chosen-by-client"]
+
+
+def test_invalid_client_request_ids_are_dropped(monkeypatch):
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match", json={"question": "sort"}, headers={"X-Request-Id": "x" * 200})
+    assert response.status_code == 200 and "x-client-request-id" not in response.headers
+
+
+def test_refusals_carry_the_client_request_id_back_too(monkeypatch):
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match", authorized=False, json={}, headers={"X-Request-Id": "abc"})
+    assert response.status_code == 401 and response.headers["x-client-request-id"] == "abc"
+
+
+def test_without_the_hook_in_front_the_ingress_warns_and_adds_nothing(monkeypatch, caplog):
+    app = build(monkeypatch).app  # Serve's HTTP server without serve_app.http:proxy_middlewares
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        for _ in range(2):
+            response = call(app, "POST", "/faq/match", json={"question": "sort"}, headers={"X-Request-Id": "abc"})
+            assert response.status_code == 200 and "x-client-request-id" not in response.headers
+    warnings = [r.getMessage() for r in caplog.records if "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# --- readiness ----------------------------------------------------------------------------------------------
+
+
+def test_anonymous_probes_learn_only_the_status(monkeypatch):
+    app = build(monkeypatch)
+    anonymous = call(app, "GET", "/readyz", authorized=False)
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+    wrong_key = call(app, "GET", "/readyz", authorized=False, headers={"Authorization": "Bearer nope"})
+    assert wrong_key.status_code == 200 and wrong_key.json() == {"status": "ready"}
+    detailed = call(app, "GET", "/readyz").json()
+    assert detailed["status"] == "ready" and detailed["ready"] is True
+    assert detailed["models"]["images"]["device"] == "cpu" and "checked_s_ago" in detailed
+
+
+def test_not_ready_is_503_for_everyone_with_details_only_for_callers_with_credentials(monkeypatch):
+    app = build(monkeypatch, images=images_stand_in(ready=False))
+    anonymous = call(app, "GET", "/readyz", authorized=False)
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "not_ready"}
+    detailed = call(app, "GET", "/readyz")
+    assert detailed.status_code == 503 and detailed.json()["models"]["images"]["ready"] is False
+
+
+def test_with_authentication_off_everyone_sees_the_details(monkeypatch):
+    app = build(monkeypatch, auth=False)
+    assert "models" in call(app, "GET", "/readyz", authorized=False).json()
+
+
+def test_probes_share_one_refresh_of_the_models_state(monkeypatch):
+    faq, images = faq_stand_in(), images_stand_in()
+    app = build(monkeypatch, faq=faq, images=images, readiness_cache_s=60)
+
+    async def many() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            responses = await asyncio.gather(*(client.get("/readyz") for _ in range(50)))
+            responses += [await client.get("/readyz") for _ in range(50)]
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(many()) == [200] * 100
+    assert faq.calls["status"] == 1 and images.calls["status"] == 1
+
+
+def test_the_cached_state_is_asked_again_once_older_than_its_limit():
+    asks = []
+
+    async def fetch() -> int:
+        asks.append(1)
+        await asyncio.sleep(0.02)
+        return len(asks)
+
+    async def scenario() -> list[int]:
+        cached = CachedState(fetch, max_age_s=0.1)
+        first = await asyncio.gather(*(cached.get() for _ in range(10)))  # one ask for all ten
+        again = await cached.get()  # fresh enough
+        await asyncio.sleep(0.12)
+        later = await asyncio.gather(*(cached.get() for _ in range(10)))  # one more
+        return [value for value, _ in [*first, again, *later]]
+
+    assert asyncio.run(scenario()) == [1] * 11 + [2] * 10
+    assert len(asks) == 2
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_shared_refresh():
+    async def fetch() -> str:
+        await asyncio.sleep(0.05)
+        return "state"
+
+    async def scenario() -> str:
+        cached = CachedState(fetch, max_age_s=10)
+        impatient = asyncio.ensure_future(cached.get())
+        await asyncio.sleep(0.01)
+        impatient.cancel()
+        value, _ = await cached.get()
+        return value
+
+    assert asyncio.run(scenario()) == "state"
+
+
+def test_unknown_routes_still_answer_json(monkeypatch):
+    response = call(build(monkeypatch), "GET", "/nope/" + "x" * 5000)
+    assert response.status_code == 404 and "x" * (MAX_ECHO + 1) not in response.text
+    assert json.loads(response.text)["error"]["type"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "limit"), [("/faq/match", "question", 50), ("/images/classify", "image", 20)]
+)
+def test_a_huge_number_out_of_range_is_not_echoed(monkeypatch, path, field, limit):
+    digits = "9" * 3_000  # parses as an int (4,300 digits at most), then is out of range
+    body = f'{{"{field}": "AAAA", "top_k": {digits}}}'.encode()
+    response = call(build(monkeypatch), "POST", path, content=body, headers={"content-type": "application/json"})
+    error = assert_no_echo(response, digits)
+    message = f"must be between 1 and {limit}, got a number of about 3000 digits"
+    assert error["details"] == [{"field": "top_k", "message": message}]
