@@ -49,8 +49,15 @@ def broken(tmp_path: Path, change) -> Path:
     return path
 
 
-def all_groups(cluster: dict) -> list[dict]:
-    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+def without_env(name: str):
+    """A defect: every Ray container loses the environment variable ``name``."""
+
+    def change(cluster: dict) -> None:
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            container = group["template"]["spec"]["containers"][0]
+            container["env"] = [e for e in container["env"] if e["name"] != name]
+
+    return change
 
 
 def test_the_shipped_rayservice_serves_every_route_as_deployed():
@@ -60,22 +67,12 @@ def test_the_shipped_rayservice_serves_every_route_as_deployed():
 
 
 def test_a_read_only_root_without_a_numba_cache_directory_is_caught(tmp_path: Path):
-    def drop_numba_cache_dir(cluster: dict) -> None:
-        for group in all_groups(cluster):
-            container = group["template"]["spec"]["containers"][0]
-            container["env"] = [e for e in container["env"] if e["name"] != "NUMBA_CACHE_DIR"]
-
-    code, output = rehearse(broken(tmp_path, drop_numba_cache_dir))
+    code, output = rehearse(broken(tmp_path, without_env("NUMBA_CACHE_DIR")))
     assert code == 1 and "does not import" in output and "cannot cache function" in output
 
 
 def test_a_missing_api_key_variable_is_caught(tmp_path: Path):
-    def drop_api_keys(cluster: dict) -> None:
-        for group in all_groups(cluster):
-            container = group["template"]["spec"]["containers"][0]
-            container["env"] = [e for e in container["env"] if e["name"] != "SERVE_APP_API_KEYS"]
-
-    code, output = rehearse(broken(tmp_path, drop_api_keys))
+    code, output = rehearse(broken(tmp_path, without_env("SERVE_APP_API_KEYS")))
     # Auth stays on and fails closed: every call with the (now unknown) key is refused.
     assert code == 1 and "FAIL POST /faq/match with a key: 200 and 3 matches: 401" in output
 
