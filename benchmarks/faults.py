@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.load import CallFactory, LoadResult, closed_loop
+from benchmarks.load import CallFactory, LoadResult, closed_loop, run_workers
 from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.isolation import free_port
 from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
@@ -104,10 +104,7 @@ async def httpx_closed_loop(
                     status = type(error).__name__
                 result.record(call, status, time.perf_counter() - started)
 
-        cpu, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker(started + duration_s) for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - started
-        result.client_cpu_s = time.process_time() - cpu
+        await run_workers(worker, concurrency, duration_s, result)
     return result
 
 

@@ -9,7 +9,7 @@ cannot hide queueing behind a slowed-down client (no coordinated omission).
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -101,6 +101,17 @@ def _session(connections: int, timeout_s: float, headers: dict[str, str] | None)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
 
+async def run_workers(
+    worker: Callable[[float], Awaitable[None]], concurrency: int, duration_s: float, result: LoadResult
+) -> None:
+    """``concurrency`` closed-loop workers until ``duration_s`` has passed; the run's wall time and the client's
+    CPU time go into ``result``."""
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(started + duration_s) for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    result.client_cpu_s = time.process_time() - cpu
+
+
 async def closed_loop(
     base_url: str,
     calls: CallFactory,
@@ -119,10 +130,7 @@ async def closed_loop(
                 status = await _send(session, base_url, call)
                 result.record(call, status, time.perf_counter() - started)
 
-        cpu, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker(started + duration_s) for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - started
-        result.client_cpu_s = time.process_time() - cpu
+        await run_workers(worker, concurrency, duration_s, result)
     return result
 
 

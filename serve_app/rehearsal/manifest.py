@@ -8,7 +8,7 @@ generates for it, the container's environment (Secret references resolved from a
 import math
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class PodSpec:
     read_only_root: bool
     volumes: list[Volume]
     working_dir: str | None  # the container's workingDir, else the image's WORKDIR
-    resources: dict[str, str] = field(default_factory=dict)  # the container's limits (else requests)
 
     @property
     def is_head(self) -> bool:
@@ -135,7 +134,6 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool) -> PodS
     container = pod["containers"][0]  # KubeRay runs Ray in the first container
     pod_security = pod.get("securityContext", {})
     security = {**pod_security, **container.get("securityContext", {})}
-    resources = container.get("resources", {})
     return PodSpec(
         group=group_name,
         ray_start_params=_start_params(group, container, group_name == "head", autoscaling),
@@ -145,7 +143,6 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool) -> PodS
         read_only_root=bool(security.get("readOnlyRootFilesystem", False)),
         volumes=_volumes(pod, container),
         working_dir=container.get("workingDir"),
-        resources={k: str(v) for k, v in {**resources.get("requests", {}), **resources.get("limits", {})}.items()},
     )
 
 
