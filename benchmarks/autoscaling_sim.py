@@ -28,11 +28,11 @@ import ray
 from ray import serve
 
 from benchmarks.load import Call, closed_loop
-from benchmarks.peers.isolation import free_port
 from benchmarks.workloads import images
 from serve_app.app import build_graph
 from serve_app.capacity import plan
 from serve_app.settings import AppArgs, ImageModelSettings
+from serve_app.testing import free_port
 
 NODE_TYPES = {
     "cpu": {"resources": {"CPU": 2}, "min_workers": 1, "max_workers": 1, "node_config": {}},

@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import Call, closed_loop, open_loop
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, SERVE_PATHS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, SERVE_PATHS, THROUGHPUT_ENV, running
 from benchmarks.report import publish
 from benchmarks.workloads import SCENARIOS, Scenario
+from serve_app.testing import AUTH_HEADERS
 
 FREE_PORT = 18400
 BARE_IMAGE_BATCH_SIZES = (1, 4, 8)

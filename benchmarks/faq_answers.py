@@ -15,7 +15,7 @@ import numpy as np
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataset, load_jsonl, load_tsv
 from deployments.faq.demo import DEMO_FAQ_PATH
-from deployments.faq.train import train
+from deployments.faq.training.train import train
 
 METRICS = ("acc_at_1", "acc_at_3", "mean_rank")
 

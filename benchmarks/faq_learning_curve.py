@@ -19,8 +19,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from benchmarks.faq_quality import DEFAULT_DATA
 from deployments.faq.data import FaqDataset, load_tsv
-from deployments.faq.evaluate import label_indices, ranking_metrics, true_ranks
-from deployments.faq.model import fit_model
+from deployments.faq.training.evaluate import label_indices, ranking_metrics, true_ranks
+from deployments.faq.training.fit import fit_model
 
 FOLDS = 4
 

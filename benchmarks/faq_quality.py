@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from deployments.faq.data import FaqDataset, load_tsv
-from deployments.faq.model import FaqModel, fit_model
-from deployments.faq.train import train
+from deployments.faq.model import FaqModel
+from deployments.faq.training.fit import fit_model
+from deployments.faq.training.train import train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "stackoverflow-faq"
 

@@ -35,11 +35,11 @@ import numpy as np
 
 from benchmarks.load import CallFactory, LoadResult, closed_loop, run_workers
 from benchmarks.machine_cpu import without_steal
-from benchmarks.peers.isolation import free_port
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.haproxy import HAPROXY_RETRY_ON
+from serve_app.testing import AUTH_HEADERS, free_port
 
 APP = "serve_app"
 LOADS = ("mixed", "faq-single", "faq-batch")
@@ -48,7 +48,7 @@ RETRY_ON = {"ours": HAPROXY_RETRY_ON, "ray-default": "conn-failure"}
 
 
 def server_session(port: int) -> int:
-    """The session of the server started on ``port`` (benchmarks.peers.serve_server): Ray's processes, replicas
+    """The session of the server started on ``port`` (serve_app.testing.server): Ray's processes, replicas
     included, stay in the session its launcher started. Other servers on this shared machine (tests, colleagues)
     run applications of the same name, whose replicas must not be killed."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -57,9 +57,9 @@ def server_session(port: int) -> int:
         except OSError:  # gone meanwhile
             continue
         ours = [b"--port", str(port).encode()]
-        if b"benchmarks.peers.serve_server" in words and any(words[i : i + 2] == ours for i in range(len(words))):
+        if b"serve_app.testing.server" in words and any(words[i : i + 2] == ours for i in range(len(words))):
             return os.getsid(int(cmdline.parent.name))
-    raise RuntimeError(f"no benchmarks.peers.serve_server on port {port}")
+    raise RuntimeError(f"no serve_app.testing.server on port {port}")
 
 
 def replica_pids(deployment: str, session: int) -> list[int]:

@@ -150,7 +150,7 @@ async def open_loop(
     and the wait counts in its latency (measured from its scheduled start). Unbounded, a client lagging for a
     moment on these shared cores opens thousands at once; past HAProxy's global maxconn (4,096) the new ones
     sit unaccepted while the client keeps its earlier ones idle in its pool, and requests stall for the
-    client's keep-alive time (benchmarks/results/README.md, "Overload, FAQ").
+    client's keep-alive time (benchmarks/results/README.md, "Overload").
     Beyond ``max_outstanding`` requests in flight, a scheduled request is counted as ``client_overflow``
     instead of being sent: the server has fallen so far behind that more load would only measure the client.
     """

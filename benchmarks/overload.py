@@ -20,9 +20,10 @@ import numpy as np
 
 from benchmarks.load import closed_loop, open_loop
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
+from serve_app.testing import AUTH_HEADERS
 
 PORT = 18800
 # Enough to keep the path busy, within the ingress's admission limits (16 image requests in flight by default).

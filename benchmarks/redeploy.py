@@ -29,15 +29,16 @@ import numpy as np
 import yaml
 
 from benchmarks.load import closed_loop
-from benchmarks.peers.serve_server import serve_deploy
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, running
+from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from deployments.faq.artifact import ARRAYS_FILE, METADATA_FILE, save_artifact
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH
-from deployments.faq.train import train
+from deployments.faq.training.train import train
 from serve_app.kuberay import SERVE_CONFIG
+from serve_app.testing import AUTH_HEADERS
+from serve_app.testing.server import serve_deploy
 
 PORT, DASHBOARD_PORT = 18700, 18765
 STEPS = ("hot", "tampered", "full")

@@ -40,14 +40,15 @@ from ray import serve
 
 from benchmarks.load import Call, LoadResult, closed_loop, open_loop
 from benchmarks.machine_cpu import without_steal
-from benchmarks.peers.isolation import free_port, private_fast_ingress_env
-from benchmarks.peers.servers import FAST_SERVE_ENV
 from benchmarks.report import publish, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
+from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 from serve_app.app import build_graph
-from serve_app.settings import AppArgs, BatchConfig, ImageModelSettings
+from serve_app.settings import AppArgs
+from serve_app.testing import free_port
+from serve_app.testing.deployed import fast_ingress_env
 
 BARRIER_TIMEOUT_S = 600  # longer than any one batch size's measurement and a model load
 
@@ -162,7 +163,7 @@ def efficiencies(rows: list[dict], bare: dict[str, dict]) -> list[dict]:
     ]
 
 
-def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list[dict]:
+def served(args: argparse.Namespace, data: bytes, batching: ImageUserConfig) -> list[dict]:
     app = build_graph(
         # Auth off: this measures the model path on loopback (the ingress logs that auth is off).
         AppArgs(
@@ -197,7 +198,7 @@ def served(args: argparse.Namespace, data: bytes, batching: BatchConfig) -> list
     return rows
 
 
-def measured_row(batching: BatchConfig, measure: Callable[[], LoadResult]) -> dict:
+def measured_row(batching: ImageUserConfig, measure: Callable[[], LoadResult]) -> dict:
     result, steal = without_steal(measure)
     row = {"batching": batching.max_batch_size > 1, **result.summary(), "host_steal_percent": steal}
     print(json.dumps(row), file=sys.stderr)
@@ -309,14 +310,14 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
     model's next run."""
     if args.fast_ingress:
         # Ray's processes read these when they start; fresh ports and files for each instance.
-        os.environ.update(FAST_SERVE_ENV | private_fast_ingress_env())
+        os.environ.update(fast_ingress_env())
     args.port = free_port()
     ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        batching = BatchConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
+        batching = ImageUserConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
         rows = served(args, data, batching)
-        return rows + served(args, data, BatchConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
+        return rows + served(args, data, ImageUserConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
     finally:
         serve.shutdown()
         ray.shutdown()

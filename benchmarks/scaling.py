@@ -21,9 +21,10 @@ from pathlib import Path
 
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import jiffies
-from benchmarks.peers.servers import AUTH_HEADERS, PEERS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
 from benchmarks.report import publish, table
 from benchmarks.workloads import SCENARIOS
+from serve_app.testing import AUTH_HEADERS
 
 SCENARIO_OF = {"FAQMatcher": "faq-single", "ImageClassifier": "image-one"}
 PORT = 18500

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.asgi import send_error
+from serve_app.probes import DEMO_PATH, PROBE_PATHS
 
 logger = logging.getLogger("ray.serve")
 
@@ -72,8 +73,9 @@ class AuthSettings(BaseModel):
         "with the right secret, gets 401 (a leaked ten-year token would otherwise work for ten years).",
     )
     open_paths: list[str] = Field(
-        ["/healthz", "/readyz", "/-/healthz", "/-/routes"],
-        description="Paths served without credentials (exact match): the health probes. API docs stay protected.",
+        [*PROBE_PATHS, DEMO_PATH],
+        description="Paths served without credentials (exact match): the health probes and the demo page (which "
+        "holds no data and asks for a key itself). API docs stay protected.",
     )
     realm: str = Field(
         "serve-app",

@@ -8,9 +8,10 @@ from pathlib import Path
 from deployments.faq.artifact import ArtifactError, load_artifact, save_artifact
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
-from deployments.faq.evaluate import evaluate
-from deployments.faq.train import train
+from deployments.faq.training.evaluate import evaluate
+from deployments.faq.training.train import train
 from serve_app.auth import DEFAULT_MAX_TOKEN_LIFETIME_S
+from serve_app.kuberay import NotACheckout
 
 
 def _load_dataset(orig: Path, dups: Path | None, answers: Path | None = None) -> FaqDataset:
@@ -49,8 +50,9 @@ def faq_evaluate(args: argparse.Namespace) -> int:
 
 
 def kuberay_render(args: argparse.Namespace) -> int:
-    from serve_app.kuberay import RAYSERVICE, render
+    from serve_app.kuberay import RAYSERVICE, render, require_checkout
 
+    require_checkout("kuberay render")
     rendered = render()
     if args.check:
         if not RAYSERVICE.exists() or RAYSERVICE.read_text() != rendered:
@@ -63,12 +65,10 @@ def kuberay_render(args: argparse.Namespace) -> int:
 
 
 def kuberay_rehearse(args: argparse.Namespace) -> int:
-    from serve_app.kuberay import ROOT
+    from serve_app.kuberay import ROOT, require_checkout
     from serve_app.rehearsal.run import main as rehearse
 
-    if not (ROOT / "kuberay").is_dir():
-        print("serve-app: `kuberay rehearse` is a repository tool: run it from a checkout", file=sys.stderr)
-        return 2
+    require_checkout("kuberay rehearse")
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
     return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ArtifactError, FaqDataError, FileNotFoundError) as error:
+    except (ArtifactError, FaqDataError, FileNotFoundError, NotACheckout) as error:
         print(f"serve-app: error: {error}", file=sys.stderr)
         return 2
 

@@ -4,13 +4,14 @@ Each call across a DeploymentHandle costs the caller and the callee a fixed amou
 routing, request bookkeeping), a few milliseconds on small machines: more than scoring one FAQ question.
 Requests that arrive while earlier groups are in flight wait and leave together in the next group, so
 under load the fixed cost is paid once per group; an idle service sends each request at once (no timer).
+
+The queue of waiting calls has no bound of its own: the caller bounds the calls it makes at once (the ingress's
+admission limit counts every request from its arrival).
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
-
-from serve_app.errors import Overloaded
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -20,16 +21,14 @@ class Coalescer(Generic[Item, Result]):
     def __init__(
         self,
         send: Callable[[list[Item]], Awaitable[list[Result]]],
-        max_group: int = 64,
-        max_in_flight: int = 2,
-        max_waiting: int = 1024,
+        max_group: int,
+        max_in_flight: int,
     ) -> None:
-        if max_group < 1 or max_in_flight < 1 or max_waiting < 1:
-            raise ValueError("max_group, max_in_flight and max_waiting must be >= 1")
+        if max_group < 1 or max_in_flight < 1:
+            raise ValueError("max_group and max_in_flight must be >= 1")
         self.send = send
         self.max_group = max_group
         self.max_in_flight = max_in_flight
-        self.max_waiting = max_waiting
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
@@ -38,13 +37,11 @@ class Coalescer(Generic[Item, Result]):
         self.largest_group = 0
 
     async def submit(self, item: Item, timeout_s: float | None = None) -> Result:
-        """The result of ``item``'s group; ``Overloaded`` at once when ``max_waiting`` items already wait.
+        """The result of ``item``'s group.
 
         ``timeout_s`` bounds the whole wait, the time queued behind groups in flight included (TimeoutError
         after it; the item then leaves the queue, or its group's answer is dropped).
         """
-        if len(self._waiting) >= self.max_waiting:
-            raise Overloaded(f"{len(self._waiting)} requests are already waiting for the model; try again shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._dispatch()

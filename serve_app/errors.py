@@ -1,5 +1,5 @@
-"""Errors that cross from the deployments to the ingress or end a model call there, and the one JSON shape every
-error has.
+"""The ingress's errors, the one table of the HTTP status each error answers with (the model layer's errors,
+deployments.errors, know nothing of HTTP), and the one JSON shape every error has.
 
 An error names what was wrong with a request but never sends it back: at most ``MAX_ECHO_CHARS`` characters of
 anything a client sent (a field's value, a header, a JSON key) appear in an error, through ``echo`` and
@@ -9,15 +9,11 @@ anything a client sent (a field's value, a header, a JSON key) appear in an erro
 
 from typing import Any
 
-MAX_ECHO_CHARS = 64  # the most of one input (value, header, key) that an error message repeats
+from deployments.errors import MAX_DETAIL_CHARS, MAX_ECHO_CHARS, InputTooLarge, InvalidInput, ModelUnavailable, shorten
+
 MAX_MESSAGE_CHARS = 1024  # an error message, whatever it is made of
-MAX_DETAIL_CHARS = 256  # a detail's message
 MAX_ERROR_DETAILS = 20  # details listed; the rest are counted
-
-
-def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
-    """``text``, or its first ``limit`` characters and how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+VALIDATION_ERROR = "validation_error"
 
 
 def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
@@ -29,18 +25,6 @@ def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
         return str(value) if digits <= limit else f"a number of about {digits} digits"
     text = value if isinstance(value, str) else str(value)
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
-
-
-class ModelUnavailable(RuntimeError):
-    """A model could not be loaded; its routes answer 503 with this reason until it is fixed."""
-
-    def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"{model}: {reason}")
-        self.model = model
-        self.reason = reason
-
-    def __reduce__(self) -> tuple:  # keeps both fields when Ray ships the exception to the caller
-        return (type(self), (self.model, self.reason))
 
 
 class Overloaded(RuntimeError):
@@ -71,7 +55,8 @@ class ReplicaCrashed(RuntimeError):
 
 
 class RequestError(ValueError):
-    """The client sent something we will not process; ``status`` is the 4xx to answer with."""
+    """The request itself is malformed at the HTTP level (its body, its media type); ``status`` is the 4xx to
+    answer with. Invalid values are ``InvalidInput`` (``invalid``)."""
 
     def __init__(self, status: int, error_type: str, message: str, details: list[dict[str, Any]] | None = None):
         super().__init__(message)
@@ -82,6 +67,27 @@ class RequestError(ValueError):
 
     def __reduce__(self) -> tuple:  # keeps every field when Ray ships the exception to the caller
         return (type(self), (self.status, self.error_type, self.message, self.details))
+
+
+def invalid(field: str, message: str) -> InvalidInput:
+    """A value the client sent that we will not process (422 validation_error naming ``field``)."""
+    return InvalidInput(VALIDATION_ERROR, message, field)
+
+
+# The HTTP status of each error a route may end with, but RequestError, which carries its own: the model layer's
+# and the ingress's. The most specific class listed wins.
+ERROR_STATUS: dict[type[Exception], int] = {
+    InputTooLarge: 413,
+    InvalidInput: 422,
+    ModelUnavailable: 503,
+    Overloaded: 503,
+    ReplicaCrashed: 500,
+    TimeoutError: 504,
+}
+
+
+def status_of(error: Exception) -> int:
+    return next(ERROR_STATUS[cls] for cls in type(error).__mro__ if cls in ERROR_STATUS)
 
 
 def bounded_details(details: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -1,7 +1,8 @@
 """HTTP plumbing shared by every route: the body size limit, request ids and the mapping of errors to JSON responses.
 
 Every error leaves as ``{"error": {"type", "message", "details"}}`` with a 4xx when the client can fix it and
-a 5xx only when we cannot serve (503 model unavailable, 504 too slow, 500 a bug, logged with its request id).
+a 5xx only when we cannot serve (503 model unavailable, 504 too slow, 500 a bug, logged with its request id); the
+statuses of the model layer's and the ingress's errors come from one table (serve_app.errors.ERROR_STATUS).
 No error repeats more than a short prefix of what the client sent (serve_app.errors).
 
 Request ids are the service's. Ray Serve's HTTP server (its proxy, or an ingress replica behind HAProxy) takes a
@@ -29,16 +30,16 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployments.errors import MAX_DETAIL_CHARS, InvalidInput, ModelUnavailable, shorten
 from serve_app.errors import (
-    MAX_DETAIL_CHARS,
     MAX_ERROR_DETAILS,
-    ModelUnavailable,
+    VALIDATION_ERROR,
     Overloaded,
     ReplicaCrashed,
     RequestError,
     echo,
     error_body,
-    shorten,
+    status_of,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -58,6 +59,7 @@ HTTP_ERROR_TYPES = {
     408: "request_timeout",
     413: "payload_too_large",
 }
+MODEL_RETRY_AFTER_S = "30"  # a model that cannot load is not back within seconds
 # FastAPI's words when the JSON parser itself fails (not UTF-8, nested too deeply): ours say what to fix.
 UNPARSABLE_BODY = "There was an error parsing the body"
 
@@ -219,11 +221,11 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
     shown = problems[:MAX_ERROR_DETAILS]
     details = [{"field": _field_of(p["loc"]), "message": shorten(str(p["msg"]), MAX_DETAIL_CHARS)} for p in shown]
     if body_missing:
-        return error_response(422, "validation_error", "request body is required", details)
+        return error_response(422, VALIDATION_ERROR, "request body is required", details)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
     if len(problems) > len(shown):
         summary += f"; and {len(problems) - len(shown)} more problems"
-    return error_response(422, "validation_error", summary, details)
+    return error_response(422, VALIDATION_ERROR, summary, details)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -233,19 +235,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_request_error(_: Request, error: RequestError) -> JSONResponse:
         return error_response(error.status, error.error_type, error.message, error.details)
 
+    async def on_invalid_input(_: Request, error: InvalidInput) -> JSONResponse:
+        if error.field is None:
+            return error_response(status_of(error), error.kind, error.message)
+        details = [{"field": error.field, "message": error.message}]
+        return error_response(status_of(error), error.kind, f"{error.field}: {error.message}", details)
+
     async def on_model_unavailable(_: Request, error: ModelUnavailable) -> JSONResponse:
-        return error_response(503, "model_unavailable", str(error), **{"Retry-After": "30"})
+        return error_response(status_of(error), error.kind, str(error), **{"Retry-After": MODEL_RETRY_AFTER_S})
 
     async def on_overloaded(_: Request, error: Overloaded) -> JSONResponse:
         retry_after = str(max(1, round(error.retry_after_s)))
-        return error_response(503, "overloaded", str(error), **{"Retry-After": retry_after})
+        return error_response(status_of(error), "overloaded", str(error), **{"Retry-After": retry_after})
 
     async def on_replica_crashed(request: Request, error: ReplicaCrashed) -> JSONResponse:
         logger.error("%s %s: %s", request.method, request.url.path, error)
-        return error_response(500, "replica_crashed", str(error))
+        return error_response(status_of(error), "replica_crashed", str(error))
 
     async def on_timeout(_: Request, error: TimeoutError) -> JSONResponse:
-        return error_response(504, "upstream_timeout", str(error) or "the model did not answer in time")
+        message = str(error) or "the model did not answer in time"
+        return error_response(status_of(error), "upstream_timeout", message)
 
     async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 400 and error.detail == UNPARSABLE_BODY:
@@ -268,6 +277,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(RequestError, on_request_error)
+    app.add_exception_handler(InvalidInput, on_invalid_input)
     app.add_exception_handler(ModelUnavailable, on_model_unavailable)
     app.add_exception_handler(Overloaded, on_overloaded)
     app.add_exception_handler(ReplicaCrashed, on_replica_crashed)

@@ -15,7 +15,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from serve_app.errors import MAX_DETAIL_CHARS, RequestError, echo, shorten
+from deployments.errors import MAX_DETAIL_CHARS, InvalidInput, shorten
+from serve_app.errors import RequestError, echo, invalid
 from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
 from serve_app.settings import Limits
 
@@ -30,23 +31,19 @@ class ImageRequest:
     several: bool  # answer with a list, one entry per image
 
 
-def _invalid(field: str, message: str, status: int = 422) -> RequestError:
-    return RequestError(status, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
-
-
 def _parse_top_k(value: str | None, field: str) -> int | None:
     if value is None:
         return None
     try:
         return int(value)
     except ValueError:
-        raise _invalid(field, f"must be an integer, got {echo(value)}") from None
+        raise invalid(field, f"must be an integer, got {echo(value)}") from None
 
 
-def _multipart_error(message: str, limits: Limits) -> RequestError:
+def _multipart_error(message: str, limits: Limits) -> RequestError | InvalidInput:
     # Starlette stops at max_files: too many images is the same 422 as in JSON, not a malformed body.
     if message.startswith("Too many files"):
-        return _invalid("images", f"at most {limits.max_images} file parts per request")
+        return invalid("images", f"at most {limits.max_images} file parts per request")
     return RequestError(400, "invalid_multipart", f"malformed multipart body: {shorten(message, MAX_DETAIL_CHARS)}")
 
 
@@ -63,7 +60,7 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes]
     try:
         parts = form.getlist(IMAGE_FIELD)
         if any(not isinstance(part, UploadFile) for part in parts):
-            raise _invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
+            raise invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
         images = [await part.read() for part in parts if isinstance(part, UploadFile)]
         top_k = form.get("top_k")
         return images, _parse_top_k(top_k if isinstance(top_k, str) else None, "top_k")
@@ -83,7 +80,7 @@ def _from_json(body: bytes) -> tuple[list[bytes], int | None, bool]:
             images.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError):
             field = "image" if request.image is not None else f"images.{index}"
-            raise _invalid(field, "is not valid base64") from None
+            raise invalid(field, "is not valid base64") from None
     return images, request.top_k, request.images is not None
 
 
@@ -102,10 +99,10 @@ async def read_image_request(request: Request, query_top_k: int | None, limits: 
             415, "unsupported_media_type", f"Content-Type {echo(content_type or 'missing')}: send {ACCEPTED}"
         )
     if not images:
-        raise _invalid("images", f"no image in the request: send {ACCEPTED}")
+        raise invalid("images", f"no image in the request: send {ACCEPTED}")
     if len(images) > limits.max_images:
-        raise _invalid("images", f"at most {limits.max_images} images per request, got {len(images)}")
+        raise invalid("images", f"at most {limits.max_images} images per request, got {len(images)}")
     top_k = body_top_k if body_top_k is not None else query_top_k if query_top_k is not None else DEFAULT_TOP_K
     if not 1 <= top_k <= limits.max_image_top_k:
-        raise _invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {echo(top_k)}")
+        raise invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {echo(top_k)}")
     return ImageRequest(images=images, top_k=top_k, several=several)

@@ -10,25 +10,30 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from importlib.metadata import version
 from typing import Any
 
 import ray
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from deployments.errors import InvalidInput, ModelUnavailable
 from serve_app.admission import InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
-from serve_app.errors import ModelUnavailable, Overloaded, ReplicaCrashed, RequestError, echo
+from serve_app.errors import Overloaded, ReplicaCrashed, echo, invalid
 from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV, BodyLimits, RequestIds, install_error_handlers
 from serve_app.image_input import read_image_request
+from serve_app.metrics import AppMetrics, RequestMetrics
+from serve_app.probes import DEMO_PATH, LIVENESS_PATH, READINESS_PATH
 from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
 from serve_app.schemas import (
+    DEFAULT_TOP_K,
     BatchMatchResponse,
     ClassifyRequest,
     ClassifyResponse,
@@ -46,6 +51,9 @@ STATUS_TIMEOUT_S = 5.0
 INGRESS_DRAIN_S = 45.0  # > the default upstream timeout, with room for the reply
 RETRY_BACKOFF_S = 0.05  # first wait before re-sending a call whose replica died; doubles up to 1 s
 logger = logging.getLogger("ray.serve")
+# What the FAQ deployment answers a query with (deployments.faq.deployment; the ingress does not import the model
+# code): one request's questions and top_k, None for every original ranked as the /score rows.
+FaqQuery = tuple[list[str], int | None]
 IMAGE_REQUEST_BODY = {
     "required": True,
     "content": {
@@ -68,6 +76,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 # Where an ingress replica is Ray Serve's HTTP server itself (the fast ingress), this puts
 # serve_app.http.ClientRequestIds in front of it: request ids are then always Serve's own (serve_app.http).
+DEMO_PAGE = (resources.files("serve_app") / "static" / "demo.html").read_text(encoding="utf-8")
+# The page's own script and styles only; it is never framed, and answers are shown as text (demo.html).
+DEMO_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 INGRESS_RUNTIME_ENV = {"env_vars": {PROXY_HOOK_ENV: PROXY_HOOK}}
 
 
@@ -98,13 +114,9 @@ class CachedState:
             self._in_flight = None
 
 
-def _check_questions(questions: list[str], top_k: int, limits: Limits, single_field: str | None = None) -> None:
+def _check_questions(questions: list[str], limits: Limits, single_field: str | None = None) -> None:
     """422 naming the offending field: ``single_field`` when the request sent one question under that name,
     else ``questions.N``."""
-
-    def invalid(field: str, message: str) -> RequestError:
-        return RequestError(422, "validation_error", f"{field}: {message}", [{"field": field, "message": message}])
-
     if not questions:
         raise invalid("questions", "must contain at least one question")
     if len(questions) > limits.max_questions:
@@ -115,6 +127,9 @@ def _check_questions(questions: list[str], top_k: int, limits: Limits, single_fi
             raise invalid(field, "must not be empty")
         if len(question) > limits.max_question_chars:
             raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
+
+
+def _check_top_k(top_k: int, limits: Limits) -> None:
     if not 1 <= top_k <= limits.max_top_k:
         raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {echo(top_k)}")
 
@@ -152,15 +167,21 @@ class Ingress:
         # and a malformed key or secret stops the replica with a clear error instead of serving open.
         self.authenticator = Authenticator(self.auth)
         grouping = CallGrouping(**(faq_call_grouping or {}))
-        self.faq_calls = Coalescer(
-            self._match_group, grouping.max_group_size, grouping.max_in_flight, grouping.max_waiting
-        )
+        # Every FAQ route's requests, grouped: the one batching of FAQ requests. Their wait is bounded by
+        # limits.max_in_flight (serve_app.admission), which counts them from arrival.
+        self.faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
         # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
         self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
+        self.metrics = AppMetrics()
 
-    async def _match_group(self, queries: list[tuple[list[str], int]]) -> list[dict]:
+    async def _faq_group(self, queries: list[FaqQuery]) -> list[dict]:
         answer = await self._call("faq", lambda: self.faq.match_many.remote(queries))
+        self.metrics.observe_faq_group(queries, answer["results"], answer["model_version"])
         return [{"results": results, "model_version": answer["model_version"]} for results in answer["results"]]
+
+    async def _ask_faq(self, query: FaqQuery) -> dict:
+        """The answer to one request's questions, sent with the other requests waiting then."""
+        return await self.faq_calls.submit(query, self.limits.upstream_timeout_s)
 
     async def _call(
         self, model: str, make_call: Callable[[], DeploymentResponse], timeout_s: float | None = None
@@ -184,14 +205,16 @@ class Ingress:
                 # The deployment's max_queued_requests is reached: say so at once rather than queue without bound.
                 raise Overloaded(str(error), error.retry_after_s or 1.0) from None
             except RayTaskError as error:
-                # Our own errors cross the handle wrapped with the replica's traceback: answer with the bare error.
-                if isinstance(error.cause, RequestError | ModelUnavailable):
+                # The model layer's errors cross the handle wrapped with the replica's traceback: answer with the
+                # bare error.
+                if isinstance(error.cause, InvalidInput | ModelUnavailable):
                     raise error.cause from None
                 raise
             except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as error:
                 # A replica failed under the call (ActorDiedError, or ActorUnavailableError when the connection
                 # broke before Ray knew it died), not merely none placed yet; counted once per replica.
                 if isinstance(error, RayActorError):
+                    self.metrics.replica_failures.inc(tags={"model": model})
                     failed_replicas.add(error.actor_id or attempt)
                     if len(failed_replicas) >= self.limits.max_replica_deaths_per_call:
                         raise ReplicaCrashed(model, len(failed_replicas)) from None
@@ -209,7 +232,9 @@ class Ingress:
 
     async def _statuses(self) -> dict[str, dict[str, Any]]:
         statuses = await asyncio.gather(*(self._status(name) for name in self.models))
-        return dict(zip(self.models, statuses, strict=True))
+        named = dict(zip(self.models, statuses, strict=True))
+        self.metrics.observe_model_versions({name: status["model_version"] for name, status in named.items()})
+        return named
 
     def _admission_group(self, path: str) -> tuple[str, int] | None:
         if path in self.auth.open_paths:
@@ -237,8 +262,15 @@ class Ingress:
         app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)
         # Added last, so it runs first: refusing an excess request costs nothing more than counting it.
         app.add_middleware(InFlightLimit, group_of=self._admission_group)
-        # Outermost: every answer, refusals included, carries the client's own request id back.
+        # Every answer, refusals included, carries the client's own request id back.
         app.add_middleware(RequestIds)
+        # Outermost: every answer is counted and timed, the other middlewares' refusals included.
+        app.add_middleware(RequestMetrics, recorder=self.metrics)
+
+        @app.get(DEMO_PATH, include_in_schema=False)
+        async def demo_page() -> HTMLResponse:
+            """A page to try both models in a browser; it holds no data and asks for a key when auth is on."""
+            return HTMLResponse(DEMO_PAGE, headers=DEMO_PAGE_HEADERS)
 
         @app.post(
             "/faq/match",
@@ -248,8 +280,9 @@ class Ingress:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
             single = request.question is not None
             questions = [request.question] if single else request.questions or []
-            _check_questions(questions, request.top_k, self.limits, "question" if single else None)
-            answer = await self.faq_calls.submit((questions, request.top_k), self.limits.upstream_timeout_s)
+            _check_questions(questions, self.limits, "question" if single else None)
+            _check_top_k(request.top_k, self.limits)
+            answer = await self._ask_faq((questions, request.top_k))
             if single:
                 return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
             results = [{"matches": matches} for matches in answer["results"]]
@@ -258,16 +291,17 @@ class Ingress:
         @app.post("/score", responses=ERROR_RESPONSES)
         async def score(request: ScoreRequest) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
-            _check_questions([request.input], 1, self.limits, "input")
-            return await self._call("faq", lambda: self.faq.score_all.remote(request.input))
+            _check_questions([request.input], self.limits, "input")
+            answer = await self._ask_faq(([request.input], None))
+            return answer["results"][0]
 
-        @app.get("/healthz")
+        @app.get(LIVENESS_PATH)
         async def healthz() -> dict[str, str]:
             """Liveness: the ingress answers."""
             return {"status": "ok"}
 
         @app.get(
-            "/readyz",
+            READINESS_PATH,
             response_model=ReadinessResponse | ProbeResponse,
             responses={503: {"model": ReadinessResponse | ProbeResponse}},
         )
@@ -297,7 +331,8 @@ class Ingress:
             openapi_extra={"requestBody": IMAGE_REQUEST_BODY},
         )
         async def classify(
-            request: Request, top_k: int | None = Query(None, description="Classes per image (default 5).")
+            request: Request,
+            top_k: int | None = Query(None, description=f"Classes per image (default {DEFAULT_TOP_K})."),
         ) -> JSONResponse:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
             parsed = await read_image_request(request, top_k, self.limits)

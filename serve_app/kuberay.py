@@ -20,6 +20,21 @@ HEADER = (
 )
 
 
+class NotACheckout(RuntimeError):
+    """A repository tool was run from an installed package, which holds none of the files it reads."""
+
+
+def require_checkout(command: str) -> None:
+    """The kuberay commands read and write the repository's files, found beside the serve_app package: an
+    installed wheel has no serve_config.yaml or kuberay/ there, so say so rather than fail on a missing file."""
+    if not (SERVE_CONFIG.is_file() and BASE.is_file()):
+        raise NotACheckout(
+            f"`serve-app {command}` is a repository tool: it works on serve_config.yaml and kuberay/ of a checkout, "
+            f"and this serve_app ({ROOT / 'serve_app'}) is an installed package without them. Run it from a "
+            "clone of the project, installed with `pip install -e .`"
+        )
+
+
 def merge(base: Any, overlay: Any) -> Any:
     """Overlay wins; dicts merge key by key; lists of named dicts merge by ``name``."""
     if isinstance(base, dict) and isinstance(overlay, dict):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.asgi import send_error
+from serve_app.probes import PROBE_PATHS
 
 MAX_TRACKED_CALLERS = 100_000  # least recently seen buckets beyond this are forgotten (they were full anyway)
 
@@ -28,9 +29,7 @@ class RateLimitSettings(BaseModel):
         None, gt=0, description="Sustained requests per second per caller and ingress replica; unset: no limit."
     )
     burst: int = Field(50, ge=1, description="Requests a caller may send at once above the sustained rate.")
-    exempt_paths: list[str] = Field(
-        ["/healthz", "/readyz", "/-/healthz", "/-/routes"], description="Paths never rate limited (the probes)."
-    )
+    exempt_paths: list[str] = Field(list(PROBE_PATHS), description="Paths never rate limited (the probes).")
 
 
 class TokenBuckets:

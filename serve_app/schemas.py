@@ -1,14 +1,22 @@
 """Request and response shapes of the HTTP API (the OpenAPI document at /openapi.json is built from them).
 
 Size limits (question length, number of questions, top_k) are settings (serve_app.settings.Limits), so they
-are checked by the ingress, not fixed here.
+are checked by the ingress, not fixed here; the descriptions name them, with their defaults.
 """
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.settings import Limits
+
 DEFAULT_TOP_K = 5
+DEFAULT_LIMITS = Limits()
+
+
+def _limit(name: str) -> str:
+    """A limit as the API documentation names it: the setting, and its default."""
+    return f"`limits.{name}` ({getattr(DEFAULT_LIMITS, name)} unless configured)"
 
 
 def _exactly_one(single: object, several: object, message: str) -> None:
@@ -24,9 +32,13 @@ class MatchRequest(BaseModel):
         json_schema_extra={"examples": [{"question": "How do I deep-copy an object?", "top_k": 3}]},
     )
 
-    question: str | None = Field(None, description="The question to match (up to 10,000 characters by default).")
-    questions: list[str] | None = Field(None, description="Several questions (up to 64 by default).")
-    top_k: int = Field(DEFAULT_TOP_K, description="How many matches to return per question (1..50 by default).")
+    question: str | None = Field(
+        None, description=f"The question to match, of at most {_limit('max_question_chars')} characters."
+    )
+    questions: list[str] | None = Field(None, description=f"Several questions, at most {_limit('max_questions')}.")
+    top_k: int = Field(
+        DEFAULT_TOP_K, description=f"How many matches to return per question, 1 to {_limit('max_top_k')}."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> "MatchRequest":
@@ -71,8 +83,12 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     image: str | None = Field(None, description="One base64-encoded image file.")
-    images: list[str] | None = Field(None, description="Several base64-encoded image files (up to 32 by default).")
-    top_k: int | None = Field(None, description="Classes per image (1..20 by default, default 5).")
+    images: list[str] | None = Field(
+        None, description=f"Several base64-encoded image files, at most {_limit('max_images')}."
+    )
+    top_k: int | None = Field(
+        None, description=f"Classes per image, 1 to {_limit('max_image_top_k')}; default {DEFAULT_TOP_K}."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_form(self) -> "ClassifyRequest":

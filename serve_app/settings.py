@@ -1,20 +1,19 @@
-"""Typed settings. The names here are the names in serve_config.yaml and the RayService's serveConfigV2.
+"""Typed settings of the application. The names here are the names in serve_config.yaml and the RayService's
+serveConfigV2.
 
 ``AppArgs`` are the application's ``args`` (the builder ``serve_app:build_app`` takes them); for
 ``serve run serve_app:graph`` they come from ``SERVE_APP_*`` environment variables instead
-(``SERVE_APP_FAQ_MODEL_URI``, ``SERVE_APP_LIMITS__MAX_QUESTIONS``, ...). ``BatchConfig`` is the ``user_config``
-of batched deployments: changing it in the config re-tunes running replicas without restarting them.
+(``SERVE_APP_FAQ_MODEL_URI``, ``SERVE_APP_LIMITS__MAX_QUESTIONS``, ...). The ingress's own settings are here;
+each model package owns its own (deployments.resnet.settings, deployments.faq.settings), including the
+``user_config`` of its deployment, which re-tunes running replicas without restarting them.
 """
-
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployments.resnet.settings import ImageModelSettings
 from serve_app.auth import AuthSettings
 from serve_app.ratelimit import RateLimitSettings
-
-MAX_ASPECT_RATIO = 50.0  # panoramas are ~4:1-10:1; at 50:1 one resized image is at most 232 x 11,600 pixels
 
 
 class Limits(BaseModel):
@@ -41,13 +40,14 @@ class Limits(BaseModel):
         256,
         ge=1,
         description="Requests (but image requests and probes) one ingress replica works on at once; "
-        "more get 503 overloaded with Retry-After at once.",
+        "more get 503 overloaded with Retry-After at once. It also bounds the FAQ requests waiting for a "
+        "grouped call (faq_call_grouping).",
     )
     max_images_in_flight: int = Field(
         16,
         ge=1,
         description="/images/classify requests one ingress replica works on at once (503 above): about images/s "
-        "x the latency you accept (16: ~6 s at a CPU replica's ~2.5 images/s); raise it on GPU nodes.",
+        "x the latency you accept (a CPU replica classifies about 2.5 images/s); raise it on GPU nodes.",
     )
     readiness_cache_s: float = Field(
         1.0,
@@ -59,67 +59,21 @@ class Limits(BaseModel):
     )
 
 
-class ImageModelSettings(BaseModel):
-    """How the ResNet-152 classifier loads and runs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weights: str = Field(
-        "IMAGENET1K_V2",
-        description="IMAGENET1K_V2 (torchvision's, downloaded once into the torch cache), a path or fsspec URL "
-        "to a state_dict, or random:SEED (same architecture and compute, meaningless classes).",
-    )
-    weights_sha256: str | None = Field(None, description="Expected sha256 of a state_dict file; refused if it differs.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when the replica has a GPU.")
-    half_precision: bool = Field(True, description="fp16 on CUDA (ignored on the CPU).")
-    channels_last: bool = Field(True, description="channels-last memory format on CUDA (ignored on the CPU).")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are refused (decompression bombs).")
-    max_aspect_ratio: float = Field(
-        MAX_ASPECT_RATIO,
-        ge=1.0,
-        description="Longer side over shorter side; more elongated images are refused (422 image_too_elongated): "
-        "the resize to 232 on the short side would make a 65535x1 image ~15 million pixels long.",
-    )
-    decode_threads: int = Field(4, ge=1, description="Threads decoding and preprocessing images on a replica.")
-
-
-class BatchConfig(BaseModel):
-    """``user_config`` of a batched deployment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0)
-
-
-class FaqUserConfig(BatchConfig):
-    """``user_config`` of the FAQ deployment: batching, and the model to swap in on running replicas."""
-
-    model_uri: str | None = Field(
-        None,
-        description="Hot model update: a directory from `serve-app faq train` (path or fsspec URL) that running "
-        "replicas load, verify and swap in without a restart. A model that fails verification is refused and "
-        "the previous one keeps serving (/readyz names why). Unset: the model of `faq_model_uri`.",
-    )
-
-
-FAQ_USER_CONFIG = FaqUserConfig(max_batch_size=32, batch_wait_timeout_s=0.002)
-
-
 class CallGrouping(BaseModel):
-    """How the ingress groups concurrent requests into one call to a model deployment (serve_app.coalesce)."""
+    """How the ingress groups concurrent FAQ requests (/faq/match and /score) into one call to the FAQ deployment
+    (serve_app.coalesce): the only batching of FAQ requests. Requests wait for a group only while calls are in
+    flight, so an idle service sends each at once."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_group_size: int = Field(64, ge=1, le=4096, description="Most requests in one call; 1 turns grouping off.")
-    max_in_flight: int = Field(2, ge=1, le=1024, description="Grouped calls outstanding at once per ingress replica.")
-    max_waiting: int = Field(
-        1024, ge=1, description="Requests that may wait for a group per ingress replica; more get 503 at once."
+    max_in_flight: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Grouped calls outstanding at once per ingress replica; requests arriving meanwhile wait and "
+        "leave together in the next call.",
     )
-
-
-# Images are ~100x costlier than questions: a longer wait to fill a batch costs little relative latency.
-IMAGE_BATCHING = BatchConfig(max_batch_size=16, batch_wait_timeout_s=0.01)
 
 
 class AppArgs(BaseSettings):
@@ -132,10 +86,10 @@ class AppArgs(BaseSettings):
         description="Model directory from `serve-app faq train`: a path or fsspec URL (az://...). "
         "Unset: the embedded demo FAQ, trained at start-up.",
     )
-    images: ImageModelSettings = ImageModelSettings()
-    limits: Limits = Limits()
-    auth: AuthSettings = AuthSettings()
-    rate_limit: RateLimitSettings = RateLimitSettings()
+    images: ImageModelSettings = Field(ImageModelSettings(), description="How the image classifier loads and runs.")
+    limits: Limits = Field(Limits(), description="Request limits enforced by the ingress.")
+    auth: AuthSettings = Field(AuthSettings(), description="Who may call the ingress.")
+    rate_limit: RateLimitSettings = Field(RateLimitSettings(), description="Per-caller request rate limits.")
     faq_call_grouping: CallGrouping = Field(
-        CallGrouping(), description="How the ingress groups concurrent /faq/match requests into FAQ deployment calls."
+        CallGrouping(), description="How the ingress groups concurrent FAQ requests into FAQ deployment calls."
     )

@@ -1,4 +1,5 @@
-"""Model artifact directories: write them, and load them only after verifying every file.
+"""Stage 6, the artifact: a fitted FaqModel in, a model directory out, and back, loaded only after every
+file is verified.
 
 Layout: ``model.npz`` (the fitted matrices and idf weights: plain numeric arrays, read with pickle off),
 ``model.json`` (settings, vocabularies), ``originals.jsonl`` (what a match returns) and ``metadata.json``

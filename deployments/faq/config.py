@@ -1,4 +1,5 @@
-"""The FAQ model's settings: plain fields, as they go into the artifact's JSON and its metadata."""
+"""The FAQ model's settings, read by every stage and by training: plain fields, as they go into the
+artifact's JSON and its metadata."""
 
 from dataclasses import dataclass
 

@@ -1,4 +1,5 @@
-"""Loading FAQ data: the reference architecture's TSV files and the project's JSONL format.
+"""The FAQ data, before any stage: the reference architecture's TSV files or the project's JSONL format in,
+a FaqDataset out (the Originals a match returns, and the Duplicates training learns phrasings from).
 
 The class a duplicate belongs to is its ``answer_id``: in the reference data a duplicate's AnswerId names
 the original whose accepted answer also answers it, so answer ids must be unique among the originals.
@@ -133,7 +134,7 @@ def _jsonl_records(lines: Iterable[str], source: str) -> Iterator[tuple[int, dic
 
 
 def parse_jsonl(lines: Iterable[str], source: str = "<jsonl>") -> FaqDataset:
-    """The project's FAQ format, one JSON object per line (documented in the README):
+    """The project's FAQ format, one JSON object per line (documented in docs/training.md, "Data formats"):
 
     ``{"id": 1, "question": "...", "body": "...", "answer": "...", "answer_id": 1, "url": "...",
     "duplicates": ["another phrasing", ...]}`` where only ``id`` and ``question`` are required.

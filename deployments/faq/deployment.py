@@ -1,20 +1,40 @@
-"""Serve deployment of the FAQ matcher: loads the model once, batches questions across requests, and swaps
-in a new model version on running replicas (``user_config.model_uri``) only after it loads and verifies."""
+"""Serve deployment of the FAQ matcher: loads the model once, scores the groups of requests the ingress sends
+(serve_app.coalesce) on a thread of its own, and swaps in a new model version on running replicas
+(``user_config.model_uri``) only after it loads and verifies."""
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
+from deployments.errors import ModelUnavailable
 from deployments.faq.artifact import load_artifact
 from deployments.faq.demo import demo_model
 from deployments.faq.model import FaqModel
-from serve_app.errors import ModelUnavailable
-from serve_app.settings import FAQ_USER_CONFIG, FaqUserConfig
+from deployments.faq.settings import FaqUserConfig
 
 logger = logging.getLogger("ray.serve")
 
-FaqQuery = tuple[list[str], int]
+# One request's questions and how many matches each gets; None: every original, ranked, as the reference
+# service's ``[Id, AnswerId, probability]`` rows (its /score answer).
+FaqQuery = tuple[list[str], int | None]
+
+
+def score_queries(model: FaqModel, queries: list[FaqQuery]) -> list[list[list]]:
+    """Per query, per question: its matches, or its ranking rows when the query's top_k is None."""
+    # All questions of all queries go through the model as one sparse matrix product.
+    probabilities = model.probabilities([question for questions, _ in queries for question in questions])
+    results, row = [], 0
+    for questions, top_k in queries:
+        rows = probabilities[row : row + len(questions)]
+        row += len(questions)
+        if top_k is None:
+            rankings = [model.match(p, len(model.originals)) for p in rows]
+            results.append([[[m["id"], m["answer_id"], m["score"]] for m in ranking] for ranking in rankings])
+        else:
+            results.append([model.match(p, top_k) for p in rows])
+    return results
 
 
 @serve.deployment(
@@ -24,7 +44,7 @@ FaqQuery = tuple[list[str], int]
     max_queued_requests=256,
     # The ingress sends grouped calls (serve_app.coalesce), so one outstanding call already means a busy replica.
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1},
-    user_config=FAQ_USER_CONFIG.model_dump(),
+    user_config=FaqUserConfig().model_dump(),
 )
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
@@ -36,7 +56,9 @@ class FAQMatcher:
         self.version: str | None = None
         self.load_error: str | None = None
         self.update_error: str | None = None
-        self.batch_config = FAQ_USER_CONFIG
+        # Scoring runs here, one group at a time, so the event loop stays free for health checks, status calls
+        # and cancellations while a group scores, and memory holds one group's matrices at most.
+        self.scorer = ThreadPoolExecutor(1, thread_name_prefix="faq-score")
         self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
         try:
             self.model, self.version = self._load(model_uri)
@@ -57,9 +79,6 @@ class FAQMatcher:
 
     async def reconfigure(self, user_config: dict) -> None:
         config = FaqUserConfig(**user_config)
-        self.batch_config = config
-        self._match_batch.set_max_batch_size(config.max_batch_size)
-        self._match_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         # Unset means the app's own model again (e.g. rolling back a hot update), so every replica, old or new,
         # serves the same version.
         wanted = config.model_uri if config.model_uri is not None else self.configured_uri
@@ -88,52 +107,19 @@ class FAQMatcher:
             "model_version": self.version,
             "error": self.load_error,
             "update_error": self.update_error,
-            "batching": {
-                **self.batching,
-                **self.batch_config.model_dump(include={"max_batch_size", "batch_wait_timeout_s"}),
-            },
+            "batching": dict(self.batching),
         }
 
-    def _require_model(self) -> FaqModel:
-        if self.model is None:
-            raise ModelUnavailable("faq", self.load_error or "not loaded")
-        return self.model
-
     async def match_many(self, queries: list[FaqQuery]) -> dict:
-        """Best ``top_k`` originals for each question of several requests in one call (the ingress groups
-        them): one result list per query, in order.
-
-        The group is already a batch, so it goes straight to the model instead of through ``_match_batch``.
-        """
-        return {"results": self._score(queries), "model_version": self.version}
-
-    async def score_all(self, question: str) -> list[list]:
-        """The reference service's answer: [Id, AnswerId, probability] of every original, best first."""
-        model = self._require_model()
-        (matches,) = await self._match_batch(([question], len(model.originals)))
-        return [[m["id"], m["answer_id"], m["score"]] for m in matches]
-
-    def _count_batch(self, requests: int, questions: int) -> None:
+        """The answers to several requests' queries in one call (the ingress groups them), in order."""
+        # Taken once, on the loop: a hot swap while the group scores cannot mix two models in one answer.
+        model, version = self.model, self.version
+        if model is None:
+            raise ModelUnavailable("faq", self.load_error or "not loaded")
+        results = await asyncio.get_running_loop().run_in_executor(self.scorer, score_queries, model, queries)
         stats = self.batching
         stats["batches"] += 1
-        stats["requests"] += requests
-        stats["questions"] += questions
-        stats["largest_batch"] = max(stats["largest_batch"], requests)
-
-    @serve.batch(
-        max_batch_size=FAQ_USER_CONFIG.max_batch_size, batch_wait_timeout_s=FAQ_USER_CONFIG.batch_wait_timeout_s
-    )
-    async def _match_batch(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
-        return self._score(queries)
-
-    def _score(self, queries: list[FaqQuery]) -> list[list[list[dict]]]:
-        # All questions of all queries go through the model as one sparse matrix product.
-        model = self._require_model()
-        questions = [question for batch, _ in queries for question in batch]
-        probabilities = model.probabilities(questions)
-        self._count_batch(len(queries), len(questions))
-        results, row = [], 0
-        for batch, top_k in queries:
-            results.append([model.match(probabilities[row + i], top_k) for i in range(len(batch))])
-            row += len(batch)
-        return results
+        stats["requests"] += len(queries)
+        stats["questions"] += sum(len(questions) for questions, _ in queries)
+        stats["largest_batch"] = max(stats["largest_batch"], len(queries))
+        return {"results": results, "model_version": version}

@@ -1,4 +1,5 @@
-"""Text features: word and character TF-IDF, each L2-normalised, side by side, L2-normalised again.
+"""Stage 2, features: cleaned texts in, their TF-IDF rows out (CSR arrays; one reading of the texts each,
+text_views.py): word and character TF-IDF, each L2-normalised, side by side, L2-normalised again.
 
 Fitting uses scikit-learn's vectorizers. Transforming one question with them costs ~4 ms, nearly all of it
 input validation, so ``transform`` applies the same fitted analyzers, vocabularies and idf weights directly
@@ -18,7 +19,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from deployments.faq.kernels import tfidf_row
+from deployments.faq.scoring_loops import tfidf_row
 
 # What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
 VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf", "token_pattern")

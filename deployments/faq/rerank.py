@@ -1,19 +1,20 @@
-"""A listwise re-ranker: a conditional logit (softmax over each question's candidates, one weight per feature).
+"""Stage 4, re-ranking: every scorer's z-scores in, one score per original out. A listwise re-ranker: a
+conditional logit (softmax over each question's candidates, one weight per feature).
 
 Why listwise: what matters is which candidate beats the others for the same question, not a calibrated score
 per pair, and one weight vector over a handful of features (each scorer's z-score, its margin over the best
 other candidate, the candidate's position) learns that from a few hundred held-out duplicates without
 overfitting. Each original also gets a small, strongly regularised bias of its own: some originals draw the
 scorers' attention from questions about others (long, generic texts), some are under-rated (short ones), and
-how much shows in the held-out duplicates. Fitting is numpy/scipy, scoring a compiled loop (kernels.py); the
-weights and biases are two small arrays, saved as such (no pickle).
+how much shows in the held-out duplicates. Fitting is numpy/scipy, scoring a compiled loop
+(scoring_loops.py); the weights and biases are two small arrays, saved as such (no pickle).
 """
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from deployments.faq.kernels import rerank_rows
+from deployments.faq.scoring_loops import rerank_rows
 
 
 def _picked_and_margins(zscores: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,8 @@ def rerank(
     zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray, class_bias: np.ndarray
 ) -> np.ndarray:
     """Scores with the top ``n_candidates`` of ``order`` re-scored by ``weights`` (over ``candidate_features``)
-    plus their ``class_bias``, the rest kept below them in their order. A compiled loop: see kernels.py for why."""
+    plus their ``class_bias``, the rest kept below them in their order. A compiled loop: scoring_loops.py says
+    why."""
     arrays = [np.ascontiguousarray(array, dtype=np.float64) for array in (zscores, order, weights, class_bias)]
     return rerank_rows(arrays[0], arrays[1], n_candidates, arrays[2], arrays[3])
 

@@ -1,4 +1,5 @@
-"""The scorers of one view of the texts, fitted as plain arrays, and their z-scores for questions.
+"""Stage 3, scorers: a view's TF-IDF rows of questions in, (questions, scorers, originals) z-scores out, and
+the fitting of those scorers on the training documents (as plain arrays).
 
 Every original is a class; its training documents are its own text, its title and its known duplicates.
 - kernel ridge over the training documents with exponential cosine kernels of one or more widths: a question
@@ -19,7 +20,7 @@ from sklearn.preprocessing import normalize
 
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.features import Rows
-from deployments.faq.kernels import sparse_product, view_zscores
+from deployments.faq.scoring_loops import sparse_product, view_zscores
 
 # The fitted arrays kernels.view_zscores reads, in its order.
 VIEW_ZSCORES_ARRAYS = (

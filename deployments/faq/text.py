@@ -1,4 +1,6 @@
-"""Question text cleaning, following the reference architecture's rules.
+"""Stage 1, text: a raw question (Stack Overflow's ``title. <html body>``, or typed text) in, its cleaned,
+lower-cased text out (and, for the stems view, its words cut to stems), following the reference
+architecture's rules.
 
 Stack Overflow stores questions as ``title. <html body>``. Code blocks are dropped (the reference found them
 noise for matching intent), link text is kept unless it is itself a URL, remaining tags are stripped, bare URLs

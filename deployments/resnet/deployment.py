@@ -1,4 +1,9 @@
-"""Serve deployment of the ResNet-152 classifier: decode on the replica, batch forward passes across requests."""
+"""Serve deployment of the ResNet-152 classifier: decode on the replica, batch forward passes across requests.
+
+Neither decoding nor the forward pass runs on the replica's event loop: decoding runs in a pool of threads, the
+forward passes on one thread of their own, one batch at a time. The loop stays free to take requests, answer
+health checks and status calls, and hear cancellations while the model runs.
+"""
 
 import asyncio
 import logging
@@ -9,33 +14,39 @@ from functools import partial
 import torch
 from ray import serve
 
+from deployments.errors import InvalidInput, ModelUnavailable
 from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152, top_k
-from deployments.resnet.preprocess import ImageError, preprocess
-from serve_app.errors import ModelUnavailable, RequestError
-from serve_app.settings import IMAGE_BATCHING, BatchConfig, ImageModelSettings
+from deployments.resnet.preprocess import preprocess
+from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 
 logger = logging.getLogger("ray.serve")
-IMAGE_ERROR_STATUS = {"image_too_large": 413}
+DEFAULT_BATCHING = ImageUserConfig()
+
+
+def forward_pass(classifier: ResNetClassifier, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(classifier.probabilities(torch.stack(tensors)))
 
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1},
     # At least a few batches' worth, or batches could never fill.
-    max_ongoing_requests=4 * IMAGE_BATCHING.max_batch_size,
+    max_ongoing_requests=4 * DEFAULT_BATCHING.max_batch_size,
     # Beyond this many queued calls, callers (the ingress) get BackPressureError -> 503 at once.
     max_queued_requests=128,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
-    user_config=IMAGE_BATCHING.model_dump(),
+    user_config=DEFAULT_BATCHING.model_dump(),
 )
 class ImageClassifier:
     def __init__(self, settings: dict | None = None) -> None:
         self.settings = ImageModelSettings(**(settings or {}))
         # Decoding and resizing release the GIL in PIL and torch, so threads use the replica's cores.
-        self.pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
+        # One batch at a time (torch uses every core for it): memory stays bounded by one batch's activations.
+        self.forward_thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self.classifier: ResNetClassifier | None = None
         self.version: str | None = None
         self.load_error: str | None = None
-        self.batch_config = IMAGE_BATCHING
+        self.batch_config = DEFAULT_BATCHING
         self.batching = {"forward_passes": 0, "images": 0, "largest_batch": 0}
         try:
             model, self.version = load_resnet152(self.settings.weights, self.settings.weights_sha256)
@@ -48,7 +59,7 @@ class ImageClassifier:
             logger.error(self.load_error)
 
     def reconfigure(self, user_config: dict) -> None:
-        self.batch_config = BatchConfig(**user_config)
+        self.batch_config = ImageUserConfig(**user_config)
         self._forward.set_max_batch_size(self.batch_config.max_batch_size)
         self._forward.set_batch_wait_timeout_s(self.batch_config.batch_wait_timeout_s)
 
@@ -64,15 +75,12 @@ class ImageClassifier:
         }
 
     async def _preprocess(self, index: int, data: bytes) -> torch.Tensor:
+        settings = self.settings
+        decode = partial(preprocess, data, settings.max_image_pixels, settings.max_aspect_ratio)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.pool, partial(preprocess, data, self.settings.max_image_pixels, self.settings.max_aspect_ratio)
-            )
-        except ImageError as error:
-            field = f"images.{index}"
-            status = IMAGE_ERROR_STATUS.get(error.kind, 422)
-            details = [{"field": field, "message": str(error)}]
-            raise RequestError(status, error.kind, f"{field}: {error}", details) from None
+            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, decode)
+        except InvalidInput as error:
+            raise error.at(f"images.{index}") from None
 
     async def classify(self, images: list[bytes], k: int) -> dict:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches."""
@@ -85,14 +93,14 @@ class ImageClassifier:
             "model_version": self.version,
         }
 
-    @serve.batch(max_batch_size=IMAGE_BATCHING.max_batch_size, batch_wait_timeout_s=IMAGE_BATCHING.batch_wait_timeout_s)
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s
+    )
     async def _forward(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         assert self.classifier is not None
         stats = self.batching
         stats["forward_passes"] += 1
         stats["images"] += len(tensors)
         stats["largest_batch"] = max(stats["largest_batch"], len(tensors))
-        # Off the event loop, so requests keep arriving (and decoding) while the model runs.
-        batch = torch.stack(tensors)
-        probabilities = await asyncio.get_running_loop().run_in_executor(None, self.classifier.probabilities, batch)
-        return list(probabilities)
+        forward = partial(forward_pass, self.classifier, tensors)
+        return await asyncio.get_running_loop().run_in_executor(self.forward_thread, forward)

@@ -5,7 +5,7 @@ Pillow's other decoders (TIFF, JPEG 2000, AVIF, PPM and some forty more, each it
 a client's bytes; the pixel count is checked from the header before any pixel is decoded (decompression
 bombs), EXIF orientation is applied, animated formats give their first frame, and every colour mode (palette,
 grayscale, CMYK, alpha, 16-bit) ends up as 8-bit RGB. Anything that is not a whole, sane image raises
-ImageError with a message a client can act on.
+InvalidInput (InputTooLarge for too many pixels) with a ``kind`` and a message a client can act on.
 """
 
 import io
@@ -15,23 +15,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.models import ResNet152_Weights
 
-from serve_app.errors import MAX_DETAIL_CHARS, shorten
-from serve_app.settings import MAX_ASPECT_RATIO
+from deployments.errors import MAX_DETAIL_CHARS, InputTooLarge, InvalidInput, shorten
+from deployments.resnet.settings import ImageModelSettings
 
 IMAGENET_TRANSFORM = ResNet152_Weights.IMAGENET1K_V2.transforms()
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-# Pillow's names of the formats the API accepts (README "Using it"); Image.open tries no other plugin.
+# Pillow's names of the formats the API accepts (docs/api.md "Image classification"); Image.open tries no other plugin.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF or BMP"
 SIGNATURE_BYTES = 16  # what Image.open shows each plugin's signature check
-
-
-class ImageError(ValueError):
-    """The bytes are not an image we can classify; ``kind`` is the machine-readable reason."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+DEFAULT_MAX_ASPECT_RATIO: float = ImageModelSettings.model_fields["max_aspect_ratio"].default
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -63,38 +56,38 @@ def signature_format(data: bytes) -> str | None:
     return None
 
 
-def _unidentified(data: bytes) -> ImageError:
+def _unidentified(data: bytes) -> InvalidInput:
     detected = signature_format(data)
     if detected is not None and detected not in ACCEPTED_FORMATS:
-        return ImageError("unsupported_image_format", f"{detected} images are not accepted: send {ACCEPTED_NAMES}")
-    return ImageError("not_an_image", f"not a recognised image ({ACCEPTED_NAMES})")
+        return InvalidInput("unsupported_image_format", f"{detected} images are not accepted: send {ACCEPTED_NAMES}")
+    return InvalidInput("not_an_image", f"not a recognised image ({ACCEPTED_NAMES})")
 
 
 def _reason(error: Exception) -> str:
     return shorten(str(error), MAX_DETAIL_CHARS)
 
 
-def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
-    """Decode, orient and convert to RGB; raises ImageError for anything unusable."""
+def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
+    """Decode, orient and convert to RGB; raises InvalidInput for anything unusable."""
     if not data:
-        raise ImageError("empty_image", "the image is empty (0 bytes)")
+        raise InvalidInput("empty_image", "the image is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise _unidentified(data) from None
     except Image.DecompressionBombError as error:
-        raise ImageError("image_too_large", _reason(error)) from None
+        raise InputTooLarge("image_too_large", _reason(error)) from None
     except Exception as error:  # PIL's format plugins raise many types on hostile headers
-        raise ImageError("corrupt_image", f"the image header could not be read: {_reason(error)}") from None
+        raise InvalidInput("corrupt_image", f"the image header could not be read: {_reason(error)}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
+        raise InputTooLarge("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
     if width == 0 or height == 0:
-        raise ImageError("not_an_image", "the image has no pixels")
+        raise InvalidInput("not_an_image", "the image has no pixels")
     # Checked from the header too: resizing the short side to 232 scales the long side by the same factor, so
     # a few hundred bytes of 65535x1 GIF would become a 15-million-pixel-long image (gigabytes) before the crop.
     if max(width, height) > max_aspect_ratio * min(width, height):
-        raise ImageError(
+        raise InvalidInput(
             "image_too_elongated",
             f"{width}x{height} pixels is more elongated than the limit of {max_aspect_ratio:g}:1 (long:short side)",
         )
@@ -103,10 +96,10 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASP
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious
-        reason = _reason(error)
-        raise ImageError("corrupt_image", f"the image could not be decoded (truncated or corrupt): {reason}") from None
+        message = f"the image could not be decoded (truncated or corrupt): {_reason(error)}"
+        raise InvalidInput("corrupt_image", message) from None
 
 
-def preprocess(data: bytes, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> torch.Tensor:
+def preprocess(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> torch.Tensor:
     """A (3, 224, 224) float tensor: resize 232 (bilinear, antialiased), centre crop 224, normalise."""
     return IMAGENET_TRANSFORM(decode_image(data, max_pixels, max_aspect_ratio))

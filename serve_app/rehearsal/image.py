@@ -30,10 +30,10 @@ def bake_weights(torch_home: Path) -> Path:
 
 
 def bake_numba_seed(image: ImageSpec, fs: Filesystem) -> None:
-    """``python -m deployments.faq.kernel_cache`` as the Dockerfile runs it, with the image's environment."""
+    """``python -m deployments.faq.numba_seed`` as the Dockerfile runs it, with the image's environment."""
     env = {key: fs.on_host(fs.in_pod(value, image)) for key, value in image.env.items()}
     subprocess.run(
-        [sys.executable, "-m", "deployments.faq.kernel_cache"],
+        [sys.executable, "-m", "deployments.faq.numba_seed"],
         env={**os.environ, **env},
         cwd=fs.project,
         check=True,

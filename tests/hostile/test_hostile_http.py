@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.conftest import BODY_TIMEOUT_S
+from serve_app.testing.deployed import BODY_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -157,7 +157,7 @@ async def open_and_drop(host: str, port: int, count: int) -> Counter:
     return outcome
 
 
-# --- found by a hostile client: each class with its fix (README "Security") --------------------------------
+# --- found by a hostile client: each class with its fix (docs/security.md "Hostile input") ---
 
 PUNCTUATION_RUN = "." * 9_999 + "x"  # 0.9 s of FAQ scoring before (quadratic regular expressions), ~10 ms now
 UNCLOSED_TAGS = "<a>" * 3_333 + "x"

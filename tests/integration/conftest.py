@@ -16,10 +16,10 @@ import pytest
 import ray
 from ray import serve
 
-from benchmarks.peers.isolation import free_port
 from serve_app.app import bind_ingress, build_app
 from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
+from serve_app.testing import free_port
 from tests.integration.crashing_model import CrashingFaq
 
 BROKEN_MODEL_URI = "/nonexistent/faq-model"

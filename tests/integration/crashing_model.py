@@ -30,13 +30,9 @@ class CrashingFaq:
     def __init__(self, deaths_dir: str) -> None:
         self.deaths_dir = deaths_dir
 
-    async def match_many(self, queries: list[tuple[list[str], int]]) -> dict:
+    async def match_many(self, queries: list[tuple[list[str], int | None]]) -> dict:
         await _crash_if_asked([question for questions, _ in queries for question in questions], self.deaths_dir)
         return {"results": [[[] for _ in questions] for questions, _ in queries], "model_version": MODEL_VERSION}
-
-    async def score_all(self, question: str) -> list:
-        await _crash_if_asked([question], self.deaths_dir)
-        return []
 
     async def status(self) -> dict:
         return {"ready": True, "model_version": MODEL_VERSION, "error": None}

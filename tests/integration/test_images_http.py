@@ -2,10 +2,12 @@
 
 import asyncio
 import base64
+import time
 
 import pytest
 import torch
 from PIL import Image, ImageOps
+from ray import serve
 from torchvision.models import ResNet152_Weights
 
 from deployments.resnet.model import LABELS, random_resnet152
@@ -104,6 +106,31 @@ def test_concurrent_requests_share_forward_passes(serve_apps, client, photos):
     assert after["largest_batch"] > 1
 
 
+def test_status_calls_are_answered_while_the_model_runs_a_batch(serve_apps, photos):
+    # Decoding and forward passes run on threads of their own, so the replica's event loop answers status calls
+    # (what /readyz asks) while a batch is in the model: on the loop, each would wait for the whole batch.
+    images = serve.get_deployment_handle("ImageClassifier", app_name="main")
+    data = next(iter(photos.values()))
+
+    async def scenario() -> tuple[list[int], list[float], float]:
+        async with serve_apps.async_client(120) as http:
+            started = time.monotonic()
+            requests = [http.post("/images/classify", content=data, headers=JPEG) for _ in range(8)]
+            burst = asyncio.ensure_future(asyncio.gather(*requests))
+            waits = []
+            while not burst.done():
+                asked = time.monotonic()
+                await images.status.remote()
+                waits.append(time.monotonic() - asked)
+                await asyncio.sleep(0.05)
+            return [response.status_code for response in await burst], waits, time.monotonic() - started
+
+    statuses, waits, duration = asyncio.run(scenario())
+    assert statuses == [200] * 8
+    assert len(waits) >= 5, f"the burst took {duration:.2f} s; too short to show anything"
+    assert max(waits) < min(1.0, duration / 3), (duration, waits)
+
+
 def truncated(data: bytes) -> bytes:
     return data[: len(data) // 3]
 
@@ -156,7 +183,7 @@ BAD_IMAGES = [
     ("top_k not a number", {"json": {"image": "AAAA", "top_k": "five"}}, 422, "validation_error"),
     ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),
     ("invalid JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
-    # Decoded and classified (200) before: formats the README does not list are refused before any decoder runs.
+    # Decoded and classified (200) before: formats docs/api.md does not list are refused before any decoder runs.
     *[
         (f"{name} image", {"content": encode(sample_rgb(), name), "headers": JPEG}, 422, "unsupported_image_format")
         for name in ("TIFF", "PPM", "JPEG2000", "AVIF")

@@ -15,8 +15,9 @@ from tests.images import variants
 from tests.integration.conftest import API_KEYS
 from tests.integration.test_logs import _session_logs
 
-# Serve's proxy reads its middleware hook from the environment Ray starts in (README "Security"): set here, at
-# collection, before the session's Ray cluster starts (tests/integration/conftest.py), as `ray start` would have it.
+# Serve's proxy reads its middleware hook from the environment Ray starts in (docs/security.md "Request ids"):
+# set here, at collection, before the session's Ray cluster starts (tests/integration/conftest.py), as
+# `ray start` would have it.
 os.environ.setdefault(PROXY_HOOK_ENV, PROXY_HOOK)
 
 pytestmark = pytest.mark.integration

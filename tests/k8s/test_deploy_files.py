@@ -1,10 +1,12 @@
-"""The container image, the AKS scripts and the core Kubernetes objects, checked offline."""
+"""The container image, the installed wheel, the AKS scripts and the core Kubernetes objects, checked offline."""
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,44 @@ def test_dockerignore_lets_in_only_what_the_image_copies():
     for source in re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", (KUBERAY / "Dockerfile").read_text(), re.MULTILINE):
         copied |= {path.rstrip("/") for path in source.split()}
     assert ignore[0] == "*" and allowed == copied
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built from a copy of the sources with benchmarks/ and tests/ beside them."""
+    folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"
+    for name in ("serve_app", "deployments", "benchmarks", "tests"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    # No build isolation: the installed setuptools builds it, without fetching one from a package index.
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "--wheel-dir", str(folder)], check=True, capture_output=True)
+    (built,) = folder.glob("*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_app_and_its_models_alone(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        entries = {info.filename: info for info in archive.infolist()}
+    assert {name.split("/")[0] for name in entries if ".dist-info/" not in name} == {"serve_app", "deployments"}
+    # Files beside the code: HAProxy's wrapper, executable (serve_app/haproxy.py starts it), and the demo FAQ.
+    assert entries["serve_app/bin/haproxy-with-limits"].external_attr >> 16 & 0o111
+    assert "deployments/faq/demo/javascript_faq.jsonl" in entries
+
+
+def test_kuberay_commands_from_the_installed_wheel_say_they_need_a_checkout(wheel, tmp_path):
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)  # a pure-Python wheel's files, as pip installs them
+    env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the checkout's editable install
+    for command in (["render"], ["render", "--check"], ["rehearse"]):
+        run = [sys.executable, "-m", "serve_app.cli", "kuberay", *command]
+        done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "is a repository tool" in done.stderr and str(site / "serve_app") in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_dockerfile_passes_hadolint():

@@ -11,6 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from serve_app.kuberay import RAYSERVICE, ROOT, merge, render
 from tests.conftest import SHARED
+from tests.k8s.test_serve_config import assert_user_configs_are_the_settings
 
 CRD = SHARED / "kuberay" / "crds" / "ray.io_rayservices.yaml"
 
@@ -60,6 +61,10 @@ def test_gpu_differences_come_from_the_overlay(serve_config):
     images = next(d for d in app.deployments if d.name == "ImageClassifier")
     assert images.ray_actor_options.num_gpus == 1
     assert images.max_ongoing_requests >= images.user_config["max_batch_size"]
+
+
+def test_the_overlays_user_configs_are_the_deployments_settings(serve_config):
+    assert_user_configs_are_the_settings(serve_config)
 
 
 def test_cluster_shape(manifest):

@@ -9,12 +9,15 @@ from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.faq.deployment import FAQMatcher
+from deployments.faq.settings import FaqUserConfig
 from deployments.resnet.deployment import ImageClassifier
+from deployments.resnet.settings import ImageUserConfig
 from serve_app.ingress import Ingress
 from serve_app.settings import AppArgs
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 DEPLOYMENTS_IN_CODE = {"Ingress": Ingress, "FAQMatcher": FAQMatcher, "ImageClassifier": ImageClassifier}
+USER_CONFIGS = {"FAQMatcher": FaqUserConfig, "ImageClassifier": ImageUserConfig}
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +70,28 @@ def test_every_deployment_of_the_graph_is_configured(config):
     assert {d.name for d in app.deployments} == set(DEPLOYMENTS_IN_CODE)
 
 
-def test_batched_deployments_can_fill_their_batches(config):
+def assert_user_configs_are_the_settings(serve_deploy_config) -> None:
+    """The model packages own these (deployments/*/settings.py); a misspelt or removed option fails here, not at
+    the replicas' reconfigure."""
+    (app,) = serve_deploy_config.applications
+    configured = {d.name: d.user_config for d in app.deployments if "user_config" in d.model_fields_set}
+    assert set(configured) == set(USER_CONFIGS)
+    for name, user_config in configured.items():
+        USER_CONFIGS[name](**user_config)
+
+
+def test_each_user_config_is_its_deployments_settings(config):
+    assert_user_configs_are_the_settings(config)
+
+
+def test_only_the_image_deployment_batches_and_it_can_fill_its_batches(config):
+    # FAQ requests are batched once, by the ingress (faq_call_grouping), whatever route they come by.
     (app,) = config.applications
-    batched = [
-        d for d in app.deployments if "max_batch_size" in (d.model_dump(exclude_unset=True).get("user_config") or {})
-    ]
-    assert {d.name for d in batched} == {"FAQMatcher", "ImageClassifier"}
-    for deployment in batched:
-        assert deployment.max_ongoing_requests >= deployment.user_config["max_batch_size"], deployment.name
+    user_configs = {d.name: d.model_dump(exclude_unset=True).get("user_config", {}) for d in app.deployments}
+    batched = [d for d in app.deployments if "max_batch_size" in user_configs[d.name]]
+    assert [d.name for d in batched] == ["ImageClassifier"]
+    (images,) = batched
+    assert images.max_ongoing_requests >= images.user_config["max_batch_size"]
 
 
 def test_every_deployment_bounds_its_queue(config):

@@ -11,7 +11,7 @@ prints it).
 import pytest
 
 from deployments.faq.data import load_tsv
-from deployments.faq.train import train
+from deployments.faq.training.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@ import asyncio
 import pytest
 
 from serve_app.coalesce import Coalescer
-from serve_app.errors import Overloaded
 
 
 class Downstream:
@@ -92,20 +91,9 @@ def test_a_cancelled_caller_does_not_disturb_the_others():
 
 def test_limits_must_be_positive():
     with pytest.raises(ValueError):
-        Coalescer(Downstream(), max_group=0)
+        Coalescer(Downstream(), max_group=0, max_in_flight=1)
     with pytest.raises(ValueError):
-        Coalescer(Downstream(), max_in_flight=0)
-
-
-def test_beyond_max_waiting_callers_are_told_at_once_that_the_service_is_overloaded():
-    async def scenario():
-        coalescer = Coalescer(Downstream(delay_s=0.05), max_group=64, max_in_flight=1, max_waiting=3)
-        return await asyncio.gather(*(coalescer.submit(i) for i in range(6)), return_exceptions=True)
-
-    results = asyncio.run(scenario())
-    # 0 leaves at once; 1, 2, 3 wait; 4 and 5 find the waiting list full.
-    assert results[:4] == [0, 2, 4, 6]
-    assert all(isinstance(result, Overloaded) for result in results[4:])
+        Coalescer(Downstream(), max_group=1, max_in_flight=0)
 
 
 def test_the_timeout_bounds_the_wait_behind_groups_in_flight_and_a_timed_out_item_is_never_sent():

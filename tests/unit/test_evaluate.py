@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deployments.faq.evaluate import expected_calibration_error, fit_temperature, ranking_metrics, true_ranks
+from deployments.faq.training.evaluate import expected_calibration_error, fit_temperature, ranking_metrics, true_ranks
 
 
 def test_ranks_count_ties_as_average():

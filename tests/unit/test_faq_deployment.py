@@ -4,6 +4,7 @@ replica down; an unset user_config.model_uri means the app's own model again."""
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from deployments.faq.artifact import METADATA_FILE, save_artifact
 from deployments.faq.demo import demo_model
 from deployments.faq.deployment import FAQMatcher
-from serve_app.settings import FAQ_USER_CONFIG
+from deployments.faq.settings import FaqUserConfig
 
 Replica = FAQMatcher.func_or_class
 
@@ -25,7 +26,7 @@ def artifact(tmp_path_factory):
 
 
 def reconfigure(replica, model_uri: str | None) -> None:
-    asyncio.run(replica.reconfigure(FAQ_USER_CONFIG.model_copy(update={"model_uri": model_uri}).model_dump()))
+    asyncio.run(replica.reconfigure(FaqUserConfig(model_uri=model_uri).model_dump()))
 
 
 def test_a_model_url_whose_filesystem_is_not_installed_leaves_the_replica_up_and_explaining():
@@ -61,3 +62,32 @@ def test_unsetting_the_hot_model_goes_back_to_the_apps_own_model(artifact):
     assert replica.status()["model_version"] == version and replica.status()["update_error"] is None
     reconfigure(replica, None)
     assert replica.status()["model_version"] == "demo"
+
+
+def test_a_long_group_scores_off_the_event_loop_so_status_calls_are_answered_meanwhile():
+    # What Serve does on a replica: the group and the status calls are coroutines on the replica's one loop.
+    replica = Replica(None)
+    question = "How do I sort an array of objects by a property value and keep the order stable? " * 20
+    queries = [([f"{question} {i}"] * 64, 5) for i in range(16)]  # ~1.5 s of scoring on a 2-core box
+
+    async def scenario() -> tuple[float, list[float], dict]:
+        async def status_call() -> dict:
+            return replica.status()
+
+        started = time.monotonic()
+        scoring = asyncio.ensure_future(replica.match_many(queries))
+        await asyncio.sleep(0.05)  # the group is scoring now
+        waits = []
+        while not scoring.done():
+            asked = time.monotonic()
+            status = await asyncio.ensure_future(status_call())
+            waits.append(time.monotonic() - asked)
+            await asyncio.sleep(0.01)
+        answer = await scoring
+        assert len(answer["results"]) == len(queries) and status["ready"] is True
+        return time.monotonic() - started, waits, answer
+
+    duration, waits, _ = asyncio.run(scenario())
+    # On the loop, the group would have held every status call for its whole duration.
+    assert len(waits) >= 5, f"the group took {duration:.2f} s; too short to show anything"
+    assert max(waits) < duration / 4, (duration, max(waits))

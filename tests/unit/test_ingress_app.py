@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deployments.errors import InputTooLarge, InvalidInput, ModelUnavailable
 from serve_app.http import ClientRequestIds, client_request_id
 from serve_app.ingress import CachedState, Ingress
 from tests.images import variants
@@ -45,11 +46,20 @@ class StandIn:
         return Method()
 
 
+MATCH = {"id": 1, "answer_id": 10, "question": "How to sort?", "score": 0.9, "url": None, "answer": None}
+RANKING = [[1, 10, 0.9], [2, 20, 0.1]]
+
+
+def faq_answers(queries: list[tuple[list[str], int | None]]) -> dict:
+    """As FAQMatcher.match_many: per query, per question, top_k matches, or the ranking rows for top_k None."""
+    results = [[RANKING if top_k is None else [MATCH] * top_k for _ in questions] for questions, top_k in queries]
+    return {"results": results, "model_version": "faq-v1"}
+
+
 def faq_stand_in() -> StandIn:
     return StandIn(
         status=lambda: {"ready": True, "model_version": "faq-v1", "batching": {"requests": 1.0}},
-        match_many=lambda queries: {"results": [[[] for _ in q] for q, _ in queries], "model_version": "faq-v1"},
-        score_all=lambda question: [[1, 1, 1.0]],
+        match_many=faq_answers,
     )
 
 
@@ -60,13 +70,14 @@ def images_stand_in(ready: bool = True) -> StandIn:
     )
 
 
-def build(monkeypatch, faq=None, images=None, auth: bool = True, **limits: Any):
+def build(monkeypatch, faq=None, images=None, auth: bool = True, grouping: dict | None = None, **limits: Any):
     """The ingress's ASGI app, with ClientRequestIds in front as Ray Serve runs it when its hook is set."""
     monkeypatch.setenv("SERVE_APP_API_KEYS", API_KEY)
     monkeypatch.delenv("SERVE_APP_JWT_SECRET", raising=False)
     user_class = next(cls for cls in Ingress.func_or_class.__mro__[1:] if cls.__name__ == "Ingress")
     ingress = user_class.__new__(user_class)
-    user_class.__init__(ingress, faq or faq_stand_in(), images or images_stand_in(), limits, None, {"enabled": auth})
+    faq, images = faq or faq_stand_in(), images or images_stand_in()
+    user_class.__init__(ingress, faq, images, limits, grouping, {"enabled": auth})
     return ClientRequestIds(ingress.__serve_build_asgi_app__())
 
 
@@ -336,3 +347,71 @@ def test_a_huge_number_out_of_range_is_not_echoed(monkeypatch, path, field, limi
     error = assert_no_echo(response, digits)
     message = f"must be between 1 and {limit}, got a number of about 3000 digits"
     assert error["details"] == [{"field": "top_k", "message": message}]
+
+
+# --- FAQ requests: one batching, every route ------------------------------------------------------------------
+
+
+def concurrently(app, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
+    async def go() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+            return await asyncio.gather(*(client.post(path, json=body) for path, body in requests))
+
+    return asyncio.run(go())
+
+
+def test_score_and_match_requests_leave_together_in_grouped_calls(monkeypatch):
+    faq = faq_stand_in()
+    app = build(monkeypatch, faq=faq, grouping={"max_in_flight": 1})
+    requests = [("/score", {"input": f"sort {i}"}) for i in range(6)]
+    requests += [("/faq/match", {"question": f"sort {i}", "top_k": 1}) for i in range(6)]
+    responses = concurrently(app, requests)
+    assert [r.status_code for r in responses] == [200] * 12
+    assert all(r.json() == RANKING for r in responses[:6])
+    assert all(r.json()["matches"][0]["id"] == 1 for r in responses[6:])
+    assert faq.calls == {"match_many": 2}  # the first at once; the other eleven waited for it, together
+
+
+def test_faq_requests_beyond_max_in_flight_are_refused_at_once_not_queued(monkeypatch):
+    # The requests waiting for a grouped call count against limits.max_in_flight from their arrival.
+    app = build(monkeypatch, grouping={"max_in_flight": 1}, max_in_flight=3)
+    responses = concurrently(app, [("/faq/match", {"question": f"sort {i}"}) for i in range(5)])
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 503, 503]
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.json()["error"]["type"] == "overloaded" and refused.headers["retry-after"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InputTooLarge("image_too_large", "9000x9000 pixels is over the limit"), 413),
+        (InvalidInput("corrupt_image", "the image could not be decoded"), 422),
+    ],
+)
+def test_a_models_invalid_input_answers_with_the_status_of_its_class(monkeypatch, error, status):
+    def refuse(images: list[bytes], k: int) -> dict:
+        raise error.at("images.0")
+
+    app = build(monkeypatch, images=StandIn(classify=refuse))
+    response = call(app, "POST", "/images/classify", content=variants()["png"], headers={"content-type": "image/png"})
+    assert response.status_code == status
+    body = response.json()["error"]
+    assert body["type"] == error.kind and body["message"] == f"images.0: {error.message}"
+    assert body["details"] == [{"field": "images.0", "message": error.message}]
+
+
+def test_a_model_that_cannot_load_answers_503_with_retry_after(monkeypatch):
+    def unavailable(queries: list) -> dict:
+        raise ModelUnavailable("faq", "metadata.json is missing")
+
+    app = build(monkeypatch, faq=StandIn(match_many=unavailable))
+    response = call(app, "POST", "/score", json={"input": "sort"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "30"
+    assert response.json()["error"] == {
+        "type": "model_unavailable",
+        "message": "faq: metadata.json is missing",
+        "details": [],
+    }

@@ -1,10 +1,10 @@
-"""Fast-ingress servers on one host get files and ports of their own (benchmarks.peers.isolation)."""
+"""Fast-ingress servers on one host get files and ports of their own (serve_app.testing.ports)."""
 
 import inspect
 
 from ray.serve._private import constants
 
-from benchmarks.peers.isolation import BLOCK_SIZE, private_fast_ingress_env
+from serve_app.testing.ports import BLOCK_SIZE, private_fast_ingress_env
 
 
 def test_every_setting_is_one_ray_reads():

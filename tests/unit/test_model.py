@@ -3,9 +3,10 @@ import pytest
 
 from deployments.faq.data import FaqDataset, load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH, demo_model
-from deployments.faq.kernels import SCORERS_BESIDE_KERNELS
-from deployments.faq.model import FaqModel, FaqModelConfig, fit_model
-from deployments.faq.train import train
+from deployments.faq.model import FaqModel, FaqModelConfig
+from deployments.faq.scoring_loops import SCORERS_BESIDE_KERNELS
+from deployments.faq.training.fit import fit_model
+from deployments.faq.training.train import train
 
 
 @pytest.fixture(scope="module")

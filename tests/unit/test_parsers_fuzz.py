@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from deployments.errors import InvalidInput
 from deployments.faq.text import clean_text, title_of
-from deployments.resnet.preprocess import ImageError, decode_image
+from deployments.resnet.preprocess import decode_image
 from serve_app.auth import Authenticator, AuthFailure, AuthSettings, Principal
 from serve_app.errors import RequestError
 from serve_app.image_input import _from_json
@@ -43,7 +44,7 @@ def mutated_images(draw) -> bytes:
 def test_decoding_any_bytes_gives_an_image_or_an_image_error(data):
     try:
         image = decode_image(data, MAX_PIXELS)
-    except ImageError as error:
+    except InvalidInput as error:
         kinds = {"empty_image", "not_an_image", "unsupported_image_format", "corrupt_image", "image_too_large"}
         assert error.kind in kinds | {"image_too_elongated"}
     else:
@@ -55,7 +56,7 @@ def test_decoding_any_bytes_gives_an_image_or_an_image_error(data):
 def test_classify_json_bodies_parse_or_give_a_client_error(body):
     try:
         images, _, _ = _from_json(body)
-    except (RequestError, RequestValidationError):
+    except (RequestError, InvalidInput, RequestValidationError):
         return
     assert all(isinstance(image, bytes) for image in images)
 

@@ -6,7 +6,8 @@ import torch
 from PIL import Image, features
 from torchvision.models import ResNet152_Weights
 
-from deployments.resnet.preprocess import ImageError, decode_image, preprocess
+from deployments.errors import InputTooLarge, InvalidInput
+from deployments.resnet.preprocess import decode_image, preprocess
 from tests.images import decompression_bomb, encode, sample_rgb, variants
 
 LIMIT = 40_000_000
@@ -63,16 +64,25 @@ def test_exif_orientation_is_applied():
     ids=["empty", "text", "truncated-jpeg", "truncated-png", "bomb"],
 )
 def test_bad_images_raise_a_clear_error(data, kind):
-    with pytest.raises(ImageError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         preprocess(data, LIMIT)
     assert raised.value.kind == kind and str(raised.value)
+
+
+def test_too_many_pixels_is_an_input_too_large_the_other_refusals_are_not():
+    # The ingress answers InputTooLarge with 413, any other InvalidInput with 422 (serve_app.errors).
+    with pytest.raises(InputTooLarge):
+        preprocess(decompression_bomb(LIMIT + 1), LIMIT)
+    with pytest.raises(InvalidInput) as raised:
+        preprocess(b"", LIMIT)
+    assert not isinstance(raised.value, InputTooLarge)
 
 
 @pytest.mark.parametrize("size", [(65535, 1), (1, 65535), (102, 2)])
 def test_images_more_elongated_than_the_limit_are_refused_before_decoding(size):
     # 65535x1 is a few hundred bytes of PNG, but resized to 232 on its short side it would be ~15 million pixels
     # long: gigabytes before the centre crop.
-    with pytest.raises(ImageError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         preprocess(encode(Image.new("1", size), "PNG", optimize=True), LIMIT, max_aspect_ratio=50)
     assert raised.value.kind == "image_too_elongated" and "50:1" in str(raised.value)
 
@@ -82,7 +92,8 @@ def test_an_image_exactly_at_the_aspect_ratio_limit_is_classified():
     assert tensor.shape == (3, 224, 224)
 
 
-# Formats Pillow decodes but the API does not accept (README "Using it"): refused before any decoder of theirs runs.
+# Formats Pillow decodes but the API does not accept (docs/api.md "Image classification"): refused before any
+# decoder of theirs runs.
 REFUSED_FORMATS = ("TIFF", "PPM", "JPEG2000", "AVIF", "ICO", "PCX", "QOI", "SGI")
 
 
@@ -90,7 +101,7 @@ REFUSED_FORMATS = ("TIFF", "PPM", "JPEG2000", "AVIF", "ICO", "PCX", "QOI", "SGI"
 def test_formats_the_api_does_not_list_are_refused_naming_the_format(image_format):
     if image_format == "AVIF" and not features.check("avif"):
         pytest.skip("this Pillow has no AVIF support to make a test image with")
-    with pytest.raises(ImageError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         preprocess(encode(sample_rgb(), image_format), LIMIT)
     assert raised.value.kind == "unsupported_image_format"
     assert str(raised.value) == f"{image_format} images are not accepted: send JPEG, PNG, WebP, GIF or BMP"
@@ -108,7 +119,7 @@ def test_no_other_format_plugin_reads_a_clients_bytes(monkeypatch):
 
             monkeypatch.setitem(Image.OPEN, name, (refuse, accept))
     for image_format in ("TIFF", "PPM", "JPEG2000", "PCX"):
-        with pytest.raises(ImageError):
+        with pytest.raises(InvalidInput):
             preprocess(encode(sample_rgb(), image_format), LIMIT)
     for data in variants().values():
         preprocess(data, LIMIT)
@@ -117,6 +128,6 @@ def test_no_other_format_plugin_reads_a_clients_bytes(monkeypatch):
 
 def test_an_accepted_format_with_a_broken_header_is_not_called_unsupported():
     broken_png = variants()["png"][:8] + b"\x00" * 40
-    with pytest.raises(ImageError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         preprocess(broken_png, LIMIT)
     assert raised.value.kind == "not_an_image" and "JPEG, PNG, WebP, GIF or BMP" in str(raised.value)

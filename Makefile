@@ -1,0 +1,24 @@
+# The two set-up commands of the README: `make run` serves the application, `make test` runs what CI runs.
+# Both make .venv on first use and reinstall the project only when pyproject.toml changed since the last install.
+
+VENV := .venv
+# Touched after a successful install: pyproject.toml newer than this file means the install is out of date.
+INSTALLED := $(VENV)/.installed
+ACTIVATE := . $(VENV)/bin/activate
+
+.PHONY: run test
+
+run: $(INSTALLED)
+	$(ACTIVATE) && serve run serve_app:graph
+
+test: $(INSTALLED)
+	$(ACTIVATE) && ruff check . && python -m pytest && python -m pytest -m autoscaling
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# Order-only on the interpreter: a venv that exists never forces a reinstall by itself.
+$(INSTALLED): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e ".[dev]"
+	touch $@

@@ -1,0 +1,50 @@
+"""Errors the model layer raises on purpose, in its own words: what was wrong and a stable machine-readable
+``kind`` (the ``type`` of the API's JSON error body), never an HTTP status; the ingress chooses the status
+(serve_app.errors). They cross Ray's handles, so each keeps its fields through pickling.
+
+An error names what was wrong with an input but never sends it back: at most ``MAX_ECHO_CHARS`` characters of
+anything a client sent appear in one, through ``shorten``.
+"""
+
+MAX_ECHO_CHARS = 64  # the most of one input (value, header, key) that an error message repeats
+MAX_DETAIL_CHARS = 256  # a message about one input, whatever it is made of
+
+
+def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class InvalidInput(ValueError):
+    """Input the model cannot use: ``kind`` says why (clients branch on it), ``field`` which input it was."""
+
+    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.field = field
+
+    def at(self, field: str) -> "InvalidInput":
+        """The same error, located at ``field`` (e.g. the image's place in the request)."""
+        return type(self)(self.kind, self.message, field)
+
+    def __reduce__(self) -> tuple:  # keeps every field when Ray ships the exception to the caller
+        return (type(self), (self.kind, self.message, self.field))
+
+
+class InputTooLarge(InvalidInput):
+    """Input over a size limit of the model (an image's pixel count)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A model could not be loaded; its routes fail with this reason until it is fixed."""
+
+    kind = "model_unavailable"
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model}: {reason}")
+        self.model = model
+        self.reason = reason
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.model, self.reason))
