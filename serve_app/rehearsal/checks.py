@@ -3,6 +3,7 @@ head's dashboard (as the operator does), wait for the application, then call eve
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -108,13 +109,33 @@ def status_report(application: dict) -> str:
     return "\n".join(lines)
 
 
+SCHEDULING_MESSAGE = re.compile(
+    r"to be scheduled.*Resources required for each replica: (\{[^}]*\}), total resources available: (\{[^}]*\})",
+    re.DOTALL,
+)
+
+
 def unschedulable(application: dict) -> bool:
     """A replica no node can hold: in the cluster the autoscaler would add a node (or never could); here each
     group has its one pod, so waiting longer changes nothing. Serve says so after 30 s of trying."""
-    return any(
-        "to be scheduled" in (deployment.get("message") or "")
-        for deployment in application.get("deployments", {}).values()
-    )
+    deployments = application.get("deployments", {}).values()
+    return any(_cannot_fit(deployment.get("message") or "") for deployment in deployments)
+
+
+def _cannot_fit(message: str) -> bool:
+    """Serve's "taken more than 30s to be scheduled" also appears when the resources are there but starting the
+    replica's worker is slow (a busy machine): only a replica asking for more than the cluster has free is
+    unschedulable. A message without the resource figures counts as unschedulable, as Serve means it."""
+    if "to be scheduled" not in message:
+        return False
+    figures = SCHEDULING_MESSAGE.search(message)
+    if figures is None:
+        return True
+    try:
+        required, available = (json.loads(group) for group in figures.groups())
+    except ValueError:
+        return True
+    return any(amount > available.get(resource, 0) for resource, amount in required.items())
 
 
 def wait_until_running(head_ip: str, name: str, timeout_s: float, times: ReplicaTimes) -> None:

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from serve_app.kuberay import ROOT
+from serve_app.rehearsal.checks import unschedulable
 from serve_app.rehearsal.manifest import ManifestError, quantity_bytes, quantity_cpus, read_dockerfile, read_rayservice
 from serve_app.rehearsal.pods import Filesystem, conditions_script
 from serve_app.rehearsal.run import generated_secret, without_gpu
@@ -63,3 +64,21 @@ def test_a_manifest_that_is_not_a_rayservice_is_refused(tmp_path: Path):
     path.write_text(yaml.safe_dump({"kind": "RayCluster", "spec": {}}))
     with pytest.raises(ManifestError):
         read_rayservice(path, {})
+
+
+def scheduling_message(required: str, available: str) -> dict:
+    message = (
+        "Deployment 'D' in application 'serve_app' has 2 replicas that have taken more than 30s to be scheduled. "
+        f"Resources required for each replica: {required}, total resources available: {available}. Use `ray status`."
+    )
+    return {"deployments": {"D": {"message": message}}}
+
+
+def test_only_a_replica_that_cannot_fit_is_unschedulable():
+    # Slow to start on a busy machine (the resources are free) is not a reason to give up early.
+    assert not unschedulable(scheduling_message('{"CPU": 1.0}', '{"CPU": 3.0}'))
+    assert unschedulable(scheduling_message('{"CPU": 0.0, "GPU": 1.0}', '{"CPU": 3.0}'))
+    assert unschedulable(scheduling_message('{"CPU": 4.0}', '{"CPU": 3.0}'))
+    without_figures = "has 1 replicas that have taken more than 30s to be scheduled"
+    assert unschedulable({"deployments": {"D": {"message": without_figures}}})
+    assert not unschedulable({"deployments": {"D": {"message": "Deploying new version"}}})
