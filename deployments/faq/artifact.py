@@ -26,6 +26,7 @@ import fsspec
 import numpy as np
 
 from deployments.faq.data import Original
+from deployments.faq.encoder import EncoderError
 from deployments.faq.model import FaqModel
 
 ARRAYS_FILE = "model.npz"
@@ -69,6 +70,8 @@ def save_artifact(model: FaqModel, out_dir: str, *, data_sha256: str, metrics: d
         "metrics": metrics,
         "files": {name: _sha256(data) for name, data in contents.items()},
     }
+    if model.dense is not None:  # the encoder is referenced, not copied: its files' sha256 pin it (model.json too)
+        metadata["encoder"] = {"reference": model.dense.reference, "files_sha256": model.dense.files_sha256}
     contents[METADATA_FILE] = json.dumps(metadata, indent=2).encode()
     fs, root = fsspec.core.url_to_fs(out_dir)
     fs.makedirs(root, exist_ok=True)
@@ -86,8 +89,11 @@ def _read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
         raise ArtifactError(f"{path} is missing: is this a model directory written by `serve-app faq train`?") from None
 
 
-def load_artifact(uri: str | Path) -> tuple[FaqModel, dict[str, Any]]:
-    """Load and verify an artifact directory; raises ArtifactError with the reason on any doubt."""
+def load_artifact(uri: str | Path, encoder: str | None = None) -> tuple[FaqModel, dict[str, Any]]:
+    """Load and verify an artifact directory; raises ArtifactError with the reason on any doubt. A model
+    trained with a sentence encoder loads it from ``encoder`` (a path, fsspec URL or ``package:NAME``; by
+    default the reference it was trained with) and refuses it unless its files are the ones it was trained
+    with."""
     fs, root = fsspec.core.url_to_fs(str(uri))
     try:
         metadata = json.loads(_read(fs, f"{root}/{METADATA_FILE}"))
@@ -112,7 +118,9 @@ def load_artifact(uri: str | Path) -> tuple[FaqModel, dict[str, Any]]:
         raise ArtifactError(f"{uri}/{ARRAYS_FILE} is not a plain numeric archive: {error}") from None
     originals = [Original(**json.loads(line)) for line in contents[ORIGINALS_FILE].decode().splitlines() if line]
     try:
-        return FaqModel.from_state(originals, arrays, json.loads(contents[FIELDS_FILE])), metadata
+        return FaqModel.from_state(originals, arrays, json.loads(contents[FIELDS_FILE]), encoder), metadata
+    except EncoderError as error:
+        raise ArtifactError(f"{uri}: {error}") from None
     except (KeyError, TypeError, ValueError) as error:
         # An artifact written by another version of the model code: say so instead of crashing the replica.
         raise ArtifactError(

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import Original
+from deployments.faq.dense import CENTROID, DENSE_ARRAYS, DENSE_SCORERS, DenseScorers
 from deployments.faq.features import TextFeatures
 from deployments.faq.rerank import rerank
 from deployments.faq.text import clean_text
@@ -35,13 +36,22 @@ def known_originals(cosines: np.ndarray, document_labels: np.ndarray, threshold:
     return np.where(cosines[np.arange(len(nearest)), nearest] >= threshold, document_labels[nearest], -1)
 
 
-def final_scores(zscores: np.ndarray, config: FaqModelConfig, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    first = rerank(zscores, zscores[:, BASE_SCORERS].sum(axis=1), config.first_candidates, weights[0], bias[0])
+def first_order(zscores: np.ndarray, dense: bool) -> np.ndarray:
+    """The ranking the first re-ranking stage takes its candidates from: the base scorers' z-sum, plus the
+    dense centroid's z-score where the model has dense scorers (they come last)."""
+    order = zscores[:, BASE_SCORERS].sum(axis=1)
+    return order + zscores[:, zscores.shape[1] - len(DENSE_SCORERS) + CENTROID] if dense else order
+
+
+def final_scores(
+    zscores: np.ndarray, config: FaqModelConfig, weights: np.ndarray, bias: np.ndarray, dense: bool = False
+) -> np.ndarray:
+    first = rerank(zscores, first_order(zscores, dense), config.first_candidates, weights[0], bias[0])
     return rerank(zscores, first, config.second_candidates, weights[1], bias[1])
 
 
-def n_rerank_features(views: list[View]) -> int:
-    return 2 * sum(view.spec.n_scorers for view in views) + 1
+def n_rerank_features(views: list[View], dense: bool = False) -> int:
+    return 2 * (sum(view.spec.n_scorers for view in views) + (len(DENSE_SCORERS) if dense else 0)) + 1
 
 
 @dataclass
@@ -54,11 +64,12 @@ class FaqModel:
     class_bias: np.ndarray  # (2, originals): first and second stage
     config: FaqModelConfig
     temperature: float = 1.0
+    dense: DenseScorers | None = None  # sentence-embedding scorers, when trained with an encoder
 
     def __post_init__(self) -> None:
         if not self.views or self.views[0].spec.name != WORDS:
             raise ValueError("the words view must come first")
-        if self.rerank_weights.shape != (2, n_rerank_features(self.views)):
+        if self.rerank_weights.shape != (2, n_rerank_features(self.views, self.dense is not None)):
             raise ValueError(f"rerank_weights has shape {self.rerank_weights.shape}, expected 2 stages x features")
         if self.class_bias.shape != (2, len(self.originals)):
             raise ValueError(f"class_bias has shape {self.class_bias.shape}, expected (2, {len(self.originals)})")
@@ -73,8 +84,11 @@ class FaqModel:
         """
         cleaned = [clean_text(question, self.config.keep_code_blocks) for question in questions]
         per_view = [view.zscores(cleaned) for view in self.views]
-        zscores = np.concatenate([view_zscores for view_zscores, _ in per_view], axis=1)
-        scores = final_scores(zscores, self.config, self.rerank_weights, self.class_bias)
+        parts = [view_zscores for view_zscores, _ in per_view]
+        if self.dense is not None:
+            parts.append(self.dense.zscores(cleaned))
+        zscores = np.concatenate(parts, axis=1)
+        scores = final_scores(zscores, self.config, self.rerank_weights, self.class_bias, self.dense is not None)
         labels = self.views[0].scorers["document_labels"]  # the words view's
         known = known_originals(per_view[0][1], labels, self.config.known_phrasing_cosine)
         rows = np.flatnonzero(known >= 0)
@@ -130,10 +144,17 @@ class FaqModel:
                     arrays[f"{name}.scorers.{key}"] = value
             views[name] = {"features": feature_fields, "sparse_scorers": sparse, "known_words": view.known_words}
         fields = {"config": asdict(self.config), "temperature": self.temperature, "views": views}
+        if self.dense is not None:  # absent otherwise: a model without an encoder saves what it always did
+            arrays |= {f"dense.{key}": value for key, value in self.dense.arrays.items()}
+            fields["dense"] = {"encoder": self.dense.reference, "files_sha256": self.dense.files_sha256}
         return arrays, fields
 
     @classmethod
-    def from_state(cls, originals: list[Original], arrays: dict[str, np.ndarray], fields: dict) -> "FaqModel":
+    def from_state(
+        cls, originals: list[Original], arrays: dict[str, np.ndarray], fields: dict, encoder: str | None = None
+    ) -> "FaqModel":
+        """The model from ``state``'s output. A model with dense scorers loads its encoder from ``encoder``, or
+        else the reference it was trained with, and refuses files other than those it was trained with."""
         config = FaqModelConfig(**fields["config"])
         specs = {spec.name: spec for spec in view_specs(config)}
         if set(fields["views"]) != set(specs):
@@ -160,4 +181,15 @@ class FaqModel:
             class_bias=arrays["class_bias"],
             config=config,
             temperature=float(fields["temperature"]),
+            dense=_dense_from_state(arrays, fields.get("dense"), encoder),
         )
+
+
+def _dense_from_state(arrays: dict[str, np.ndarray], fields: dict | None, encoder: str | None) -> DenseScorers | None:
+    if fields is None:
+        return None
+    from deployments.faq.encoder import load_encoder  # torch: only for models trained with an encoder
+
+    loaded = load_encoder(encoder or fields["encoder"], expected_sha256=fields["files_sha256"])
+    dense_arrays = {key: arrays[f"dense.{key}"] for key in DENSE_ARRAYS}
+    return DenseScorers(loaded.encoder, loaded.reference, loaded.files_sha256, dense_arrays)

@@ -11,7 +11,15 @@ import scipy.sparse as sp
 
 from deployments.faq.config import FaqModelConfig
 from deployments.faq.data import FaqDataset
-from deployments.faq.model import BASE_SCORERS, FaqModel, n_rerank_features
+from deployments.faq.dense import (
+    KERNEL_ALPHA,
+    KERNEL_GAMMA,
+    DenseScorers,
+    LoadedEncoder,
+    dense_zscores,
+    fit_dense_scorers,
+)
+from deployments.faq.model import BASE_SCORERS, FaqModel, first_order, n_rerank_features
 from deployments.faq.rerank import candidate_features, fit_conditional_logit, rerank, top_columns
 from deployments.faq.scorers import fit_scorers, zscores
 from deployments.faq.text import clean_text
@@ -41,33 +49,45 @@ def _training_texts(dataset: FaqDataset, config: FaqModelConfig) -> tuple[list[s
     return [clean_text(text, config.keep_code_blocks) for text in texts], np.array(labels)
 
 
+def _dense_scorers(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    return fit_dense_scorers(embeddings, labels, n_classes, KERNEL_GAMMA, KERNEL_ALPHA)
+
+
 def _fit_rerank(
-    views: list[View], documents: list[sp.csr_matrix], labels: np.ndarray, config: FaqModelConfig
+    views: list[View],
+    documents: list[sp.csr_matrix],
+    labels: np.ndarray,
+    config: FaqModelConfig,
+    embeddings: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both stages' weights and biases, from scores of training duplicates by scorers fitted without them
-    (folds.py: which are held out; ``documents``: each view's training documents)."""
+    (folds.py: which are held out; ``documents``: each view's training documents; ``embeddings``: theirs, where
+    the model has dense scorers)."""
     n_classes = views[0].n_classes
     duplicates = np.arange(2 * n_classes, len(labels))
     splits = duplicate_folds(labels[duplicates], config.inner_folds, seed=0)
+    dense = embeddings is not None
     if not splits:
-        return np.stack([default_weights(n_rerank_features(views))] * 2), np.zeros((2, n_classes))
+        return np.stack([default_weights(n_rerank_features(views, dense))] * 2), np.zeros((2, n_classes))
     held_out_rows = np.concatenate([test for _, test in splits])
-    held_out = np.zeros((len(duplicates), sum(view.spec.n_scorers for view in views), n_classes))
+    held_out = np.zeros((len(duplicates), (n_rerank_features(views, dense) - 1) // 2, n_classes))
     for train, test in splits:
         keep = np.r_[np.arange(2 * n_classes), duplicates[train]]
-        held_out[test] = np.concatenate(
-            [
-                zscores(
-                    fit_scorers(matrix[keep], labels[keep], n_classes, config, view.spec.kernel_gammas),
-                    matrix[duplicates[test]],
-                )
-                for view, matrix in zip(views, documents, strict=True)
-            ],
-            axis=1,
-        )
+        parts = [
+            zscores(
+                fit_scorers(matrix[keep], labels[keep], n_classes, config, view.spec.kernel_gammas),
+                matrix[duplicates[test]],
+            )
+            for view, matrix in zip(views, documents, strict=True)
+        ]
+        if dense:
+            parts.append(
+                dense_zscores(_dense_scorers(embeddings[keep], labels[keep], n_classes), embeddings[duplicates[test]])
+            )
+        held_out[test] = np.concatenate(parts, axis=1)
     held_out, truth = held_out[np.sort(held_out_rows)], labels[duplicates][np.sort(held_out_rows)]
     weights, biases = [], []
-    order = held_out[:, BASE_SCORERS].sum(axis=1)
+    order = first_order(held_out, dense)
     for n_candidates in (config.first_candidates, config.second_candidates):
         candidates = top_columns(order, min(n_candidates, n_classes))
         features = candidate_features(held_out, candidates)
@@ -78,10 +98,18 @@ def _fit_rerank(
     return np.stack(weights), np.stack(biases)
 
 
-def fit_model(dataset: FaqDataset, config: FaqModelConfig | None = None) -> FaqModel:
+def fit_model(
+    dataset: FaqDataset, config: FaqModelConfig | None = None, encoder: LoadedEncoder | None = None
+) -> FaqModel:
+    """A fitted model; with ``encoder``, dense scorers (dense.py) beside the views' feed the re-ranker."""
     config = config or FaqModelConfig()
     cleaned, labels = _training_texts(dataset, config)
     fitted = [View.fit(spec, cleaned, labels, len(dataset.originals), config) for spec in view_specs(config)]
     views = [view for view, _ in fitted]
-    weights, bias = _fit_rerank(views, [documents for _, documents in fitted], labels, config)
-    return FaqModel(dataset.originals, views, weights, bias, config)
+    embeddings = encoder.encoder.encode(cleaned) if encoder is not None else None
+    weights, bias = _fit_rerank(views, [documents for _, documents in fitted], labels, config, embeddings)
+    dense = None
+    if encoder is not None:
+        arrays = _dense_scorers(embeddings, labels, len(dataset.originals))
+        dense = DenseScorers(encoder.encoder, encoder.reference, encoder.files_sha256, arrays)
+    return FaqModel(dataset.originals, views, weights, bias, config, dense=dense)
