@@ -42,6 +42,7 @@ def bind_ingress(ingress: Deployment, args: AppArgs, faq: Application, images: A
         args.faq_call_grouping.model_dump(),
         args.auth.model_dump(),
         args.rate_limit.model_dump(),
+        args.collection.model_dump(),
     )
 
 

@@ -11,6 +11,7 @@ from deployments.faq.data import FaqDataError, FaqDataset, load_jsonl, load_tsv
 from deployments.faq.encoder import EncoderError
 from deployments.faq.training.evaluate import evaluate
 from deployments.faq.training.train import train
+from serve_app import report
 from serve_app.auth import DEFAULT_MAX_TOKEN_LIFETIME_S
 from serve_app.kuberay import NotACheckout
 
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     capacity_parser.add_argument("--per-node", type=int, default=1, help="replicas per node (1 per GPU node)")
     capacity_parser.set_defaults(run=capacity)
 
+    # Listed here for --help; main() hands everything after `report` to its own parser (serve_app/report.py).
+    commands.add_parser("report", help="answer quality per model version from collected predictions and feedback")
+
     token_parser = commands.add_parser("token", help="mint a short-lived API token (JWT) for a client")
     token_parser.add_argument("--subject", required=True, help="who the token is for (logged as the caller)")
     token_parser.add_argument("--ttl-s", type=int, default=3600, help="lifetime in seconds (default 3600)")
@@ -194,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

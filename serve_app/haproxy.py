@@ -18,7 +18,7 @@ HAPROXY_WITH_LIMITS = Path(__file__).resolve().parent / "bin" / "haproxy-with-li
 # must fit one buffer (tune.bufsize, Ray's 16 KB) and must have arrived before HAProxy forwards the headers.
 # So ~100 KB image uploads are never re-sent, and FAQ requests are when the client writes the body with the
 # headers (aiohttp, requests, curl), not when it writes them apart (httpx): that needs `option
-# http-buffer-request`, which Ray's env cannot set (benchmarks/results/faults_ingress.md).
+# http-buffer-request`, which Ray's env cannot set, so serve_app/bin/haproxy-with-limits adds it to the config.
 HAPROXY_RETRY_ON = "conn-failure empty-response"
 
 

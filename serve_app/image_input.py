@@ -21,6 +21,7 @@ from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
 from serve_app.settings import Limits
 
 IMAGE_FIELD = "image"
+DEFAULT_LIMITS = Limits()
 ACCEPTED = "image/* (raw body), multipart/form-data (field 'image') or application/json ('image'/'images')"
 
 
@@ -68,12 +69,18 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes]
         await form.close()  # the parts' spooled files, on errors too
 
 
-def _from_json(body: bytes) -> tuple[list[bytes], int | None, bool]:
+def _check_count(count: int, limits: Limits) -> None:
+    if count > limits.max_images:
+        raise invalid("images", f"at most {limits.max_images} images per request, got {count}")
+
+
+def _from_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[list[bytes], int | None, bool]:
     try:
         request = ClassifyRequest.model_validate_json(body)
     except ValidationError as error:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
     encoded = [request.image] if request.image is not None else request.images or []
+    _check_count(len(encoded), limits)  # before decoding any: a 20 MB body holds millions of empty strings
     images = []
     for index, text in enumerate(encoded):
         try:
@@ -93,15 +100,14 @@ async def read_image_request(request: Request, query_top_k: int | None, limits: 
         images, body_top_k = await _from_multipart(request, limits)
         several = len(images) > 1
     elif content_type == "application/json" or content_type.endswith("+json"):
-        images, body_top_k, several = _from_json(await request.body())
+        images, body_top_k, several = _from_json(await request.body(), limits)
     else:
         raise RequestError(
             415, "unsupported_media_type", f"Content-Type {echo(content_type or 'missing')}: send {ACCEPTED}"
         )
     if not images:
         raise invalid("images", f"no image in the request: send {ACCEPTED}")
-    if len(images) > limits.max_images:
-        raise invalid("images", f"at most {limits.max_images} images per request, got {len(images)}")
+    _check_count(len(images), limits)
     top_k = body_top_k if body_top_k is not None else query_top_k if query_top_k is not None else DEFAULT_TOP_K
     if not 1 <= top_k <= limits.max_image_top_k:
         raise invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {echo(top_k)}")

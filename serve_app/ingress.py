@@ -8,7 +8,10 @@ import asyncio
 import itertools
 import logging
 import math
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from importlib.metadata import version
@@ -19,17 +22,25 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    RayServeException,
+    ReplicaUnavailableError,
+)
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import InvalidInput, ModelUnavailable
 from serve_app.admission import InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
-from serve_app.errors import Overloaded, ReplicaCrashed, echo, invalid
+from serve_app.collection import CollectionSettings, Collector, RecentPredictions, feedback_record, prediction_record
+from serve_app.collection.recent import RecentPrediction, outcome_of
+from serve_app.collection.records import image_input, text_input, top_k
+from serve_app.errors import Overloaded, ReplicaCrashed, RequestError, echo, invalid
 from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV, BodyLimits, RequestIds, install_error_handlers
 from serve_app.image_input import read_image_request
-from serve_app.metrics import AppMetrics, RequestMetrics
+from serve_app.metrics import ARRIVED_AT, AppMetrics, RequestMetrics
 from serve_app.probes import DEMO_PATH, LIVENESS_PATH, READINESS_PATH
 from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
 from serve_app.schemas import (
@@ -38,6 +49,8 @@ from serve_app.schemas import (
     ClassifyRequest,
     ClassifyResponse,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     MatchRequest,
     MatchResponse,
     ProbeResponse,
@@ -71,6 +84,9 @@ IMAGE_REQUEST_BODY = {
         "application/json": {"schema": ClassifyRequest.model_json_schema()},
     },
 }
+# Rows of /score recorded by model data collection (it ranks every original; the report needs the top 3).
+SCORE_ROWS_COLLECTED = 10
+FEEDBACK_MODEL = {"faq_id": "faq", "image_class": "images"}  # the model a feedback label is about
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 429, 503, 504)
 }
@@ -129,6 +145,26 @@ def _check_questions(questions: list[str], limits: Limits, single_field: str | N
             raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
 
 
+def _request_id() -> str:
+    """The id Serve gave the request being answered (its X-Request-Id response header); outside Serve (the unit
+    tests), a fresh one."""
+    return serve.context._get_serve_request_context().request_id or str(uuid.uuid4())
+
+
+def _replica_name() -> str:
+    """This replica's unique id, which names its collection files; outside Serve, the host and process."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RayServeException:
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _caller(request: Request) -> str | None:
+    """Who called, by name (serve_app.auth.Principal); None with authentication off."""
+    principal = request.scope.get("state", {}).get("principal")
+    return principal.subject if isinstance(principal, Principal) else None
+
+
 def _check_top_k(top_k: int, limits: Limits) -> None:
     if not 1 <= top_k <= limits.max_top_k:
         raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {echo(top_k)}")
@@ -156,6 +192,7 @@ class Ingress:
         faq_call_grouping: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
         rate_limit: dict[str, Any] | None = None,
+        collection: dict[str, Any] | None = None,
     ) -> None:
         self.models = {"faq": faq, "images": images}
         self.faq = faq
@@ -173,6 +210,86 @@ class Ingress:
         # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
         self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
         self.metrics = AppMetrics()
+        self.collection = CollectionSettings(**(collection or {}))
+        self.collector: Collector | None = None
+        if self.collection.enabled:
+            self.collector = Collector(self.collection, _replica_name(), self.metrics.observe_collection)
+        self.recent = RecentPredictions(self.collection.recent_predictions)
+
+    async def __del__(self) -> None:
+        """Serve's hook for a replica's graceful shutdown (a redeploy, a scale-down, serve shutdown): after the
+        drain, the records still in memory are written."""
+        collector = getattr(self, "collector", None)  # None too when __init__ failed before it
+        if collector is not None:
+            await collector.close()
+
+    def _collect(
+        self,
+        request: Request,
+        model: str,
+        answer: dict,
+        inputs: Callable[[], list[dict]],
+        ranked: list[tuple[list, list]],
+    ) -> None:
+        """Record an answered model request (``ranked``: each question's or image's ids and scores, best first)
+        and remember its prediction for feedback. It only queues the record; ``inputs`` (hashing, base64) are
+        described only for a request that is sampled."""
+        if self.collector is None:
+            return
+        request_id, version = _request_id(), answer["model_version"]
+        self.recent.remember(request_id, RecentPrediction(model, version, tuple(tuple(ids) for ids, _ in ranked)))
+        if not self.collector.sampled():
+            return
+        arrived = request.scope.get(ARRIVED_AT, time.perf_counter())
+        record = prediction_record(
+            request_id=request_id,
+            route=request.url.path,
+            model=model,
+            model_version=version,
+            caller=_caller(request),
+            latency_ms=(time.perf_counter() - arrived) * 1000,
+            status=200,
+            inputs=inputs(),
+            outputs=[top_k(ids, scores) for ids, scores in ranked],
+        )
+        self.collector.submit(record)
+
+    def _collect_questions(self, request: Request, questions: list[str], answer: dict, ranked: list) -> None:
+        if self.collector is not None:
+            privacy = self.collection.privacy
+            self._collect(request, "faq", answer, lambda: [text_input(q, privacy) for q in questions], ranked)
+
+    def _record_feedback(self, request: Request, feedback: FeedbackRequest) -> str:
+        if self.collector is None:
+            raise RequestError(
+                409,
+                "collection_disabled",
+                "feedback is stored with the model data collection, which is off on this service: set "
+                "collection.enabled (and collection.destination) in the application's args",
+            )
+        prediction = self.recent.get(feedback.request_id)
+        label = feedback.label()
+        field = "image_class" if "image_class" in label else "faq_id" if "faq_id" in label else None
+        if prediction is not None and field is not None and prediction.model != FEEDBACK_MODEL[field]:
+            request_id = echo(feedback.request_id)
+            raise invalid(field, f"request {request_id} was answered by the {prediction.model} model")
+        outcome = outcome_of(prediction, feedback.item, label)
+        record = feedback_record(
+            request_id=feedback.request_id,
+            feedback_request_id=_request_id(),
+            caller=_caller(request),
+            model_version=prediction.model_version if prediction else None,
+            label=label,
+        )
+        if not self.collector.submit(record):
+            raise Overloaded("feedback could not be stored now: the collection buffer is full", 5.0)
+        tags = {
+            "model": prediction.model if prediction else "unknown",
+            "model_version": prediction.model_version if prediction else "unknown",
+            "outcome": outcome,
+        }
+        self.metrics.feedback_outcomes.inc(tags=tags)
+        return outcome
 
     async def _faq_group(self, queries: list[FaqQuery]) -> list[dict]:
         answer = await self._call("faq", lambda: self.faq.match_many.remote(queries))
@@ -276,23 +393,28 @@ class Ingress:
             "/faq/match",
             responses={200: {"model": MatchResponse | BatchMatchResponse}, **ERROR_RESPONSES},
         )
-        async def match(request: MatchRequest) -> JSONResponse:
+        async def match(request: MatchRequest, http_request: Request) -> JSONResponse:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
             single = request.question is not None
             questions = [request.question] if single else request.questions or []
             _check_questions(questions, self.limits, "question" if single else None)
             _check_top_k(request.top_k, self.limits)
             answer = await self._ask_faq((questions, request.top_k))
+            ranked = [([m["id"] for m in matches], [m["score"] for m in matches]) for matches in answer["results"]]
+            self._collect_questions(http_request, questions, answer, ranked)
             if single:
                 return JSONResponse({"matches": answer["results"][0], "model_version": answer["model_version"]})
             results = [{"matches": matches} for matches in answer["results"]]
             return JSONResponse({"results": results, "model_version": answer["model_version"]})
 
         @app.post("/score", responses=ERROR_RESPONSES)
-        async def score(request: ScoreRequest) -> list[list[int | str | float]]:
+        async def score(request: ScoreRequest, http_request: Request) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
             _check_questions([request.input], self.limits, "input")
             answer = await self._ask_faq(([request.input], None))
+            rows = answer["results"][0][:SCORE_ROWS_COLLECTED]
+            ranked = [([row[0] for row in rows], [row[2] for row in rows])]
+            self._collect_questions(http_request, [request.input], answer, ranked)
             return answer["results"][0]
 
         @app.get(LIVENESS_PATH)
@@ -337,7 +459,23 @@ class Ingress:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
             parsed = await read_image_request(request, top_k, self.limits)
             answer = await self._call("images", lambda: self.images.classify.remote(parsed.images, parsed.top_k))
+            if self.collector is not None:
+                privacy = self.collection.privacy
+                ranked = [([p["class_index"] for p in ps], [p["score"] for p in ps]) for ps in answer["results"]]
+                inputs = lambda: [image_input(image, privacy) for image in parsed.images]  # noqa: E731
+                self._collect(request, "images", answer, inputs, ranked)
             results = [{"predictions": p, "model_version": answer["model_version"]} for p in answer["results"]]
             return JSONResponse(results if parsed.several else results[0])
+
+        @app.post(
+            "/feedback",
+            status_code=202,
+            response_model=FeedbackResponse,
+            responses={409: {"model": ErrorResponse}, **ERROR_RESPONSES},
+        )
+        async def feedback(feedback: FeedbackRequest, request: Request) -> dict[str, str]:
+            """The right answer to an earlier request (by its X-Request-Id), or whether it helped: stored with the
+            collected predictions (409 collection_disabled when model data collection is off)."""
+            return {"request_id": feedback.request_id, "outcome": self._record_feedback(request, feedback)}
 
         return app

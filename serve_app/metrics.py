@@ -5,7 +5,8 @@ They go through Ray Serve's metrics API, so every node's metrics agent exports t
 them: a PodMonitor on Kubernetes, Ray's service-discovery file locally (docs/operations.md).
 
 Label values are bounded by construction: a route from a fixed list (``other`` for the rest), a status code,
-an error type our own code names, a model name. Never a question, a key, a caller or a request id.
+an error type our own code names, a model name, a model version (few at a time), an outcome from a fixed list.
+Never a question, a key, a caller or a request id.
 """
 
 import json
@@ -15,10 +16,22 @@ import time
 from ray.serve import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ROUTES = ("/faq/match", "/score", "/images/classify", "/healthz", "/readyz", "/version", "/docs", "/openapi.json")
+ROUTES = (
+    "/faq/match",
+    "/score",
+    "/images/classify",
+    "/feedback",
+    "/healthz",
+    "/readyz",
+    "/version",
+    "/docs",
+    "/openapi.json",
+)
 LATENCY_BUCKETS_S = [0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 PROBABILITY_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 GROUP_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
+# Where RequestMetrics leaves a request's arrival time (time.perf_counter) in the ASGI scope, for the routes.
+ARRIVED_AT = "serve_app.arrived_at"
 # Error types are ours (serve_app.errors), but a label must stay bounded even if one ever carried input.
 ERROR_TYPE = re.compile(r"[a-z_]{1,40}")
 MAX_ERROR_BODY_BYTES = 4096  # an error body is bounded (serve_app.errors); a longer one is not ours
@@ -79,7 +92,23 @@ class AppMetrics:
             description="1 for each model version the ingress last saw serving (0 once it no longer serves).",
             tag_keys=("model", "model_version"),
         )
+        self.collection_records = metrics.Counter(
+            "serve_app_collection_records",
+            description="Model data collection records (kind: prediction, feedback) by outcome: collected, written, "
+            "dropped_buffer_full, dropped_write_error. collected = written + dropped_*, once flushed.",
+            tag_keys=("kind", "outcome"),
+        )
+        self.feedback_outcomes = metrics.Counter(
+            "serve_app_feedback_outcomes",
+            description="Feedback received, by model and model version of the prediction it is about and outcome: "
+            "top1, top3 (the true answer ranked first, or second or third), miss, helpful, unhelpful, or unknown "
+            "(the ingress replica no longer remembers the prediction: collection.recent_predictions).",
+            tag_keys=("model", "model_version", "outcome"),
+        )
         self._versions: dict[str, str] = {}
+
+    def observe_collection(self, outcome: str, kind: str, count: int) -> None:
+        self.collection_records.inc(count, tags={"kind": kind, "outcome": outcome})
 
     def observe_request(self, path: str, status: int, error_type: str, seconds: float) -> None:
         route, code = route_of(path), str(status)
@@ -119,7 +148,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = scope[ARRIVED_AT] = time.perf_counter()
         answer: dict = {"status": 500, "challenge": "", "body": b"", "full": False}
 
         async def recording_send(message: Message) -> None:

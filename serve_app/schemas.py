@@ -109,6 +109,48 @@ class ClassifyResponse(BaseModel):
     model_version: str
 
 
+class FeedbackRequest(BaseModel):
+    """What the right answer to an earlier request was, or whether it helped: exactly one of ``faq_id``,
+    ``image_class`` and ``helpful``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"request_id": "0b6ef6a4-7d52-4a8e-9c1e-2f0a4b9d6c11", "faq_id": 42}]},
+    )
+
+    request_id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[ -~]+$",
+        description="The X-Request-Id header of the answer this feedback is about.",
+    )
+    item: int = Field(0, ge=0, le=4096, description="Which question or image of that request (0-based).")
+    faq_id: int | None = Field(None, description="Id of the FAQ original that answers the question.")
+    image_class: int | None = Field(None, ge=0, le=999, description="The image's true ImageNet-1k class index.")
+    helpful: bool | None = Field(None, description="Whether the answer helped.")
+
+    @model_validator(mode="after")
+    def _exactly_one_label(self) -> "FeedbackRequest":
+        given = [name for name in ("faq_id", "image_class", "helpful") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("send exactly one of 'faq_id', 'image_class' and 'helpful'")
+        return self
+
+    def label(self) -> dict[str, Any]:
+        """The item and the one label sent, as the feedback record holds them."""
+        return self.model_dump(exclude={"request_id"}, exclude_none=True)
+
+
+class FeedbackResponse(BaseModel):
+    """Feedback accepted (202): it is written with the collected records within ``collection.flush_interval_s``."""
+
+    request_id: str
+    outcome: Literal["top1", "top3", "miss", "helpful", "unhelpful", "unknown"] = Field(
+        description="Where the true answer ranked in the prediction this ingress replica remembers (unknown: none)."
+    )
+
+
 class ErrorDetail(BaseModel):
     field: str
     message: str

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.resnet.settings import ImageModelSettings
 from serve_app.auth import AuthSettings
+from serve_app.collection.settings import CollectionSettings
 from serve_app.ratelimit import RateLimitSettings
 
 
@@ -92,4 +93,8 @@ class AppArgs(BaseSettings):
     rate_limit: RateLimitSettings = Field(RateLimitSettings(), description="Per-caller request rate limits.")
     faq_call_grouping: CallGrouping = Field(
         CallGrouping(), description="How the ingress groups concurrent FAQ requests into FAQ deployment calls."
+    )
+    collection: CollectionSettings = Field(
+        CollectionSettings(),
+        description="Model data collection: a record of each answered model request and of feedback (POST /feedback).",
     )

@@ -5,13 +5,13 @@ Fitting uses scikit-learn's vectorizers. Transforming one question with them cos
 input validation, so ``transform`` applies the same fitted analyzers, vocabularies and idf weights directly
 (tests check it equals scikit-learn's output). Character n-grams (``char_wb``) never cross a word boundary,
 so a question's character counts are the sum of its words' counts: those are computed once per distinct
-word and kept in a bounded cache, since questions reuse a small vocabulary. A question costs well under a
-millisecond with its words cached and tens of microseconds more per new word, so a model fills the cache with
-its training words when it loads (``warm``): a replica's first questions then cost what later ones do.
+word and kept in a cache bounded in bytes (word_cache.py), since questions reuse a small vocabulary. A
+question costs well under a millisecond with its words cached and tens of microseconds more per new word, so a
+model fills the cache with its training words when it loads (``warm``): a replica's first questions then cost
+what later ones do.
 """
 
 from collections import Counter
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from deployments.faq.scoring_loops import tfidf_row
+from deployments.faq.word_cache import Counts, WordCache
 
 # What differs from TfidfVectorizer's defaults in ``fit``: all a saved model needs to rebuild its vectorizers.
 VECTORIZER_SETTINGS = ("analyzer", "ngram_range", "max_df", "sublinear_tf", "token_pattern")
@@ -41,9 +42,11 @@ WORDS_AND_OPERATORS = (
 EQUIVALENT_TOKEN_PATTERNS = {
     r"(?u)\b\w\w+\b|[.,;:!?]{2,}(?=\s|$)|[^\w\s]{2,}?(?=[.,;:!?]*(?:\s|$))|[^\w\s]{2,}": WORDS_AND_OPERATORS,
 }
-WORD_CACHE_SIZE = 100_000  # distinct words whose character n-gram counts are kept (~1 KB each)
-
-Counts = tuple[np.ndarray, np.ndarray]  # (columns, counts) of the terms found in the vocabulary
+# Each view's cache of words' character n-gram counts: an ordinary word's entry is ~1 KB, so this holds ~30,000
+# of them, more than the training words a model starts with (text_views.KNOWN_WORDS_KEPT); longer words are
+# recomputed each time (a 64-character word: ~100 microseconds).
+WORD_CACHE_BYTES = 32 * 1024 * 1024
+MAX_CACHED_WORD_CHARS = 64
 # scipy keeps a CSR matrix's indices as int32 when they fit and converts anything else on construction, which
 # costs more than building one question's row: columns are int32 from the start (vocabularies stay far below 2**31).
 COLUMN_DTYPE = np.int32
@@ -80,8 +83,10 @@ class TextFeatures:
         self._word_analyzer = word.build_analyzer()
         char_analyzer = char.build_analyzer()
         # Per instance, so the cache goes with the model that filled it.
-        self._word_char_counts = lru_cache(maxsize=WORD_CACHE_SIZE)(
-            lambda token: _in_vocabulary(char_analyzer(token), char.vocabulary_)
+        self._word_char_counts = WordCache(
+            lambda token: _in_vocabulary(char_analyzer(token), char.vocabulary_),
+            WORD_CACHE_BYTES,
+            MAX_CACHED_WORD_CHARS,
         )
         self.char_offset = len(word.vocabulary_)
         self.n_features = self.char_offset + len(char.vocabulary_)
@@ -138,9 +143,12 @@ class TextFeatures:
         self._word_char_counts.cache_clear()
 
     def warm(self, words: list[str]) -> None:
-        """Cache the character n-gram counts of these words (at most the cache's size)."""
-        for token in words[:WORD_CACHE_SIZE]:
-            self._word_char_counts(token)
+        """Cache the character n-gram counts of these words (the first ones, when they are more than it holds)."""
+        cache = self._word_char_counts
+        for token in words:
+            if cache.cache_info().nbytes >= cache.max_bytes * 0.9:
+                break  # the rest would evict the most frequent words, which came first
+            cache(token)
 
     def _word_counts(self, text: str) -> Counts:
         """Columns of the text's word 1-2-grams found in the vocabulary, once per occurrence."""

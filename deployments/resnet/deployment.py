@@ -16,7 +16,7 @@ from ray import serve
 
 from deployments.errors import InvalidInput, ModelUnavailable
 from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152, top_k
-from deployments.resnet.preprocess import preprocess
+from deployments.resnet.preprocess import check_request_pixels, preprocess
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 
 logger = logging.getLogger("ray.serve")
@@ -86,6 +86,9 @@ class ImageClassifier:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches."""
         if self.classifier is None:
             raise ModelUnavailable("images", self.load_error or "not loaded")
+        # Headers only: a request over the budget is refused before any image is decoded.
+        check = partial(check_request_pixels, images, self.settings.max_request_pixels)
+        await asyncio.get_running_loop().run_in_executor(self.decode_pool, check)
         tensors = await asyncio.gather(*(self._preprocess(i, data) for i, data in enumerate(images)))
         probabilities = await asyncio.gather(*(self._forward(tensor) for tensor in tensors))
         return {

@@ -4,11 +4,17 @@ Decoding is defensive: only the formats the API documents (JPEG, PNG, WebP, GIF,
 Pillow's other decoders (TIFF, JPEG 2000, AVIF, PPM and some forty more, each its own attack surface) never see
 a client's bytes; the pixel count is checked from the header before any pixel is decoded (decompression
 bombs), EXIF orientation is applied, animated formats give their first frame, and every colour mode (palette,
-grayscale, CMYK, alpha, 16-bit) ends up as 8-bit RGB. Anything that is not a whole, sane image raises
-InvalidInput (InputTooLarge for too many pixels) with a ``kind`` and a message a client can act on.
+grayscale, CMYK, alpha, 16-bit) ends up as 8-bit RGB. A request's images are also checked together, from their
+headers, against a budget of pixels (``check_request_pixels``), and JPEGs are decoded at reduced size (DCT
+scaling, ``Image.draft``) when that still leaves twice the resolution the resize keeps: a 40-megapixel photo
+then costs a fraction of the time and memory and classifies the same (benchmarks/results/worst_inputs.md).
+Anything that is not a whole, sane image raises InvalidInput (InputTooLarge for too many pixels) with a
+``kind`` and a message a client can act on.
 """
 
 import io
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,14 +30,19 @@ HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF or BMP"
 SIGNATURE_BYTES = 16  # what Image.open shows each plugin's signature check
+RESIZE_SHORT_SIDE: int = IMAGENET_TRANSFORM.resize_size[0]  # 232
+# JPEG decodes at 1/2, 1/4 or 1/8 size only while the short side stays at least this many times RESIZE_SHORT_SIDE,
+# so the antialiased resize still averages several decoded pixels into each one, as from the full image.
+DRAFT_MARGIN = 2
 DEFAULT_MAX_ASPECT_RATIO: float = ImageModelSettings.model_fields["max_aspect_ratio"].default
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
+        # In the image's own dtype: a float64 copy of a 40-megapixel 16-bit image was 320 MB, twice over.
+        pixels = np.asarray(image)
         if image.mode != "F" and pixels.max(initial=0) > 255:
-            pixels = pixels / 257.0  # 16-bit range onto 8-bit
+            pixels = pixels // 257  # 16-bit range onto 8-bit (floor, as float division then truncation was)
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -67,18 +78,50 @@ def _reason(error: Exception) -> str:
     return shorten(str(error), MAX_DETAIL_CHARS)
 
 
-def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
-    """Decode, orient and convert to RGB; raises InvalidInput for anything unusable."""
+def open_header(data: bytes) -> Image.Image:
+    """The image with only its header read (Pillow decodes pixels on ``load``); InvalidInput if it is not one."""
     if not data:
         raise InvalidInput("empty_image", "the image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise _unidentified(data) from None
     except Image.DecompressionBombError as error:
         raise InputTooLarge("image_too_large", _reason(error)) from None
     except Exception as error:  # PIL's format plugins raise many types on hostile headers
         raise InvalidInput("corrupt_image", f"the image header could not be read: {_reason(error)}") from None
+
+
+def check_request_pixels(images: Sequence[bytes], max_request_pixels: int) -> None:
+    """InputTooLarge unless the images' pixels, read from their headers, are at most ``max_request_pixels`` in all;
+    an image whose header cannot be read raises its own error, located at its place in the request."""
+    total = 0
+    for index, data in enumerate(images):
+        try:
+            width, height = open_header(data).size
+        except InvalidInput as error:
+            raise error.at(f"images.{index}") from None
+        total += width * height
+    if total > max_request_pixels:
+        message = (
+            f"the request's {len(images)} images have {total} pixels in all, over the limit of {max_request_pixels} "
+            "pixels per request: send fewer or smaller images per request"
+        )
+        raise InputTooLarge("request_too_large", message, "images")
+
+
+def _decode_reduced(image: Image.Image) -> None:
+    """For a JPEG, pick the smallest DCT scaling that keeps DRAFT_MARGIN times the resize's short side."""
+    if image.format == "JPEG":
+        width, height = image.size
+        keep = DRAFT_MARGIN * RESIZE_SHORT_SIDE / min(width, height)
+        if keep < 1:  # draft picks the largest scale that gives at least this size
+            image.draft(None, (math.ceil(width * keep), math.ceil(height * keep)))
+
+
+def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
+    """Decode, orient and convert to RGB; raises InvalidInput for anything unusable."""
+    image = open_header(data)
     width, height = image.size
     if width * height > max_pixels:
         raise InputTooLarge("image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels} pixels")
@@ -93,6 +136,7 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT
         )
     try:
         image.seek(0)  # animated GIF/WebP: the first frame
+        _decode_reduced(image)
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious

@@ -23,6 +23,14 @@ class ImageModelSettings(BaseModel):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Larger images are refused (413 image_too_large): decompression bombs."
     )
+    max_request_pixels: int = Field(
+        200_000_000,
+        ge=1,
+        description="Most pixels of all the images of one request together, read from their headers before any "
+        "is decoded (413 request_too_large): decoding costs CPU time in proportion (~10 ms per million pixels of "
+        "JPEG at reduced size, more for other formats), and a request of the most images each at max_image_pixels "
+        "would take minutes of a replica's decode threads.",
+    )
     max_aspect_ratio: float = Field(
         50.0,
         ge=1.0,

@@ -11,6 +11,7 @@ from ray import serve
 from torchvision.models import ResNet152_Weights
 
 from deployments.resnet.model import LABELS, random_resnet152
+from deployments.resnet.settings import ImageModelSettings
 from tests.images import PHOTOS, decompression_bomb, encode, photo_paths, sample_rgb, variants
 from tests.integration.test_faq_http import fresh_readiness
 
@@ -244,3 +245,14 @@ def test_unloadable_weights_fail_only_the_image_routes(serve_apps, photos):
         assert models["faq"]["ready"] is True and models["images"]["ready"] is False
         assert "could not be read" in models["images"]["error"]
         assert app.post("/faq/match", json={"question": "sort by price"}).status_code == 200
+
+
+def test_a_request_over_the_pixel_budget_is_413_before_decoding(client):
+    budget = ImageModelSettings().max_request_pixels
+    side = 6000  # a plain 36-megapixel JPEG is a few hundred KB; enough of them pass the budget
+    image = base64.b64encode(encode(Image.new("RGB", (side, side), (90, 120, 150)), "JPEG")).decode()
+    count = budget // side**2 + 1
+    response = client.post("/images/classify", json={"images": [image] * count})
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["type"] == "request_too_large" and f"limit of {budget} pixels per request" in error["message"]

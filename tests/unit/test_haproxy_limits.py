@@ -79,8 +79,38 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
     }
 
 
+def test_buffers_requests_and_answers_a_slow_one_with_a_json_408(tmp_path):
+    done, limited = rewrite(tmp_path, {"SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S": "7"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = limited.read_text()
+    defaults = text.partition("defaults\n")[2].partition("frontend")[0]
+    assert "    option http-buffer-request\n" in defaults  # whole small requests: retry-on can re-send them
+    assert "    timeout http-request 7s\n" in defaults
+    assert f"    errorfile 408 {tmp_path}/408-request-timeout.http\n" in defaults
+    head, _, body = (tmp_path / "408-request-timeout.http").read_bytes().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and f"content-length: {len(body)}".encode() in head
+    error = json.loads(body)["error"]
+    assert error["type"] == "request_timeout" and error["details"] == []
+
+
+@pytest.mark.parametrize(("body_timeout", "expected"), [("2.0", "2s"), ("0.5", "1s"), (None, "30s")])
+def test_the_request_timeout_defaults_to_the_apps_body_timeout(tmp_path, body_timeout, expected, monkeypatch):
+    monkeypatch.delenv("SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("SERVE_APP_LIMITS__BODY_TIMEOUT_S", raising=False)
+    app_env = {} if body_timeout is None else {"SERVE_APP_LIMITS__BODY_TIMEOUT_S": body_timeout}
+    done, limited = rewrite(tmp_path, app_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"    timeout http-request {expected}\n" in limited.read_text()
+
+
 @pytest.mark.parametrize(
-    "setting", ["SERVE_APP_HAPROXY_SERVER_MAXCONN", "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S", "SERVE_APP_HAPROXY_MAX_QUEUE"]
+    "setting",
+    [
+        "SERVE_APP_HAPROXY_SERVER_MAXCONN",
+        "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S",
+        "SERVE_APP_HAPROXY_MAX_QUEUE",
+        "SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S",
+    ],
 )
 def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
     done, limited = rewrite(tmp_path, {setting: "0"})

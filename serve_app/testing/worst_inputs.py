@@ -1,0 +1,113 @@
+"""The costliest inputs we know how to build within the default limits, shared by benchmarks/worst_inputs.py and
+the tests that bound their cost (tests/hostile/test_worst_inputs.py)."""
+
+import io
+import math
+import random
+
+import numpy as np
+from PIL import Image
+
+MAX_CHARS = 10_000  # limits.max_question_chars
+ORDINARY_QUESTION = "How do I remove a specific item from an array in JavaScript?"
+_PROSE = (
+    "I have an array of objects and I want to remove the one whose id matches a value I get from a form. "
+    "I tried splice inside a forEach loop but the indexes shift and the wrong element is removed. "
+    "What is the idiomatic way to do this without mutating the original array? "
+)
+ORDINARY_TEXT = (_PROSE * (MAX_CHARS // len(_PROSE) + 1))[:MAX_CHARS]
+
+
+def _fill(unit: str, chars: int = MAX_CHARS) -> str:
+    return (unit * (chars // len(unit) + 1))[:chars]
+
+
+def _random_words(seed: int, length: int, alphabet: str = "abcdefghijklmnopqrstuvwxyz") -> str:
+    rng = random.Random(seed)
+    words, size = [], 0
+    while size < MAX_CHARS:
+        words.append("".join(rng.choices(alphabet, k=length)))
+        size += length + 1
+    return " ".join(words)[:MAX_CHARS]
+
+
+def worst_questions() -> dict[str, str]:
+    """Name -> a question of at most MAX_CHARS characters built to be slow in one step of the text path."""
+    return {
+        "dots": "." * MAX_CHARS,
+        "dots then a letter": "." * (MAX_CHARS - 1) + "a",
+        "operator run": _fill("=!<>&|?"),
+        "operators and punctuation": _fill("=.=,"),
+        "unclosed <a": _fill("<a "),
+        "unclosed <!--": _fill("<!--"),
+        "unclosed <pre><code>": _fill("<pre><code>x "),
+        "lone <": _fill("< b "),
+        "long numeric charref": "&#" + "9" * (MAX_CHARS - 2),
+        "many charrefs": _fill("&amp;&#x41;&lt"),
+        "urls": _fill("http://a.b/c www."),
+        "one 10,000-letter word": "a" * MAX_CHARS,
+        "one random 10,000-letter word": _random_words(1, MAX_CHARS),
+        "distinct 5-letter words": _random_words(2, 5),
+        "distinct 64-letter words": _random_words(3, 64),
+        "repeated bigram": _fill("sort array "),
+        "combining marks": _fill("e\u0301\u0302\u0303"),
+        "emoji with modifiers": _fill("\U0001f44d\U0001f3fd\u200d "),
+        "right-to-left": _fill("\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 \u202e"),
+        "dotted capital I (lower() grows)": "\u0130" * MAX_CHARS,
+        "whitespace then a word": " " * (MAX_CHARS - 1) + "a",
+    }
+
+
+def _gradient(width: int, height: int, channels: int, dtype: type = np.uint8, noise: int = 0) -> np.ndarray:
+    """A smooth image (with a little noise for JPEG): small enough a file at the pixel limit to pass the body
+    limit, while decoding costs what any pixels cost."""
+    top = 255 if dtype == np.uint8 else 65535
+    x = np.linspace(0, top, width, dtype=np.float32)
+    y = np.linspace(0, top, height, dtype=np.float32)[:, None]
+    plane = (x + y) / 2
+    if noise:
+        plane = plane + np.random.default_rng(0).integers(0, noise, (height, width)).astype(np.float32)
+    plane = np.clip(plane, 0, top).astype(dtype)
+    return plane if channels == 1 else np.repeat(plane[:, :, None], channels, axis=2)
+
+
+def _save(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def _size(pixels: int, aspect: float = 1.6) -> tuple[int, int]:
+    height = int(math.sqrt(pixels / aspect))
+    return int(pixels // height), height
+
+
+def worst_images(max_pixels: int, max_body_bytes: int) -> dict[str, bytes]:
+    """Name -> an image of every accepted format and colour mode at the pixel limit (BMP in true colour at the
+    most pixels the body limit lets through), and an ordinary photo-sized JPEG."""
+    width, height = _size(max_pixels)
+    rgb = Image.fromarray(_gradient(width, height, 3))
+    noisy = Image.fromarray(_gradient(width, height, 3, noise=4))
+    images = {
+        "ordinary_500x375.jpg": _save(Image.fromarray(_gradient(500, 375, 3, noise=4)), "JPEG", quality=90),
+        "jpeg_rgb": _save(noisy, "JPEG", quality=90),
+        "jpeg_cmyk": _save(noisy.convert("CMYK"), "JPEG", quality=90),
+        "jpeg_gray_progressive": _save(noisy.convert("L"), "JPEG", quality=90, progressive=True),
+        "png_rgb": _save(rgb, "PNG", compress_level=1),
+        "png_rgba": _save(rgb.convert("RGBA"), "PNG", compress_level=1),
+        "png_16bit_gray": _save(Image.fromarray(_gradient(width, height, 1, np.uint16)), "PNG", compress_level=1),
+        "png_palette_transparent": _save(rgb.convert("P"), "PNG", transparency=0, compress_level=1),
+        "webp_rgba": _save(rgb.convert("RGBA"), "WEBP", quality=80, method=0),
+        "gif_animated_50_frames": _save(
+            rgb.convert("P"),
+            "GIF",
+            save_all=True,
+            append_images=[Image.new("P", (width, height), i) for i in range(49)],
+        ),
+        "bmp_1bit": _save(rgb.convert("1"), "BMP"),
+    }
+    bmp_width, bmp_height = _size((max_body_bytes - 1024) // 3)
+    images["bmp_rgb_body_limit"] = _save(Image.fromarray(_gradient(bmp_width, bmp_height, 3)), "BMP")
+    too_large = {name: len(data) for name, data in images.items() if len(data) > max_body_bytes}
+    assert not too_large, f"over the body limit of {max_body_bytes} bytes: {too_large}"
+    return images
