@@ -14,6 +14,7 @@ import httpx
 import pytest
 import ray
 
+from serve_app.metrics import ROUTES
 from serve_app.testing import free_port
 from tests.images import encode, sample_rgb
 from tests.integration.conftest import ServeApps
@@ -128,18 +129,7 @@ def test_every_dashboard_query_has_data_and_counters_move(serve_apps: ServeApps,
 
     # Bounded labels: routes from the fixed list, never a question or a key.
     routes = {series["metric"]["route"] for series in query(prometheus, "ray_serve_app_http_requests_total")}
-    assert routes <= {
-        "/faq/match",
-        "/score",
-        "/images/classify",
-        "/healthz",
-        "/readyz",
-        "/version",
-        "/docs",
-        "/openapi.json",
-        "/",
-        "other",
-    }
+    assert routes <= {*ROUTES, "/", "other"}, routes
     reasons = {series["metric"]["reason"] for series in query(prometheus, "ray_serve_app_auth_failures_total")}
     # Other tests of the session send expired tokens too.
     assert (
