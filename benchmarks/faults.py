@@ -1,9 +1,9 @@
 """Replica crashes under load: kill replicas mid-run and count the requests that failed.
 
     python -m benchmarks.faults [--duration 45] [--concurrency 8] [--load mixed [faq-single ...]] \\
-        [--kill FAQMatcher@10 ImageClassifier@25] [--ingress-replicas N] [--client aiohttp [httpx]] \\
-        [--retry-on ours [ray-default]] [--client-timeout 120] [--max-steal 10] [--attempts 2] \\
-        [--out benchmarks/results/faults]
+        [--kill FAQMatcher@10 ImageClassifier@25 [Ingress@40 HAProxy@55]] [--ingress-replicas N] \\
+        [--client aiohttp [httpx]] [--retry-on ours [ray-default]] [--client-timeout 120] [--max-steal 10] \\
+        [--attempts 2] [--out benchmarks/results/faults]
 
 The fast-ingress application (benchmarks.peers.servers "serve-fast", the deployed configuration, auth on)
 serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch)
@@ -11,13 +11,18 @@ while replica processes are killed with SIGKILL at the given seconds, as a crash
 restarts them; the ingress re-sends the idempotent model calls that were on a dead replica. A killed ``Ingress``
 replica takes with it the requests HAProxy had sent it: HAProxy sends them again to another ingress replica only
 if its ``retry-on`` says so (serve_app/haproxy.py), so a run that kills an Ingress replica has 2 of them unless
-``--ingress-replicas`` says otherwise. Each load given runs once per ``--client`` (aiohttp, or httpx, which writes
-a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side: ``ours``
-(serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
+``--ingress-replicas`` says otherwise. ``HAProxy@S`` kills the HAProxy process that serves (not a replica): what it
+held is lost with its TCP connections, and serve_app/bin/haproxy-with-limits starts a bridge on the same config
+until Ray replaces its HAProxyManager actor (~30 s later, by its health checks), whose HAProxy takes the bridge's
+listening sockets over; runs long enough show both. Each load given runs once per ``--client`` (aiohttp, or httpx,
+which writes a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side:
+``ours`` (serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
 A run during which the hypervisor took more than ``--max-steal`` % of the CPU (steal, /proc/stat) is taken again
 after the machine went quiet, up to ``--attempts`` runs; the steal of the run kept is reported.
-Reported: requests sent, answered, failed (any status but 200), p99 before and after the kills, and for each kill
-the requests in flight, those that failed, the worst latency and the time until latencies are back to normal.
+Reported: requests sent, answered, failed (any status but 200; of which refused: connections nothing listened for,
+never sent), p99 of answered requests before and after the kills, and for each kill the requests in flight, those
+that failed, when (first and last second of each kind), the worst latency and the time until latencies are back to
+normal; after a HAProxy kill, whether the HAProxy serving at the end was started after it and no bridge is left.
 """
 
 import argparse
@@ -42,6 +47,7 @@ from serve_app.haproxy import HAPROXY_RETRY_ON
 from serve_app.testing import AUTH_HEADERS, free_port
 
 APP = "serve_app"
+HAPROXY = "HAProxy"  # --kill HAProxy@S kills the HAProxy process rather than a replica
 LOADS = ("mixed", "faq-single", "faq-batch")
 # HAProxy retry policies (RAY_SERVE_HAPROXY_RETRY_ON) a run can be made with.
 RETRY_ON = {"ours": HAPROXY_RETRY_ON, "ray-default": "conn-failure"}
@@ -62,7 +68,53 @@ def server_session(port: int) -> int:
     raise RuntimeError(f"no serve_app.testing.server on port {port}")
 
 
+def start_time(pid: int) -> int:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22); 0 when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def uptime_ticks() -> int:
+    """Now, in the clock of start_time."""
+    return int(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def haproxy_pids(session: int) -> list[int]:
+    """The HAProxy that serves, in the server's session: the newest one Ray started (serve_app/bin/haproxy-with-limits
+    runs it on ``CONFIG.limited``), not a predecessor still finishing its requests after a reload, nor a bridge."""
+    found = subprocess.run(
+        ["pgrep", "-s", str(session), "-f", r"haproxy .*-f \S+\.limited( |$)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    pids = [int(pid) for pid in found.stdout.split() if Path(f"/proc/{pid}/exe").resolve().name == "haproxy"]
+    return sorted(pids, key=start_time, reverse=True)
+
+
+def haproxy_at_end(session: int, kills: list[dict]) -> dict:
+    """After HAProxy kills: the HAProxy that serves at the end of the run, whether it was started after the last
+    kill (Ray replaced its HAProxyManager actor), and the bridges still running (serve_app/bin/haproxy-with-limits)."""
+    serving = haproxy_pids(session)[:1]
+    last_kill = max(kill["at_ticks"] for kill in kills if kill["deployment"] == HAPROXY)
+    bridges = subprocess.run(
+        ["pgrep", "-s", str(session), "-f", r"haproxy .*-f \S+\.limited\.bridge"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return {
+        "serving_pid": serving[0] if serving else None,
+        "started_after_the_kill": bool(serving) and start_time(serving[0]) >= last_kill,
+        "bridges_running": [int(pid) for pid in bridges],
+    }
+
+
 def replica_pids(deployment: str, session: int) -> list[int]:
+    if deployment == HAPROXY:
+        return haproxy_pids(session)
     found = subprocess.run(
         ["pgrep", "-s", str(session), "-f", f"ServeReplica:{APP}:{deployment}"],
         capture_output=True,
@@ -76,9 +128,11 @@ async def kill_at(plan: list[tuple[str, float]], started: float, kills: list[dic
     for deployment, at_s in plan:
         await asyncio.sleep(max(0.0, started + at_s - time.perf_counter()))
         pids = replica_pids(deployment, session)
+        # The instant of the kill, unrounded: a request that ends a millisecond after it is charged to it.
+        killed_s, at_ticks = time.perf_counter() - started, uptime_ticks()
         if pids:
             os.kill(pids[0], signal.SIGKILL)
-        kills.append({"deployment": deployment, "at_s": round(time.perf_counter() - started, 2), "pids": pids[:1]})
+        kills.append({"deployment": deployment, "at_s": killed_s, "at_ticks": at_ticks, "pids": pids[:1]})
 
 
 async def httpx_closed_loop(
@@ -130,14 +184,20 @@ def p99_ms(latencies: list[float]) -> float | None:
 
 # The traffic each deployment serves (workloads.mixed's labels): a kill's spike and recovery are read from
 # its own requests, or the FAQ kill would be charged with the slow images of a later ResNet kill. The Ingress
-# serves all of it.
+# and HAProxy serve all of it.
 TRAFFIC = {"FAQMatcher": "faq", "ImageClassifier": "image"}
+
+
+# A connection refused, by aiohttp and by httpx: the request never reached the server (nothing listened on the
+# port), so any client can send it again; counted apart from the requests lost after they were sent.
+REFUSED = {"ClientConnectorError", "ConnectError"}
 
 
 def analyse(result, kills: list[dict], started: float) -> dict:
     events = [(finished - started, latency, label, status) for finished, latency, label, status in result.events]
     first_kill = min((kill["at_s"] for kill in kills), default=float("inf"))
-    before = [latency for finished, latency, _, _ in events if finished < first_kill]
+    # Latencies of answered requests only: a refused connection fails in a millisecond.
+    before = [latency for finished, latency, _, status in events if finished < first_kill and status == 200]
     # Each kill is charged with what happened until the next one.
     for kill, next_kill_s in zip(kills, [k["at_s"] for k in kills[1:]] + [float("inf")], strict=True):
         label = TRAFFIC.get(kill["deployment"])
@@ -159,17 +219,33 @@ def analyse(result, kills: list[dict], started: float) -> dict:
         )
         kill["failed_after"] = sum(failed.values())
         kill["failed_after_by_status"] = dict(sorted(failed.items()))
+        kill["refused_after"] = sum(n for key, n in failed.items() if key.partition(" ")[2] in REFUSED)
+        # When each kind of failure happened, in seconds after the kill: first and last.
+        windows: dict[str, list[float]] = {}
+        for finished, _, _, status in events:
+            if kill["at_s"] <= finished < next_kill_s and status != 200:
+                window = windows.setdefault(str(status), [finished, finished])
+                window[1] = finished
+        kill["failure_windows_s"] = {
+            status: [round(first - kill["at_s"], 2), round(last - kill["at_s"], 2)]
+            for status, (first, last) in sorted(windows.items())
+        }
     failed = sum(1 for *_, status in events if status != 200)
+    refused = sum(1 for *_, status in events if status in REFUSED)
     settled_s = max((kill["at_s"] + kill["recovered_after_s"] for kill in kills), default=0.0)
     by_label = result.summary().get("by_label", {})
     return {
         "sent": len(events),
         "answered": len(events) - failed,
         "failed": failed,
-        "failed_by_status": {str(k): v for k, v in result.summary()["errors_by_status"].items()},
+        "refused": refused,
+        # From the events: LoadResult.summary()'s errors_by_status keeps one label's count of a status.
+        "failed_by_status": dict(Counter(str(status) for *_, status in events if status != 200)),
         "failed_by_label": {label: stats["errors_by_status"] for label, stats in by_label.items()},
         "p99_ms_before_kills": p99_ms(before),
-        "p99_ms_after_recovery": p99_ms([latency for finished, latency, _, _ in events if finished > settled_s]),
+        "p99_ms_after_recovery": p99_ms(
+            [latency for finished, latency, _, status in events if finished > settled_s and status == 200]
+        ),
         "kills": kills,
         "summary": result.summary(),
     }
@@ -190,9 +266,11 @@ def kill_rows(run: dict) -> list[list[object]]:
     return [
         [
             f"{k['deployment']} (pid {k['pids'][0] if k['pids'] else 'none found'})",
-            k["at_s"],
+            round(k["at_s"], 2),
             k["in_flight"],
             f"{k['failed_after']} {k['failed_after_by_status'] or ''}".strip(),
+            k.get("refused_after", 0),
+            " ".join(f"{status} {first}-{last}" for status, (first, last) in k.get("failure_windows_s", {}).items()),
             k["worst_latency_ms"],
             k["recovered_after_s"],
         ]
@@ -205,6 +283,8 @@ KILL_HEADER = [
     "at s",
     "in flight at the kill",
     "failed after it",
+    "of which refused",
+    "failures between s after it",
     "worst latency ms",
     "back to normal after s",
 ]
@@ -227,8 +307,8 @@ def markdown(report: dict) -> str:
             f"during the run (attempt {run['attempt']}).",
             "",
             f"Requests sent {run['sent']}, answered {run['answered']}, **failed {run['failed']}** "
-            f"{run['failed_by_status'] or ''}; p99 before the kills {run['p99_ms_before_kills']} ms, after "
-            f"recovery {run['p99_ms_after_recovery']} ms.",
+            f"{run['failed_by_status'] or ''}, of which {run.get('refused', 0)} refused; p99 before the kills "
+            f"{run['p99_ms_before_kills']} ms, after recovery {run['p99_ms_after_recovery']} ms.",
             "",
         ]
     else:
@@ -248,6 +328,7 @@ def markdown(report: dict) -> str:
                     "sent",
                     "answered",
                     "failed",
+                    "of which refused",
                     "p99 before the kills ms",
                     "p99 after ms",
                 ],
@@ -260,6 +341,7 @@ def markdown(report: dict) -> str:
                         run["sent"],
                         run["answered"],
                         f"**{run['failed']}** {run['failed_by_status'] or ''}".strip(),
+                        run.get("refused", 0),
                         run["p99_ms_before_kills"],
                         run["p99_ms_after_recovery"],
                     ]
@@ -270,8 +352,11 @@ def markdown(report: dict) -> str:
         ]
     lines += [
         "Spike and recovery of each kill are read from the requests of the traffic that deployment serves (all of",
-        "it for the Ingress) until the next kill; in flight: requests sent before the kill and answered after it;",
-        "failed after it: failures (by traffic and status) until the next kill.",
+        "it for the Ingress and HAProxy) until the next kill; in flight: requests sent before the kill and answered",
+        "after it; failed after it: failures (by traffic and status) until the next kill; refused: of those, the",
+        "connections refused (nothing listened on the port: the request was never sent, a client can send it",
+        "again), which a closed-loop client spinning on them multiplies; failures between: first and last of each",
+        "kind; p99: of answered requests.",
         "",
     ]
     if len(runs) == 1:
@@ -281,6 +366,15 @@ def markdown(report: dict) -> str:
             ["load", "client", "retry-on", *KILL_HEADER],
             [[run["load"], run["client"], run["policy"], *row] for run in runs for row in kill_rows(run)],
         )
+    for run in runs:
+        if end := run.get("haproxy_at_end"):
+            lines += [
+                "",
+                f"{run['load']}, {run['client']}: at the end HAProxy pid {end['serving_pid']} served, started "
+                f"{'after' if end['started_after_the_kill'] else 'before'} the HAProxy kill (Ray replaced its "
+                f"HAProxyManager actor{'' if end['started_after_the_kill'] else ': not yet'}); bridges still running: "
+                f"{end['bridges_running'] or 'none'}.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +414,10 @@ def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan:
                 nonlocal attempts
                 attempts += 1
                 result, kills, started = asyncio.run(load_with_kills(url, calls, client, args, plan, session))
-                return analyse(result, kills, started)
+                report = analyse(result, kills, started)
+                if any(kill["deployment"] == HAPROXY for kill in kills):
+                    report["haproxy_at_end"] = haproxy_at_end(session, kills)
+                return report
 
             run, steal = without_steal(measure, args.max_steal, args.attempts)
     return {

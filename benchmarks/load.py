@@ -54,9 +54,11 @@ class LoadResult:
         latencies = [value for label in labels for value in self.latencies_s.get(label, [])]
         milliseconds = np.array(latencies) * 1000 if latencies else np.array([np.nan])
         ok = len(latencies)
-        errors = Counter(
-            {str(status): n for (label, status), n in self.statuses.items() if label in labels and status != 200}
-        )
+        # Summed, not a dict comprehension: two labels failing with the same status must add up.
+        errors: Counter[str] = Counter()
+        for (label, status), n in self.statuses.items():
+            if label in labels and status != 200:
+                errors[str(status)] += n
         return {
             "requests": ok + sum(errors.values()),
             "ok": ok,

@@ -36,6 +36,28 @@ class InputTooLarge(InvalidInput):
     """Input over a size limit of the model (an image's pixel count)."""
 
 
+WORK_BUDGET_EXCEEDED = "work_budget_exceeded"
+
+
+class WorkBudgetExceeded(InvalidInput):
+    """The request's work ran past the budget the ingress gave it, and the rest of it was not done.
+
+    Not the input's fault alone (time queued behind other requests counts too), so it answers with a 5xx of its own
+    (serve_app.errors.ERROR_STATUS); it is an InvalidInput in form, a ``kind``, a message and a ``field``, so that
+    it crosses the handle and reaches the client as one does. The FAQ replica returns one in place of an over-budget
+    request's results (its group's other requests are answered); the image replica raises it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(WORK_BUDGET_EXCEEDED, message, field)
+
+    def at(self, field: str) -> "WorkBudgetExceeded":
+        return type(self)(self.message, field)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message, self.field))
+
+
 class ModelUnavailable(RuntimeError):
     """A model could not be loaded; its routes fail with this reason until it is fixed."""
 

@@ -9,7 +9,15 @@ anything a client sent (a field's value, a header, a JSON key) appear in an erro
 
 from typing import Any
 
-from deployments.errors import MAX_DETAIL_CHARS, MAX_ECHO_CHARS, InputTooLarge, InvalidInput, ModelUnavailable, shorten
+from deployments.errors import (
+    MAX_DETAIL_CHARS,
+    MAX_ECHO_CHARS,
+    InputTooLarge,
+    InvalidInput,
+    ModelUnavailable,
+    WorkBudgetExceeded,
+    shorten,
+)
 
 MAX_MESSAGE_CHARS = 1024  # an error message, whatever it is made of
 MAX_ERROR_DETAILS = 20  # details listed; the rest are counted
@@ -83,6 +91,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     Overloaded: 503,
     ReplicaCrashed: 500,
     TimeoutError: 504,
+    WorkBudgetExceeded: 504,  # answered by InvalidInput's handler (serve_app.http), with this status
 }
 
 

@@ -15,10 +15,12 @@ HAPROXY_WITH_LIMITS = Path(__file__).resolve().parent / "bin" / "haproxy-with-li
 # 503 `overloaded` and 500 `replica_crashed` are answers; retrying backpressure multiplies an overload),
 # `response-timeout` (a slow request would run again, up to `retries` times) and `junk-response`.
 # HAProxy can re-send only a request it held whole when it first sent it (HAProxy 2.8, "retry-on"): the body
-# must fit one buffer (tune.bufsize, Ray's 16 KB) and must have arrived before HAProxy forwards the headers.
-# So ~100 KB image uploads are never re-sent, and FAQ requests are when the client writes the body with the
-# headers (aiohttp, requests, curl), not when it writes them apart (httpx): that needs `option
-# http-buffer-request`, which Ray's env cannot set, so serve_app/bin/haproxy-with-limits adds it to the config.
+# must fit one buffer and must have arrived before HAProxy forwards the headers. serve_app/bin/haproxy-with-limits
+# sees to both: `option http-buffer-request` (else a client that writes the body apart from the headers, as httpx
+# does, loses its FAQ request), and tune.bufsize 256 KiB (SERVE_APP_HAPROXY_BUFSIZE; Ray's 16 KiB left every ~74 KB
+# image upload of the benchmarks unsendable). A larger upload still fails with the replica that held it, and so
+# does an answer the replica had started to write (its headers are gone to the client). A dead HAProxy loses what
+# it held too; its wrapper bridges until Ray replaces it (benchmarks/results/faults_all.md).
 HAPROXY_RETRY_ON = "conn-failure empty-response"
 
 

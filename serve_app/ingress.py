@@ -30,7 +30,7 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from deployments.errors import InvalidInput, ModelUnavailable
+from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
 from serve_app.admission import InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
@@ -64,9 +64,12 @@ STATUS_TIMEOUT_S = 5.0
 INGRESS_DRAIN_S = 45.0  # > the default upstream timeout, with room for the reply
 RETRY_BACKOFF_S = 0.05  # first wait before re-sending a call whose replica died; doubles up to 1 s
 logger = logging.getLogger("ray.serve")
-# What the FAQ deployment answers a query with (deployments.faq.deployment; the ingress does not import the model
+# What the FAQ deployment answers a query with (deployments.faq.group_scoring; the ingress does not import the model
 # code): one request's questions and top_k, None for every original ranked as the /score rows.
 FaqQuery = tuple[list[str], int | None]
+# A query waiting for a grouped call, with the local time.monotonic() by which its work must be done: each call
+# sends the seconds left (deployments.faq.group_scoring), so no two machines' clocks are ever compared.
+BudgetedQuery = tuple[FaqQuery, float]
 IMAGE_REQUEST_BODY = {
     "required": True,
     "content": {
@@ -163,6 +166,12 @@ def _caller(request: Request) -> str | None:
     """Who called, by name (serve_app.auth.Principal); None with authentication off."""
     principal = request.scope.get("state", {}).get("principal")
     return principal.subject if isinstance(principal, Principal) else None
+
+
+def _seconds_left(deadlines: list[float]) -> list[float]:
+    """The work budget left to each request (0 when spent: the replica then does none of its work)."""
+    now = time.monotonic()
+    return [max(0.0, deadline - now) for deadline in deadlines]
 
 
 def _check_top_k(top_k: int, limits: Limits) -> None:
@@ -291,14 +300,27 @@ class Ingress:
         self.metrics.feedback_outcomes.inc(tags=tags)
         return outcome
 
-    async def _faq_group(self, queries: list[FaqQuery]) -> list[dict]:
-        answer = await self._call("faq", lambda: self.faq.match_many.remote(queries))
-        self.metrics.observe_faq_group(queries, answer["results"], answer["model_version"])
-        return [{"results": results, "model_version": answer["model_version"]} for results in answer["results"]]
+    async def _faq_group(self, budgeted: list[BudgetedQuery]) -> list[dict]:
+        queries = [query for query, _ in budgeted]
+        # The seconds left at each sending, a call sent again after a replica died included.
+        answer = await self._call(
+            "faq", lambda: self.faq.match_many.remote(queries, _seconds_left([d for _, d in budgeted]))
+        )
+        results = answer["results"]
+        # An over-budget query has no matches to observe; its questions were sent all the same.
+        self.metrics.observe_faq_group(
+            queries, [[] if isinstance(r, WorkBudgetExceeded) else r for r in results], answer["model_version"]
+        )
+        return [{"results": result, "model_version": answer["model_version"]} for result in results]
 
     async def _ask_faq(self, query: FaqQuery) -> dict:
-        """The answer to one request's questions, sent with the other requests waiting then."""
-        return await self.faq_calls.submit(query, self.limits.upstream_timeout_s)
+        """The answer to one request's questions, sent with the other requests waiting then, within the work budget
+        (WorkBudgetExceeded past it)."""
+        deadline = time.monotonic() + self.limits.work_budget
+        answer = await self.faq_calls.submit((query, deadline), self.limits.upstream_timeout_s)
+        if isinstance(answer["results"], WorkBudgetExceeded):
+            raise answer["results"]
+        return answer
 
     async def _call(
         self, model: str, make_call: Callable[[], DeploymentResponse], timeout_s: float | None = None
@@ -458,7 +480,11 @@ class Ingress:
         ) -> JSONResponse:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
             parsed = await read_image_request(request, top_k, self.limits)
-            answer = await self._call("images", lambda: self.images.classify.remote(parsed.images, parsed.top_k))
+            deadline = time.monotonic() + self.limits.work_budget
+            answer = await self._call(
+                "images",
+                lambda: self.images.classify.remote(parsed.images, parsed.top_k, _seconds_left([deadline])[0]),
+            )
             if self.collector is not None:
                 privacy = self.collection.privacy
                 ranked = [([p["class_index"] for p in ps], [p["score"] for p in ps]) for ps in answer["results"]]

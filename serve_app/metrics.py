@@ -12,6 +12,7 @@ Never a question, a key, a caller or a request id.
 import json
 import re
 import time
+from collections import Counter
 
 from ray.serve import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -98,6 +99,12 @@ class AppMetrics:
             "dropped_buffer_full, dropped_write_error. collected = written + dropped_*, once flushed.",
             tag_keys=("kind", "outcome"),
         )
+        self.collection_buffered = metrics.Gauge(
+            "serve_app_collection_buffered_records",
+            description="Model data collection records this ingress replica holds in memory, not yet written "
+            "(collected - written - dropped): what it loses if it is killed.",
+            tag_keys=("kind",),
+        )
         self.feedback_outcomes = metrics.Counter(
             "serve_app_feedback_outcomes",
             description="Feedback received, by model and model version of the prediction it is about and outcome: "
@@ -106,9 +113,14 @@ class AppMetrics:
             tag_keys=("model", "model_version", "outcome"),
         )
         self._versions: dict[str, str] = {}
+        self._buffered: Counter[str] = Counter()  # by kind
 
     def observe_collection(self, outcome: str, kind: str, count: int) -> None:
-        self.collection_records.inc(count, tags={"kind": kind, "outcome": outcome})
+        """Counts from the collector (serve_app.collection.Collector); a count of 0 sets the gauge again only."""
+        if count:
+            self.collection_records.inc(count, tags={"kind": kind, "outcome": outcome})
+        self._buffered[kind] += count if outcome == "collected" else -count
+        self.collection_buffered.set(self._buffered[kind], tags={"kind": kind})
 
     def observe_request(self, path: str, status: int, error_type: str, seconds: float) -> None:
         route, code = route_of(path), str(status)
@@ -127,11 +139,13 @@ class AppMetrics:
                     self.faq_top1.observe(best, tags=tags)
 
     def observe_model_versions(self, versions: dict[str, str | None]) -> None:
+        """At each readiness check. The 1 is set every time, not only on a change: Ray stops exporting a gauge that
+        is not set for two export intervals (20 s)."""
         for model, version in versions.items():
-            previous = self._versions.get(model)
-            if version is None or version == previous:
+            if version is None:
                 continue
-            if previous is not None:
+            previous = self._versions.get(model)
+            if previous is not None and previous != version:
                 self.model_info.set(0, tags={"model": model, "model_version": previous})
             self.model_info.set(1, tags={"model": model, "model_version": version})
             self._versions[model] = version

@@ -8,7 +8,9 @@ each model package owns its own (deployments.resnet.settings, deployments.faq.se
 ``user_config`` of its deployment, which re-tunes running replicas without restarting them.
 """
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.resnet.settings import ImageModelSettings
@@ -27,6 +29,16 @@ class Limits(BaseModel):
     max_top_k: int = Field(50, ge=1, description="Largest top_k accepted by /faq/match.")
     max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest JSON body (413 above).")
     upstream_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a model replica (504 after).")
+    work_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest a request's model work may take, counted from when the ingress hands it to the model "
+        "(waiting for a grouped call and on the replica included; each replica counts the seconds left on its own "
+        "clock). Past it the replica stops working on the request, within one chunk of questions (~0.1 s at most: "
+        "deployments.faq.group_scoring) or before the next image's decoding or forward pass, and it is answered 504 "
+        "work_budget_exceeded; the requests grouped with it are answered as usual. At most upstream_timeout_s. "
+        "Unset: upstream_timeout_s, so no replica works on a request the ingress stopped waiting for.",
+    )
     max_replica_deaths_per_call: int = Field(
         3,
         ge=1,
@@ -58,6 +70,20 @@ class Limits(BaseModel):
         "again (one question in flight at a time, shared by every probe meanwhile): probes from anyone cost no "
         "model calls. 0: every probe asks, still one at a time.",
     )
+
+    @model_validator(mode="after")
+    def _budget_within_timeout(self) -> Self:
+        if self.work_budget_s is not None and self.work_budget_s > self.upstream_timeout_s:
+            raise ValueError(
+                f"work_budget_s ({self.work_budget_s:g}) must not exceed upstream_timeout_s "
+                f"({self.upstream_timeout_s:g}): the ingress would stop waiting for work still allowed to run"
+            )
+        return self
+
+    @property
+    def work_budget(self) -> float:
+        """The seconds of model work each request may take (``work_budget_s``, else the upstream timeout)."""
+        return self.work_budget_s if self.work_budget_s is not None else self.upstream_timeout_s
 
 
 class CallGrouping(BaseModel):

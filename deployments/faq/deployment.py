@@ -1,6 +1,7 @@
 """Serve deployment of the FAQ matcher: loads the model once, scores the groups of requests the ingress sends
-(serve_app.coalesce) on a thread of its own, and swaps in a new model version on running replicas
-(``user_config.model_uri``) only after it loads and verifies."""
+(serve_app.coalesce) on a thread of its own, a chunk at a time, each request within its work budget
+(deployments.faq.group_scoring), and swaps in a new model version on running replicas (``user_config.model_uri``)
+only after it loads and verifies."""
 
 import asyncio
 import logging
@@ -8,33 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
-from deployments.errors import ModelUnavailable
+from deployments.errors import ModelUnavailable, WorkBudgetExceeded
 from deployments.faq.artifact import load_artifact
 from deployments.faq.demo import demo_model
+from deployments.faq.group_scoring import FaqQuery, GroupScoring
 from deployments.faq.model import FaqModel
 from deployments.faq.settings import FaqUserConfig
 
 logger = logging.getLogger("ray.serve")
-
-# One request's questions and how many matches each gets; None: every original, ranked, as the reference
-# service's ``[Id, AnswerId, probability]`` rows (its /score answer).
-FaqQuery = tuple[list[str], int | None]
-
-
-def score_queries(model: FaqModel, queries: list[FaqQuery]) -> list[list[list]]:
-    """Per query, per question: its matches, or its ranking rows when the query's top_k is None."""
-    # All questions of all queries go through the model as one sparse matrix product.
-    probabilities = model.probabilities([question for questions, _ in queries for question in questions])
-    results, row = [], 0
-    for questions, top_k in queries:
-        rows = probabilities[row : row + len(questions)]
-        row += len(questions)
-        if top_k is None:
-            rankings = [model.match(p, len(model.originals)) for p in rows]
-            results.append([[[m["id"], m["answer_id"], m["score"]] for m in ranking] for ranking in rankings])
-        else:
-            results.append([model.match(p, top_k) for p in rows])
-    return results
 
 
 @serve.deployment(
@@ -56,10 +38,18 @@ class FAQMatcher:
         self.version: str | None = None
         self.load_error: str | None = None
         self.update_error: str | None = None
-        # Scoring runs here, one group at a time, so the event loop stays free for health checks, status calls
-        # and cancellations while a group scores, and memory holds one group's matrices at most.
+        # Scoring runs here, one chunk of a group at a time, so the event loop stays free for health checks,
+        # status calls and cancellations while a group scores, and memory holds one chunk's matrices at most.
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="faq-score")
-        self.batching = {"batches": 0, "requests": 0, "questions": 0, "largest_batch": 0}
+        self.batching = {
+            "batches": 0,
+            "requests": 0,
+            "questions": 0,
+            "largest_batch": 0,
+            "questions_scored": 0,  # fewer than questions when requests ran past their work budget
+            "chunks": 0,
+            "requests_over_budget": 0,
+        }
         try:
             self.model, self.version = self._load(model_uri)
             logger.info("FAQ model %s loaded: %d originals", self.version, len(self.model.originals))
@@ -110,16 +100,30 @@ class FAQMatcher:
             "batching": dict(self.batching),
         }
 
-    async def match_many(self, queries: list[FaqQuery]) -> dict:
-        """The answers to several requests' queries in one call (the ingress groups them), in order."""
+    async def match_many(self, queries: list[FaqQuery], budgets_s: list[float | None] | None = None) -> dict:
+        """The answers to several requests' queries in one call (the ingress groups them), in order.
+
+        ``budgets_s``: each query's remaining seconds of work (None: unbounded). A query past it gets a
+        WorkBudgetExceeded in place of its results; the others are answered as usual.
+        """
         # Taken once, on the loop: a hot swap while the group scores cannot mix two models in one answer.
         model, version = self.model, self.version
         if model is None:
             raise ModelUnavailable("faq", self.load_error or "not loaded")
-        results = await asyncio.get_running_loop().run_in_executor(self.scorer, score_queries, model, queries)
+        scoring = GroupScoring(model, queries, budgets_s)
+        loop = asyncio.get_running_loop()
+        # One chunk per turn on the scoring thread, whose queue is first come, first served: calls that arrive
+        # meanwhile (from other ingress replicas, say) take turns with this one chunk by chunk, and a call the
+        # ingress cancels stops within one chunk too.
+        while await loop.run_in_executor(self.scorer, scoring.score_next_chunk):
+            pass
+        results = await loop.run_in_executor(self.scorer, scoring.results)
         stats = self.batching
         stats["batches"] += 1
         stats["requests"] += len(queries)
         stats["questions"] += sum(len(questions) for questions, _ in queries)
         stats["largest_batch"] = max(stats["largest_batch"], len(queries))
+        stats["questions_scored"] += scoring.questions_scored
+        stats["chunks"] += scoring.chunks
+        stats["requests_over_budget"] += sum(isinstance(result, WorkBudgetExceeded) for result in results)
         return {"results": results, "model_version": version}

@@ -3,10 +3,18 @@
 Neither decoding nor the forward pass runs on the replica's event loop: decoding runs in a pool of threads, the
 forward passes on one thread of their own, one batch at a time. The loop stays free to take requests, answer
 health checks and status calls, and hear cancellations while the model runs.
+
+Each request comes with the seconds of work it may still take (the ingress's ``limits.work_budget_s``), a
+deadline on this replica's clock from its arrival: an image whose decoding has not started by then is not
+decoded, and an image still waiting for a forward pass is left out of the batch, so a request past its budget
+stops costing anything but the image being decoded or the forward pass running (WorkBudgetExceeded).
 """
 
 import asyncio
 import logging
+import math
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
@@ -14,7 +22,7 @@ from functools import partial
 import torch
 from ray import serve
 
-from deployments.errors import InvalidInput, ModelUnavailable
+from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
 from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152, top_k
 from deployments.resnet.preprocess import check_request_pixels, preprocess
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
@@ -25,6 +33,20 @@ DEFAULT_BATCHING = ImageUserConfig()
 
 def forward_pass(classifier: ResNetClassifier, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(classifier.probabilities(torch.stack(tensors)))
+
+
+def over_budget(budget_s: float, index: int, before: str) -> WorkBudgetExceeded:
+    return WorkBudgetExceeded(
+        f"the request's work budget ran out ({budget_s:.3g} s were left when it reached the image model) before "
+        f"this image's {before}; the request's remaining work was not done. Send fewer or smaller images, or "
+        "retry when the service is less busy",
+        f"images.{index}",
+    )
+
+
+def decode_within(deadline: float, decode: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+    """``decode()``, or None when the deadline passed before it could start (in the queue of the decode pool)."""
+    return None if time.monotonic() >= deadline else decode()
 
 
 @serve.deployment(
@@ -47,7 +69,7 @@ class ImageClassifier:
         self.version: str | None = None
         self.load_error: str | None = None
         self.batch_config = DEFAULT_BATCHING
-        self.batching = {"forward_passes": 0, "images": 0, "largest_batch": 0}
+        self.batching = {"forward_passes": 0, "images": 0, "largest_batch": 0, "images_over_budget": 0}
         try:
             model, self.version = load_resnet152(self.settings.weights, self.settings.weights_sha256)
             self.classifier = ResNetClassifier(
@@ -74,23 +96,42 @@ class ImageClassifier:
             "batching": {**self.batching, **self.batch_config.model_dump()},
         }
 
-    async def _preprocess(self, index: int, data: bytes) -> torch.Tensor:
+    async def _preprocess(self, index: int, data: bytes, deadline: float, budget_s: float) -> torch.Tensor:
         settings = self.settings
         decode = partial(preprocess, data, settings.max_image_pixels, settings.max_aspect_ratio)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, decode)
+            tensor = await asyncio.get_running_loop().run_in_executor(self.decode_pool, decode_within, deadline, decode)
         except InvalidInput as error:
             raise error.at(f"images.{index}") from None
+        if tensor is None:
+            self.batching["images_over_budget"] += 1
+            raise over_budget(budget_s, index, "decoding")
+        return tensor
 
-    async def classify(self, images: list[bytes], k: int) -> dict:
-        """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches."""
+    async def _classify_one(self, index: int, tensor: torch.Tensor, deadline: float, budget_s: float) -> torch.Tensor:
+        probabilities = await self._forward((tensor, deadline))
+        if probabilities is None:
+            raise over_budget(budget_s, index, "forward pass")
+        return probabilities
+
+    async def classify(self, images: list[bytes], k: int, budget_s: float | None = None) -> dict:
+        """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches.
+
+        ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
+        """
         if self.classifier is None:
             raise ModelUnavailable("images", self.load_error or "not loaded")
+        budget_s = math.inf if budget_s is None else budget_s
+        deadline = time.monotonic() + budget_s
         # Headers only: a request over the budget is refused before any image is decoded.
         check = partial(check_request_pixels, images, self.settings.max_request_pixels)
         await asyncio.get_running_loop().run_in_executor(self.decode_pool, check)
-        tensors = await asyncio.gather(*(self._preprocess(i, data) for i, data in enumerate(images)))
-        probabilities = await asyncio.gather(*(self._forward(tensor) for tensor in tensors))
+        tensors = await asyncio.gather(
+            *(self._preprocess(i, data, deadline, budget_s) for i, data in enumerate(images))
+        )
+        probabilities = await asyncio.gather(
+            *(self._classify_one(i, tensor, deadline, budget_s) for i, tensor in enumerate(tensors))
+        )
         return {
             "results": [[asdict(p) for p in top_k(row, k)] for row in probabilities],
             "model_version": self.version,
@@ -99,11 +140,21 @@ class ImageClassifier:
     @serve.batch(
         max_batch_size=DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s
     )
-    async def _forward(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    async def _forward(self, batch: list[tuple[torch.Tensor, float]]) -> list[torch.Tensor | None]:
+        """Each image's probabilities, or None for an image whose deadline passed before its batch ran."""
         assert self.classifier is not None
+        now = time.monotonic()
+        live = [index for index, (_, deadline) in enumerate(batch) if deadline > now]
+        results: list[torch.Tensor | None] = [None] * len(batch)
         stats = self.batching
+        stats["images_over_budget"] += len(batch) - len(live)
+        if not live:
+            return results
         stats["forward_passes"] += 1
-        stats["images"] += len(tensors)
-        stats["largest_batch"] = max(stats["largest_batch"], len(tensors))
-        forward = partial(forward_pass, self.classifier, tensors)
-        return await asyncio.get_running_loop().run_in_executor(self.forward_thread, forward)
+        stats["images"] += len(live)
+        stats["largest_batch"] = max(stats["largest_batch"], len(live))
+        forward = partial(forward_pass, self.classifier, [batch[index][0] for index in live])
+        probabilities = await asyncio.get_running_loop().run_in_executor(self.forward_thread, forward)
+        for index, row in zip(live, probabilities, strict=True):
+            results[index] = row
+        return results

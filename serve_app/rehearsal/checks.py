@@ -51,21 +51,31 @@ def wait_for(what: str, check, timeout_s: float, interval_s: float = 0.5) -> Any
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s" + (f" (last error: {last_error})" if last_error else ""))
 
 
-def alive_nodes(head_ip: str) -> list[dict]:
-    answer = http("GET", f"http://{head_ip}:{DASHBOARD_PORT}/api/v0/nodes?limit=100", timeout=10)
+def dashboard_headers(token: str | None) -> dict[str, str]:
+    """Ray's token, as the KubeRay operator sends it on its dashboard calls (none when token auth is off)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def alive_nodes(head_ip: str, token: str | None) -> list[dict]:
+    url = f"http://{head_ip}:{DASHBOARD_PORT}/api/v0/nodes?limit=100"
+    answer = http("GET", url, headers=dashboard_headers(token), timeout=10)
     if answer.status != 200:
         return []
     return [n for n in answer.body["data"]["result"]["result"] if n.get("state") == "ALIVE"]
 
 
-def deploy(head_ip: str, serve_config: dict) -> None:
+def put_serve_config(head_ip: str, serve_config: dict, token: str | None) -> Answer:
     """KubeRay's way: PUT the whole serveConfigV2 to the dashboard's Serve REST API."""
-    answer = http(
+    return http(
         "PUT",
         f"http://{head_ip}:{DASHBOARD_PORT}/api/serve/applications/",
         json.dumps(serve_config).encode(),
-        {"Content-Type": "application/json"},
+        {"Content-Type": "application/json", **dashboard_headers(token)},
     )
+
+
+def deploy(head_ip: str, serve_config: dict, token: str | None) -> None:
+    answer = put_serve_config(head_ip, serve_config, token)
     if answer.status != 200:
         raise RuntimeError(f"the dashboard refused serveConfigV2: {answer.status} {answer.body}")
 
@@ -95,8 +105,9 @@ class ReplicaTimes:
         )
 
 
-def application_status(head_ip: str, name: str) -> dict:
-    answer = http("GET", f"http://{head_ip}:{DASHBOARD_PORT}/api/serve/applications/", timeout=10)
+def application_status(head_ip: str, name: str, token: str | None) -> dict:
+    url = f"http://{head_ip}:{DASHBOARD_PORT}/api/serve/applications/"
+    answer = http("GET", url, headers=dashboard_headers(token), timeout=10)
     return answer.body.get("applications", {}).get(name, {}) if answer.status == 200 else {}
 
 
@@ -138,12 +149,12 @@ def _cannot_fit(message: str) -> bool:
     return any(amount > available.get(resource, 0) for resource, amount in required.items())
 
 
-def wait_until_running(head_ip: str, name: str, timeout_s: float, times: ReplicaTimes) -> None:
+def wait_until_running(head_ip: str, name: str, timeout_s: float, times: ReplicaTimes, token: str | None) -> None:
     deadline = time.monotonic() + timeout_s
     application: dict = {}
     while time.monotonic() < deadline:
         try:
-            application = application_status(head_ip, name)
+            application = application_status(head_ip, name, token)
         except (OSError, ValueError):
             application = {}
         times.observe(application)
@@ -153,6 +164,17 @@ def wait_until_running(head_ip: str, name: str, timeout_s: float, times: Replica
             break
         time.sleep(0.5)
     raise RuntimeError("the Serve application did not reach RUNNING\n" + status_report(application))
+
+
+def dashboard_checks(head_ip: str, serve_config: dict) -> list[tuple[str, bool, str]]:
+    """With Ray's token authentication on, what a caller without the token gets from the dashboard: nothing."""
+    answer = put_serve_config(head_ip, serve_config, None)
+    label = "PUT serveConfigV2 to the dashboard without Ray's token: 401"
+    nodes = http("GET", f"http://{head_ip}:{DASHBOARD_PORT}/api/v0/nodes?limit=1", timeout=10)
+    return [
+        (label, answer.status == 401, f"{answer.status} {str(answer.body)[:160]}"),
+        ("GET the dashboard's node list without Ray's token: 401", nodes.status == 401, f"{nodes.status}"),
+    ]
 
 
 def jpeg_bytes() -> bytes:

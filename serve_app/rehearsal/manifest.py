@@ -1,8 +1,9 @@
 """What the pods of a RayService would run, read from the manifest and the image's Dockerfile themselves.
 
 Each Ray group (the head and every worker group) becomes one ``PodSpec``: the ``ray start`` command KubeRay
-generates for it, the container's environment (Secret references resolved from a given Secret, the image's
-``ENV`` underneath), its user, its writable volumes and whether the root filesystem is read-only.
+generates for it, the container's environment (Secret references resolved from a given Secret, Ray's token as
+KubeRay adds it, the image's ``ENV`` underneath), its user, its writable volumes and whether the root
+filesystem is read-only.
 """
 
 import math
@@ -18,6 +19,11 @@ import yaml
 # and metrics ports are fixed, and `--block` keeps the container's process in the foreground.
 KUBERAY_START_PARAMS = {"block": None, "dashboard-agent-listen-port": "52365", "metrics-export-port": "8080"}
 GCS_PORT = 6379
+# With ``authOptions.mode: token`` KubeRay generates a Secret holding Ray's token under this key and gives it to
+# every Ray container as RAY_AUTH_TOKEN, with RAY_AUTH_MODE=token (ray-operator/controllers/ray/common/pod.go).
+# The rehearsal takes it from the Secret of this name in the secrets it is given.
+RAY_TOKEN_SECRET = "kuberay-generated-ray-token"
+RAY_TOKEN_KEY = "auth_token"
 # The Ray base image (rayproject/ray) runs as the user "ray", whose home is this.
 IMAGE_HOME = "/home/ray"
 
@@ -115,6 +121,27 @@ def _env(container: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[
     return env
 
 
+def _ray_auth_env(cluster: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What KubeRay adds to every Ray container when the cluster asks for Ray's token authentication."""
+    if (cluster.get("authOptions") or {}).get("mode") != "token":
+        return {}
+    token = secrets.get(RAY_TOKEN_SECRET, {}).get(RAY_TOKEN_KEY)
+    if not token:
+        raise ManifestError(f"authOptions.mode token: no {RAY_TOKEN_KEY!r} in Secret {RAY_TOKEN_SECRET!r}")
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def _same_directory(mount: dict[str, Any], mounts: list[dict[str, Any]]) -> bool:
+    """A subPath mount that shows a directory already visible through another mount of its volume (the /tmp
+    volume's ``ray`` at /tmp/ray): the same directory, which needs nothing more here."""
+    return any(
+        other["name"] == mount["name"]
+        and "subPath" not in other
+        and mount["mountPath"] == f"{other['mountPath'].rstrip('/')}/{mount['subPath']}"
+        for other in mounts
+    )
+
+
 def _volumes(pod: dict[str, Any], container: dict[str, Any]) -> list[Volume]:
     by_name = {volume["name"]: volume for volume in pod.get("volumes", [])}
     mounts = []
@@ -122,6 +149,10 @@ def _volumes(pod: dict[str, Any], container: dict[str, Any]) -> list[Volume]:
         volume = by_name.get(mount["name"])
         if volume is None or "emptyDir" not in volume:
             raise ManifestError(f"volume {mount['name']!r}: only emptyDir volumes are rehearsed")
+        if "subPath" in mount:
+            if _same_directory(mount, container["volumeMounts"]):
+                continue
+            raise ManifestError(f"volume {mount['name']!r}: a subPath is rehearsed only below the volume's mount")
         empty_dir = volume["emptyDir"] or {}
         size = empty_dir.get("sizeLimit")
         size_bytes = quantity_bytes(size) if size else None
@@ -129,7 +160,7 @@ def _volumes(pod: dict[str, Any], container: dict[str, Any]) -> list[Volume]:
     return mounts
 
 
-def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool) -> PodSpec:
+def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool, auth_env: dict[str, str]) -> PodSpec:
     pod = group["template"]["spec"]
     container = pod["containers"][0]  # KubeRay runs Ray in the first container
     pod_security = pod.get("securityContext", {})
@@ -137,7 +168,7 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool) -> PodS
     return PodSpec(
         group=group_name,
         ray_start_params=_start_params(group, container, group_name == "head", autoscaling),
-        env=_env(container, secrets),
+        env=auth_env | _env(container, secrets),
         uid=security.get("runAsUser"),
         gid=security.get("runAsGroup"),
         read_only_root=bool(security.get("readOnlyRootFilesystem", False)),
@@ -154,8 +185,9 @@ def read_rayservice(path: Path, secrets: dict[str, dict[str, str]]) -> tuple[dic
     spec = manifest["spec"]
     cluster = spec["rayClusterConfig"]
     autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
-    pods = [_pod("head", cluster["headGroupSpec"], secrets, autoscaling)]
-    pods += [_pod(g["groupName"], g, secrets, autoscaling) for g in cluster.get("workerGroupSpecs", [])]
+    auth_env = _ray_auth_env(cluster, secrets)
+    pods = [_pod("head", cluster["headGroupSpec"], secrets, autoscaling, auth_env)]
+    pods += [_pod(g["groupName"], g, secrets, autoscaling, auth_env) for g in cluster.get("workerGroupSpecs", [])]
     return yaml.safe_load(spec["serveConfigV2"]), pods
 
 

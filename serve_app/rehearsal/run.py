@@ -6,12 +6,14 @@
    the container's conditions (pods.py) and the `ray start` command KubeRay generates for it (manifest.py);
    the GPU group advertises its GPUs to Ray, while the model runs on the CPU.
 3. The application is first imported under each pod's conditions (a quick, clear failure), then serveConfigV2
-   is deployed through the head's dashboard as the KubeRay operator does, unchanged but for one thing: an
-   ``images.device`` of ``cuda`` becomes ``cpu``, since no GPU is here (said in the output).
+   is deployed through the head's dashboard as the KubeRay operator does (with Ray's token when it is on),
+   unchanged but for one thing: an ``images.device`` of ``cuda`` becomes ``cpu``, since no GPU is here (said in
+   the output).
 4. Checks, as the RayService's health checks and a client would: the application RUNNING, /readyz 200, every
-   route answering with a key and refusing without one. Prints the time from start to ready and each
-   replica's cold start (actor start to serving). Not rehearsed: the Ray autoscaler (one pod per group) and
-   the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
+   route answering with a key and refusing without one, and (with ``authOptions.mode: token``) the dashboard
+   refusing a caller without Ray's token. Prints the time from start to ready and each replica's cold start
+   (actor start to serving). Not rehearsed: the Ray autoscaler (one pod per group) and the Kubernetes objects
+   around the pods (Service, Ingress, NetworkPolicy).
 """
 
 import copy
@@ -24,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.rehearsal import checks, image, pods
-from serve_app.rehearsal.manifest import ManifestError, PodSpec, read_dockerfile, read_rayservice
+from serve_app.rehearsal.manifest import (
+    RAY_TOKEN_KEY,
+    RAY_TOKEN_SECRET,
+    ManifestError,
+    PodSpec,
+    read_dockerfile,
+    read_rayservice,
+)
 
 SECRET_NAME = "serve-app-api-keys"
 
@@ -37,9 +46,12 @@ class Outcome:
 
 
 def generated_secret() -> dict[str, dict[str, str]]:
-    """The Secret kuberay/aks/setup.sh would create, with fresh values."""
+    """The Secret kuberay/aks/setup.sh would create and the one KubeRay generates for Ray's token, fresh."""
     keys = f"{secrets.token_hex(16)},{secrets.token_hex(16)}"
-    return {SECRET_NAME: {"api-keys": keys, "jwt-secret": secrets.token_hex(32)}}
+    return {
+        SECRET_NAME: {"api-keys": keys, "jwt-secret": secrets.token_hex(32)},
+        RAY_TOKEN_SECRET: {RAY_TOKEN_KEY: secrets.token_hex(32)},
+    }
 
 
 def without_gpu(serve_config: dict) -> tuple[dict, list[str]]:
@@ -71,6 +83,8 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
     except (ManifestError, KeyError, TypeError) as error:
         say(f"FAIL manifest: {error}")
         return outcome
+    # The operator's token for the dashboard, when the manifest turns Ray's token authentication on.
+    token = pod_specs[0].env.get("RAY_AUTH_TOKEN")
     serve_config, changes = without_gpu(serve_config)
     for change in changes:
         say(f"note: {change}")
@@ -102,14 +116,15 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
             running.append(pods.PodProcess(command, workdir / f"pod-{spec.group}.log"))
             say(f"     pod {spec.group} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
             if spec.is_head:
-                checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip), 120)
-        checks.wait_for("every pod's Ray node", lambda: len(checks.alive_nodes(head_ip)) == len(pod_specs), 120)
+                checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip, token), 120)
+        nodes = len(pod_specs)
+        checks.wait_for("every pod's Ray node", lambda: len(checks.alive_nodes(head_ip, token)) == nodes, 120)
         outcome.timings["nodes_alive_s"] = round(time.monotonic() - start, 1)
         say(f"ok   {len(pod_specs)} Ray nodes alive after {outcome.timings['nodes_alive_s']} s")
-        checks.deploy(head_ip, serve_config)
+        checks.deploy(head_ip, serve_config, token)
         times = checks.ReplicaTimes()
         app_name = serve_config["applications"][0]["name"]
-        checks.wait_until_running(head_ip, app_name, timeout_s, times)
+        checks.wait_until_running(head_ip, app_name, timeout_s, times, token)
         outcome.timings["running_s"] = round(time.monotonic() - start, 1)
         say(f"ok   application {app_name} RUNNING {outcome.timings['running_s']} s after the pods started")
         base_url = f"http://{head_ip}:{checks.SERVE_PORT}"
@@ -121,9 +136,11 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
             for spec, address in zip(pod_specs, addresses, strict=True)
         ]
         results += checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
+        if token:
+            results += checks.dashboard_checks(head_ip, serve_config)
         for label, passed, seen in results:
             say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
-        times.observe(checks.application_status(head_ip, app_name))
+        times.observe(checks.application_status(head_ip, app_name, token))
         outcome.timings["replica_cold_start_s"] = [
             {"deployment": d, "replica": r, "seconds": round(s, 1)} for d, r, s in times.cold_starts()
         ]

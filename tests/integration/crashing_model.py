@@ -30,7 +30,7 @@ class CrashingFaq:
     def __init__(self, deaths_dir: str) -> None:
         self.deaths_dir = deaths_dir
 
-    async def match_many(self, queries: list[tuple[list[str], int | None]]) -> dict:
+    async def match_many(self, queries: list[tuple[list[str], int | None]], budgets_s: list[float | None]) -> dict:
         await _crash_if_asked([question for questions, _ in queries for question in questions], self.deaths_dir)
         return {"results": [[[] for _ in questions] for questions, _ in queries], "model_version": MODEL_VERSION}
 

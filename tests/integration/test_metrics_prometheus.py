@@ -1,9 +1,11 @@
 """Application metrics scraped for real: Debian's Prometheus scrapes the running Serve instance's metrics agent
 (as the PodMonitor does on Kubernetes), traffic of every kind goes through the ingress, and every query of the
 Grafana dashboard (kuberay/monitoring/grafana-dashboard.json) returns data through Prometheus's query API, and
-the request counters move with more traffic."""
+the request counters move with more traffic. Model data collection and feedback have panels too: an app of this
+module's own collects (to a temporary folder) and gets feedback."""
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -13,26 +15,46 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
+from ray import serve
 
+from serve_app.app import build_graph
 from serve_app.metrics import ROUTES
+from serve_app.settings import AppArgs
 from serve_app.testing import free_port
 from tests.images import encode, sample_rgb
-from tests.integration.conftest import ServeApps
+from tests.integration.conftest import BROKEN_WEIGHTS, ServeApps
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "kuberay" / "monitoring" / "grafana-dashboard.json"
 RATE_WINDOW = "2m"  # what Grafana's $__rate_interval stands for here
 WAIT_S = 120  # Ray's metrics agent exports every ~10 s; the first scrape after traffic can take a while
+COLLECTING = "/metrics-collecting"
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
+def dashboard_queries() -> dict[str, str]:
+    """Every target of every panel, named by its panel's title and its refId."""
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", RATE_WINDOW))
+    return {
+        f"{panel['title']} [{target['refId']}]": target["expr"].replace("$__rate_interval", RATE_WINDOW)
         for panel in panels
         for target in panel["targets"]
-    ]
+    }
+
+
+@pytest.fixture(scope="module")
+def collecting(serve_apps: ServeApps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An app with model data collection on, for the collection and feedback panels (FAQ only: its images
+    deployment fails to load at once and holds no CPU)."""
+    destination = tmp_path_factory.mktemp("collected")
+    collection = {"enabled": True, "destination": str(destination), "flush_interval_s": 1}
+    args = AppArgs(images={"weights": BROKEN_WEIGHTS}, collection=collection)
+    options = {"ImageClassifier": {"ray_actor_options": {"num_cpus": 0}}}
+    serve.run(build_graph(args, options), name=COLLECTING.strip("/"), route_prefix=COLLECTING)
+    try:
+        yield COLLECTING
+    finally:
+        serve.delete(COLLECTING.strip("/"))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +96,17 @@ def prometheus(serve_apps: ServeApps, tmp_path_factory: pytest.TempPathFactory) 
         process.wait(timeout=30)
 
 
+def send_collected_traffic(serve_apps: ServeApps, prefix: str) -> None:
+    """Answers that are collected, and feedback on them: a label (its true answer ranked first) and a vote."""
+    with serve_apps.client(prefix) as client:
+        for label in ("faq_id", "helpful"):
+            answer = client.post("/faq/match", json={"question": "how do I copy a file"})
+            assert answer.status_code == 200, answer.text
+            value = answer.json()["matches"][0]["id"] if label == "faq_id" else True
+            feedback = {"request_id": answer.headers["x-request-id"], label: value}
+            assert client.post("/feedback", json=feedback).status_code == 202
+
+
 def send_traffic(serve_apps: ServeApps) -> None:
     """Successes and errors of every kind the dashboard shows."""
     image = encode(sample_rgb(), "JPEG")
@@ -105,20 +138,42 @@ def query(prometheus: str, expr: str) -> list[dict]:
     return answer["data"]["result"]
 
 
+def measured(prometheus: str, expr: str) -> list[float]:
+    """The values of a query's series, none while a ratio is still 0/0 (a counter not yet seen to move)."""
+    values = [float(series["value"][1]) for series in query(prometheus, expr)]
+    return [] if any(math.isnan(value) for value in values) else values
+
+
 def total_requests(prometheus: str) -> float:
     series = query(prometheus, "sum(ray_serve_app_http_requests_total)")
     return float(series[0]["value"][1]) if series else 0.0
 
 
-def test_every_dashboard_query_has_data_and_counters_move(serve_apps: ServeApps, prometheus: str) -> None:
+def test_every_dashboard_query_has_data_and_counters_move(
+    serve_apps: ServeApps, prometheus: str, collecting: str
+) -> None:
     send_traffic(serve_apps)
-    pending = dict(dashboard_queries())
+    pending = dashboard_queries()
     deadline = time.monotonic() + WAIT_S
     while pending and time.monotonic() < deadline:
         send_traffic(serve_apps)  # rates need two samples of a moving counter inside the window
+        send_collected_traffic(serve_apps, collecting)
         pending = {title: expr for title, expr in pending.items() if not query(prometheus, expr)}
         time.sleep(3)
     assert not pending, f"dashboard queries without data: {pending}"
+    # Every label this module sent named the top answer, every vote was helpful: the online Acc@1 and helpful
+    # share of its app (other tests of the session send other feedback) say 1, once its counters moved in Prometheus.
+    panel = "Online Acc@1 from feedback (last hour, labelled answers)"
+    ours = f'ray_serve_app_feedback_outcomes_total{{application="{COLLECTING.strip("/")}", '
+    shares = [
+        dashboard_queries()[f"{panel} [{ref_id}]"].replace("ray_serve_app_feedback_outcomes_total{", ours)
+        for ref_id in "AB"
+    ]
+    deadline = time.monotonic() + WAIT_S
+    while not all(measured(prometheus, expr) for expr in shares) and time.monotonic() < deadline:
+        send_collected_traffic(serve_apps, collecting)
+        time.sleep(3)
+    assert [measured(prometheus, expr) for expr in shares] == [[1.0], [1.0]]
 
     before = total_requests(prometheus)
     send_traffic(serve_apps)

@@ -37,14 +37,21 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def run_rule_tests(tmp_path: Path, tests: dict) -> None:
+    """promtool's rule unit tests (``tests`` without ``rule_files``) against the alert rules."""
+    tests = {"rule_files": [str(rule_groups(tmp_path))], **tests}
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_error_rate_alert_fires_on_5xx_and_not_on_refusals(tmp_path: Path) -> None:
     """promtool's rule unit test: 5% of requests failing with 500 pages; the same share of 503 overloaded does not."""
-    rules = rule_groups(tmp_path)
     ok = 'ray_serve_app_http_requests_total{route="/faq/match", status="200", error_type=""}'
     failed = 'ray_serve_app_http_requests_total{route="/faq/match", status="500", error_type="internal_error"}'
     refused = 'ray_serve_app_http_requests_total{route="/faq/match", status="503", error_type="overloaded"}'
     tests = {
-        "rule_files": [str(rules)],
         "evaluation_interval": "1m",
         "tests": [
             {
@@ -80,10 +87,37 @@ def test_error_rate_alert_fires_on_5xx_and_not_on_refusals(tmp_path: Path) -> No
             },
         ],
     }
-    test_file = tmp_path / "tests.yaml"
-    test_file.write_text(yaml.safe_dump(tests))
-    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_rule_tests(tmp_path, tests)
+
+
+def test_collection_alert_fires_on_dropped_records_only(tmp_path: Path) -> None:
+    """Records written at any rate raise nothing; a few dropped each minute for 10 minutes raise a ticket."""
+    written = 'ray_serve_app_collection_records_total{kind="prediction", outcome="written"}'
+    dropped = 'ray_serve_app_collection_records_total{kind="prediction", outcome="dropped_buffer_full"}'
+    alert = {
+        "exp_labels": {"severity": "ticket", "outcome": "dropped_buffer_full"},
+        "exp_annotations": {
+            "summary": "Model data collection is dropping records (buffer full or destination failing)"
+        },
+    }
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": written, "values": "0+600x30"}, {"series": dropped, "values": "0+3x30"}],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "ServeAppCollectionDropping", "exp_alerts": [alert]}
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [{"series": written, "values": "0+600x30"}, {"series": dropped, "values": "0x30"}],
+                "alert_rule_test": [{"eval_time": "20m", "alertname": "ServeAppCollectionDropping", "exp_alerts": []}],
+            },
+        ],
+    }
+    run_rule_tests(tmp_path, tests)
 
 
 def rayservice_groups() -> list[dict]:

@@ -33,7 +33,7 @@ def test_every_group_becomes_a_pod_with_kuberays_start_command():
 
 def test_a_missing_secret_key_is_what_the_kubelet_refuses(tmp_path: Path):
     with pytest.raises(ManifestError, match="has no key 'api-keys'"):
-        read_rayservice(MANIFEST, {"serve-app-api-keys": {}})
+        read_rayservice(MANIFEST, {**generated_secret(), "serve-app-api-keys": {}})
 
 
 def test_the_dockerfile_gives_workdir_user_and_env():
@@ -55,8 +55,34 @@ def test_the_container_filesystem_is_read_only_but_for_its_volumes(tmp_path: Pat
     image = read_dockerfile(ROOT / "kuberay" / "Dockerfile")
     script = conditions_script(pods[1], image, Filesystem(project=ROOT, baked_home=tmp_path))
     assert "mount -o remount,bind,ro" in script and "setpriv --reuid=1000 --regid=100" in script
-    assert "mount -t tmpfs -o mode=777 tmpfs /tmp" in script
+    assert f"mount -t tmpfs -o mode=777,size={16 * 2**30} tmpfs /tmp" in script  # emptyDir.sizeLimit: 16Gi
     assert f"cd {ROOT.resolve()}" in script  # the image's WORKDIR holds the project
+
+
+def test_secrets_reach_the_pods_as_kuberay_and_the_kubelet_give_them():
+    secrets = generated_secret()
+    _, pods = read_rayservice(MANIFEST, secrets)
+    ray_token = secrets["kuberay-generated-ray-token"]["auth_token"]
+    for pod in pods:  # authOptions.mode token: KubeRay gives every Ray container the token
+        assert pod.env["RAY_AUTH_MODE"] == "token" and pod.env["RAY_AUTH_TOKEN"] == ray_token
+    api_keys = {pod.group: "SERVE_APP_API_KEYS" in pod.env for pod in pods}
+    assert api_keys == {"head": False, "cpu": True, "gpu": False}  # only where the ingress replicas run
+    with pytest.raises(ManifestError, match="auth_token"):
+        read_rayservice(MANIFEST, {"serve-app-api-keys": secrets["serve-app-api-keys"]})
+
+
+def test_a_subpath_below_its_volumes_own_mount_is_the_same_directory(tmp_path: Path):
+    _, pods = read_rayservice(MANIFEST, generated_secret())
+    head = pods[0]
+    assert [(v.mount_path, v.size_bytes) for v in head.volumes] == [("/tmp", 16 * 2**30), ("/dev/shm", 2 * 2**30)]
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    container = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    (session,) = [m for m in container["volumeMounts"] if "subPath" in m]
+    session["mountPath"] = "/var/ray"  # not below /tmp: another directory, which the rehearsal does not make
+    path = tmp_path / "rayservice.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ManifestError, match="subPath"):
+        read_rayservice(path, generated_secret())
 
 
 def test_a_manifest_that_is_not_a_rayservice_is_refused(tmp_path: Path):

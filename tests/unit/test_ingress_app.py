@@ -50,7 +50,7 @@ MATCH = {"id": 1, "answer_id": 10, "question": "How to sort?", "score": 0.9, "ur
 RANKING = [[1, 10, 0.9], [2, 20, 0.1]]
 
 
-def faq_answers(queries: list[tuple[list[str], int | None]]) -> dict:
+def faq_answers(queries: list[tuple[list[str], int | None]], budgets_s: list[float | None]) -> dict:
     """As FAQMatcher.match_many: per query, per question, top_k matches, or the ranking rows for top_k None."""
     results = [[RANKING if top_k is None else [MATCH] * top_k for _ in questions] for questions, top_k in queries]
     return {"results": results, "model_version": "faq-v1"}
@@ -66,7 +66,7 @@ def faq_stand_in() -> StandIn:
 def images_stand_in(ready: bool = True) -> StandIn:
     return StandIn(
         status=lambda: {"ready": ready, "model_version": "img", "device": "cpu", "torch_threads": 2},
-        classify=lambda images, k: {"results": [[] for _ in images], "model_version": "img"},
+        classify=lambda images, k, budget_s: {"results": [[] for _ in images], "model_version": "img"},
     )
 
 
@@ -392,7 +392,7 @@ def test_faq_requests_beyond_max_in_flight_are_refused_at_once_not_queued(monkey
     ],
 )
 def test_a_models_invalid_input_answers_with_the_status_of_its_class(monkeypatch, error, status):
-    def refuse(images: list[bytes], k: int) -> dict:
+    def refuse(images: list[bytes], k: int, budget_s: float) -> dict:
         raise error.at("images.0")
 
     app = build(monkeypatch, images=StandIn(classify=refuse))
@@ -404,7 +404,7 @@ def test_a_models_invalid_input_answers_with_the_status_of_its_class(monkeypatch
 
 
 def test_a_model_that_cannot_load_answers_503_with_retry_after(monkeypatch):
-    def unavailable(queries: list) -> dict:
+    def unavailable(queries: list, budgets_s: list) -> dict:
         raise ModelUnavailable("faq", "metadata.json is missing")
 
     app = build(monkeypatch, faq=StandIn(match_many=unavailable))
