@@ -383,15 +383,6 @@ def parse_kill(text: str) -> tuple[str, float]:
     return deployment, float(at_s)
 
 
-def commit() -> str:
-    """The commit measured (``git rev-parse --short HEAD``), marked when the working tree differs from it."""
-    repo = Path(__file__).resolve().parents[1]
-    git = ["git", "-C", str(repo)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=False)
-    return (head.stdout.strip() or "unknown") + (" + uncommitted changes" if changes.stdout.strip() else "")
-
-
 def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan: list[tuple[str, float]]) -> dict:
     """``load`` sent by ``client`` with the kills of ``plan``, on a fresh server whose HAProxy retries as ``policy``
     says; taken again while the hypervisor took more than args.max_steal % of the CPU."""
@@ -458,7 +449,6 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     report = {
         **run_info("benchmarks.faults", argv),
-        "commit": commit(),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "client_timeout_s": args.client_timeout,

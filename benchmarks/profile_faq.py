@@ -37,11 +37,11 @@ from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import jiffies, steal_percent
 from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
 from benchmarks.report import publish, run_info, table
+from benchmarks.server_processes import CLOCK_TICKS, cmdline, descendants, role_of, server_pid, stat_fields
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS
 
 PORT = 18450
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(sys.executable).parent / "py-spy"
 SAMPLE_RATE = 100  # per second and process; py-spy's own CPU shares the 2 cores with what it measures
 
@@ -214,65 +214,6 @@ def _thread_kind(comm: str) -> str:
     return re.sub(r"[\d.]+$", "", comm) or comm
 
 
-ROLES = (
-    ("Ingress", "ServeReplica:serve_app:Ingress"),
-    ("FAQMatcher", "ServeReplica:serve_app:FAQMatcher"),
-    ("ImageClassifier", "ServeReplica:serve_app:ImageClassifier"),
-    ("Serve controller", "ServeController"),
-    ("Serve proxy", "ProxyActor"),
-    ("Serve HAProxy manager", "HAProxyManager"),
-    ("HAProxy", "haproxy"),
-    ("raylet", "raylet"),
-    ("GCS", "gcs_server"),
-    ("app driver", "serve_app.testing.server"),
-    ("uvicorn (FastAPI peer)", "uvicorn"),
-)
-
-
-def role_of(cmdline: str) -> str:
-    """What a server process is, from its command line (Ray names actors' processes ``ray::ClassName``)."""
-    for role, marker in ROLES:
-        if marker in cmdline:
-            return role
-    if "dashboard" in cmdline or "log_monitor" in cmdline or "runtime_env" in cmdline:
-        return "Ray dashboard / agents"
-    if cmdline.startswith("ray::") or "default_worker.py" in cmdline:
-        return "idle Ray worker"
-    return "other"
-
-
-# --- /proc ---------------------------------------------------------------------------------------------------
-
-
-def _stat_fields(path: Path) -> list[str]:
-    text = path.read_text()
-    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 0
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (Ray's workers and HAProxy are started by the server's processes)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children[int(_stat_fields(entry / "stat")[1])].append(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def thread_ticks(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, int]]:
     """(pid, tid) -> (thread name, utime + stime in clock ticks)."""
     ticks = {}
@@ -283,7 +224,7 @@ def thread_ticks(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, int]]:
             continue
         for task in tasks:
             try:
-                fields = _stat_fields(task / "stat")
+                fields = stat_fields(task / "stat")
                 comm = (task / "comm").read_text().strip()
             except OSError:
                 continue
@@ -388,15 +329,6 @@ def profile(peer_name: str, url: str, server_pid: int, seconds: float, folder: P
         "server_cpu_ms_per_request": round(sum(p["cpu_ms_per_request"] for p in processes), 3),
         "processes": processes,
     }
-
-
-def server_pid(command: list[str]) -> int:
-    """The process started with ``command`` (serve_app.testing.process keeps its Popen to itself)."""
-    wanted = " ".join(command)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and cmdline(int(entry.name)) == wanted:
-            return int(entry.name)
-    raise RuntimeError(f"no process runs {wanted!r}")
 
 
 def run_peer(peer_name: str, seconds: float, folder: Path, options: dict | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -32,4 +33,13 @@ def run_info(module: str, argv: list[str] | None) -> dict[str, str]:
         "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
     }
+
+
+def commit() -> str:
+    """The commit measured (``git rev-parse --short HEAD``), marked when the working tree differs from it."""
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=False)
+    return (head.stdout.strip() or "unknown") + (" + uncommitted changes" if changes.stdout.strip() else "")

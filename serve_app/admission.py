@@ -7,13 +7,17 @@ request was accepted and then waited for CPU. This middleware runs first, before
 body is read, so refusing costs almost nothing, and it keeps a separate, smaller budget for image requests,
 which cost ~100x a question: a burst of images cannot take the FAQ path's budget, and admitted image
 requests finish well inside the upstream timeout.
+
+A count does not bound memory: 512 image requests in flight (the GPU layout) of up to 20 MiB each would be 10 GiB
+of bodies in one ingress replica. ``BodyBytesInFlight`` bounds the bytes of bodies held at once as well.
 """
 
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.asgi import send_error
+from serve_app.errors import Overloaded
 
 RETRY_AFTER_S = 1
 
@@ -45,3 +49,55 @@ class InFlightLimit:
 async def _refuse(send: Send, name: str, limit: int) -> None:
     message = f"overloaded: {limit} {name} requests already in progress on this replica; retry shortly"
     await send_error(send, 503, "overloaded", message, {"retry-after": str(RETRY_AFTER_S)})
+
+
+class BodyBytesInFlight:
+    """Bounds the bytes of request bodies a group of routes holds at once (``budget_of(path)`` gives the group and
+    its budget in bytes); a body that would take its group past the budget is answered 503 overloaded.
+
+    A declared body (Content-Length) is reserved whole before any of it is read, so it is refused at once; a body
+    sent without one is counted as it arrives and refused as soon as it outgrows what is left. The reservation is
+    held until the answer is sent: the ingress keeps the bytes (and what it decoded from them) for the whole model
+    call. Runs after authentication and the per-request size limit (serve_app.http.BodyLimits), so only an
+    authenticated body within its route's limit takes a share.
+    """
+
+    def __init__(self, app: ASGIApp, budget_of: Callable[[str], tuple[str, int] | None]) -> None:
+        self.app = app
+        self.budget_of = budget_of
+        self.held: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        group = self.budget_of(scope.get("path", "")) if scope["type"] == "http" else None
+        if group is None:
+            await self.app(scope, receive, send)
+            return
+        name, budget = group
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        reserved = int(declared) if declared.isdigit() else 0
+        if self.held.get(name, 0) + reserved > budget:
+            await send_error(send, 503, "overloaded", _no_room(name, budget), {"retry-after": str(RETRY_AFTER_S)})
+            return
+        self.held[name] = self.held.get(name, 0) + reserved
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received, reserved
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > reserved:  # more than declared (or nothing declared): reserve the excess as it comes
+                extra = received - reserved
+                if self.held[name] + extra > budget:
+                    raise Overloaded(_no_room(name, budget), RETRY_AFTER_S)
+                self.held[name] += extra
+                reserved = received
+            return message
+
+        try:
+            await self.app(scope, counted_receive, send)
+        finally:
+            self.held[name] -= reserved
+
+
+def _no_room(name: str, budget: int) -> str:
+    return f"overloaded: {name} request bodies in progress on this replica fill its {budget} bytes; retry shortly"

@@ -31,7 +31,7 @@ from ray.serve.exceptions import (
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
-from serve_app.admission import InFlightLimit
+from serve_app.admission import BodyBytesInFlight, InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
 from serve_app.collection import CollectionSettings, Collector, RecentPredictions, feedback_record, prediction_record
@@ -382,6 +382,11 @@ class Ingress:
             return "image", self.limits.max_images_in_flight
         return "api", self.limits.max_in_flight
 
+    def _body_bytes_budget(self, path: str) -> tuple[str, int] | None:
+        if path.endswith("/images/classify"):
+            return "image", self.limits.max_image_bytes_in_flight
+        return None  # JSON bodies are small (limits.max_json_body_bytes) and counted by InFlightLimit
+
     def _body_limit(self, path: str) -> int:
         if path.endswith("/images/classify"):
             return self.limits.max_image_body_bytes
@@ -394,6 +399,8 @@ class Ingress:
             version=version("serve-app"),
         )
         install_error_handlers(app)
+        # Innermost: only a body within its size limit, from an authenticated caller, takes a share of the budget.
+        app.add_middleware(BodyBytesInFlight, budget_of=self._body_bytes_budget)
         app.add_middleware(BodyLimits, limit_for_path=self._body_limit, timeout_s=self.limits.body_timeout_s)
         # Runs after authentication (middlewares run in reverse order of adding): it limits each caller.
         app.add_middleware(RateLimitMiddleware, settings=self.rate_limit)

@@ -62,6 +62,14 @@ class Limits(BaseModel):
         description="/images/classify requests one ingress replica works on at once (503 above): about images/s "
         "x the latency you accept (a CPU replica classifies about 2.5 images/s); raise it on GPU nodes.",
     )
+    max_image_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of /images/classify bodies one ingress replica holds at once (503 overloaded above; a "
+        "declared Content-Length is reserved before the body is read). The replica keeps each body and its decoded "
+        "copies for the whole model call, so its memory for image bodies is about 3x this (base64 JSON: the body, "
+        "the parsed text, the bytes). At least max_image_body_bytes.",
+    )
     readiness_cache_s: float = Field(
         1.0,
         ge=0.0,
@@ -77,6 +85,15 @@ class Limits(BaseModel):
             raise ValueError(
                 f"work_budget_s ({self.work_budget_s:g}) must not exceed upstream_timeout_s "
                 f"({self.upstream_timeout_s:g}): the ingress would stop waiting for work still allowed to run"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_body_fits_the_bytes_in_flight(self) -> Self:
+        if self.max_image_bytes_in_flight < self.max_image_body_bytes:
+            raise ValueError(
+                f"max_image_bytes_in_flight ({self.max_image_bytes_in_flight}) must be at least max_image_body_bytes "
+                f"({self.max_image_body_bytes}): a body within its limit would always be refused"
             )
         return self
 

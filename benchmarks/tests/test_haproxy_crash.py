@@ -7,6 +7,8 @@ flight fail (a client must send them again). Without the bridge every connection
 takes to notice (3 failed health checks 10 s apart) and replace the actor: this test fails then.
 """
 
+from collections import Counter
+
 import pytest
 
 from benchmarks import faults
@@ -23,9 +25,17 @@ def test_a_killed_haproxy_is_bridged_then_replaced_under_load():
     report = faults.main([*load, "--kill", f"{faults.HAPROXY}@{KILL_AT_S}", "--attempts", "1"])
     (kill,) = report["kills"]
     assert kill["deployment"] == faults.HAPROXY and kill["pids"], "no HAProxy to kill was found"
-    lost = kill["failed_after"] - kill["refused_after"]
-    # Only what the dead process held: the requests in flight at the kill (a closed loop of 8 has 8).
-    assert lost <= kill["in_flight"] <= 8, kill
+    by_error = Counter()
+    for key, n in kill["failed_after_by_status"].items():
+        by_error[key.partition(" ")[2]] += n
+    # Only what the dead process held: the requests in flight at the kill (a closed loop of 8 has 8), which see
+    # the connection closed under them.
+    assert by_error["ServerDisconnectedError"] <= kill["in_flight"] <= 8, kill
+    # Besides those, a reset (ClientOSError): connections the kernel completed into the dying process's accept
+    # queue and reset when its listening socket closed (seen: 9, 0.01-0.02 s after the kill). HAProxy never read
+    # them, like a refused connection; each of the 8 workers meets at most a couple before the bridge listens.
+    others = set(by_error) - faults.REFUSED - {"ServerDisconnectedError", "ClientOSError"}
+    assert not others and by_error["ClientOSError"] <= 2 * 8, kill
     # Served again at once: every failure, refused connections included, within a few seconds of the kill; none
     # when Ray's new HAProxy took the bridge's listening sockets over later in the run.
     last_failure_s = max((last for _, last in kill["failure_windows_s"].values()), default=0.0)

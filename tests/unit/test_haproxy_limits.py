@@ -2,7 +2,9 @@
 
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -110,9 +112,90 @@ def test_the_request_timeout_defaults_to_the_apps_body_timeout(tmp_path, body_ti
         "SERVE_APP_HAPROXY_QUEUE_TIMEOUT_S",
         "SERVE_APP_HAPROXY_MAX_QUEUE",
         "SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S",
+        "SERVE_APP_HAPROXY_BUFSIZE",
+        "SERVE_APP_HAPROXY_MAX_HEADER_BYTES",
+        "SERVE_APP_HAPROXY_BRIDGE_GRACE_S",
     ],
 )
 def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
     done, limited = rewrite(tmp_path, {setting: "0"})
     assert done.returncode == 2 and "positive integers" in done.stderr
     assert not limited.exists()
+
+
+def test_raises_the_buffer_so_uploads_are_held_whole_but_keeps_a_larger_one(tmp_path):
+    done, limited = rewrite(tmp_path, {"SERVE_APP_HAPROXY_BUFSIZE": "131072"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "    tune.bufsize 131072\n" not in limited.read_text()  # Ray's config sets none: nothing to raise
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    for ray_bufsize, expected in [(16384, 131072), (8388608, 8388608)]:
+        config = tmp_path / "haproxy.cfg"
+        text = RAY_CONFIG.format(folder=tmp_path).replace(
+            "    maxconn 4096\n", f"    maxconn 4096\n    tune.bufsize {ray_bufsize}\n"
+        )
+        config.write_text(text)
+        env = {**os.environ, **haproxy_with_limits_env(), "SERVE_APP_HAPROXY_BUFSIZE": "131072"}
+        run = subprocess.run(
+            [str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"    tune.bufsize {expected}\n" in limited.read_text()
+
+
+def test_a_config_without_routes_answers_a_json_503_not_404(tmp_path):
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        RAY_CONFIG.format(folder=tmp_path).replace("    use_backend http-serve_app if is_http-serve_app\n", "")
+    )
+    env = {**os.environ, **haproxy_with_limits_env()}
+    done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (tmp_path / "haproxy.cfg.limited").read_text()
+    assert f"http-request return status 503 errorfile {tmp_path}/503-overloaded.http\n" in text
+    assert "status 404" not in text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port: int, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One GET on a fresh connection, read until the server closes it or 5 s pass: (status, body)."""
+    lines = [f"GET {target} HTTP/1.1", "Host: test", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_request_line_or_headers_over_the_limit_get_a_json_431_from_haproxy(tmp_path):
+    """With 256 KiB buffers HAProxy alone would let a 64 KB header through to the ingress, which has no limit."""
+    port = free_port()
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(RAY_CONFIG.format(folder=tmp_path).replace("127.0.0.1:18080", f"127.0.0.1:{port}"))
+    env = {**os.environ, **haproxy_with_limits_env(), "SERVE_APP_HAPROXY_MAX_HEADER_BYTES": "4096"}
+    done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The real binary on the rewritten config, without the wrapper's bridge (not under Ray).
+    haproxy = subprocess.Popen([env["SERVE_APP_HAPROXY_BINARY"], "-db", "-f", str(tmp_path / "haproxy.cfg.limited")])
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline, "haproxy did not listen"
+            time.sleep(0.05)
+        for target, headers in [("/version", {"x-padding": "a" * 5000}), ("/version?q=" + "a" * 5000, {})]:
+            status, body = http_get(port, target, headers)
+            assert status == 431 and json.loads(body)["error"]["type"] == "headers_too_large"
+            assert "4096 bytes" in json.loads(body)["error"]["message"]
+        status, _ = http_get(port, "/version", {"x-padding": "a" * 3000})
+        assert status != 431  # under the limit it goes on (to no ingress here: 503)
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)

@@ -14,6 +14,7 @@ import pytest
 from deployments.errors import InputTooLarge, InvalidInput, ModelUnavailable
 from serve_app.http import ClientRequestIds, client_request_id
 from serve_app.ingress import CachedState, Ingress
+from serve_app.settings import Limits
 from tests.images import variants
 
 API_KEY = "unit-test-key-0123456789abcdef"
@@ -415,3 +416,50 @@ def test_a_model_that_cannot_load_answers_503_with_retry_after(monkeypatch):
         "message": "faq: metadata.json is missing",
         "details": [],
     }
+
+
+# --- bytes of image bodies in flight ------------------------------------------------------------------------
+
+
+def post_images(app, bodies: list[Any]) -> list[httpx.Response]:
+    """Image uploads sent at once; a body that is an async iterator goes chunked, without Content-Length."""
+
+    async def go() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {API_KEY}", "content-type": "image/png"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+            return await asyncio.gather(*(client.post("/images/classify", content=body) for body in bodies))
+
+    return asyncio.run(go())
+
+
+def test_image_bodies_beyond_the_bytes_in_flight_are_refused_at_once_and_the_budget_comes_back(monkeypatch):
+    png = variants()["png"]
+    budget = int(2.5 * len(png))  # two declared bodies fit, a third does not
+    app = build(monkeypatch, max_image_body_bytes=len(png), max_image_bytes_in_flight=budget)
+    statuses = sorted(r.status_code for r in post_images(app, [png] * 5))
+    assert statuses == [200, 200, 503, 503, 503]
+    refused = next(r for r in post_images(app, [png] * 3) if r.status_code == 503)
+    assert refused.json()["error"]["type"] == "overloaded" and refused.headers["retry-after"]
+    assert str(budget) in refused.json()["error"]["message"]
+    for _ in range(3):  # every reservation, answered or refused, was given back
+        assert [r.status_code for r in post_images(app, [png, png])] == [200, 200]
+
+
+def test_a_chunked_image_body_is_counted_as_it_arrives(monkeypatch):
+    png = variants()["png"]
+
+    async def chunked():
+        for start in range(0, len(png), 256):
+            yield png[start : start + 256]
+
+    app = build(monkeypatch, max_image_body_bytes=len(png), max_image_bytes_in_flight=int(1.5 * len(png)))
+    held, chunked_response = post_images(app, [png, chunked()])
+    assert held.status_code == 200
+    assert chunked_response.status_code == 503 and chunked_response.json()["error"]["type"] == "overloaded"
+    assert [r.status_code for r in post_images(app, [chunked()])] == [200]  # alone it fits
+
+
+def test_the_bytes_in_flight_must_hold_one_body_within_its_limit():
+    with pytest.raises(ValueError, match="max_image_bytes_in_flight"):
+        Limits(max_image_body_bytes=4096, max_image_bytes_in_flight=2048)
