@@ -1,21 +1,20 @@
 """What model data collection costs: FAQ throughput with collection on (every request recorded) vs off.
 
-    python -m benchmarks.collection_overhead [--rounds 4] [--seconds 15] [--concurrency 8]
+    python -m benchmarks.collection_overhead [--rounds 6] [--seconds 15] [--concurrency 8]
         [--out benchmarks/results/collection_overhead]
 
 Two copies of the application run side by side in one Ray Serve instance (Serve's proxy, API keys on, one FAQ
 replica each): ``/off`` without collection, ``/on`` with it at sample_rate 1.0, privacy ``hashed``, writing
-JSON Lines to a temporary folder. Closed-loop rounds of single-question /faq/match alternate between them
-(off, on, on, off, off, on, ...: each mode first in every other round) after the machine goes quiet, so drift of
-the shared 2-core machine falls on both; each round records the hypervisor's CPU steal. Reported: requests/s
-and p99 per round, the medians, and on/off: the ratio of the medians, and each round's own on/off (its two runs
-back to back), whose spread is the noise.
-Besides throughput, each round records the server's CPU per answered request: the CPU time (every thread, from
-/proc) of the processes that serve the mode under load (Serve's proxy, that application's Ingress and FAQMatcher
-replicas, where the collector and its writer run) over the requests answered. On a CPU-bound service throughput
-goes as 1 / CPU per request, and CPU time moves far less than throughput when other work shares the cores, so
-off/on of CPU per request is the sharper estimate of what collection costs in throughput. Each verdict is "within
-the goal" only when every round's ratio is, "not within" only when none is, else unresolved.
+JSON Lines to a temporary folder. In each round both are loaded at once, each by its own closed loop of
+single-question /faq/match (same concurrency, same client, same questions), after the machine goes quiet: the
+two modes share every moment of the round, so what drifts on a shared 2-core host (other guests, CPU credits,
+steal) falls on both alike, where runs one after the other moved by 10-20% between rounds. Each round records
+the hypervisor's CPU steal, each mode's requests/s and p99, and its replicas' CPU per answered request: the CPU
+time (every thread, from /proc) of that application's Ingress and FAQMatcher replicas (the collector and its
+writer run in the Ingress) over the requests it answered; Serve's proxy serves both and is left out, which makes
+the relative cost of collection look larger, not smaller. Reported: per round on/off of requests/s and off/on of
+replica CPU per request (1.0: collection costs nothing), and their medians. Each verdict is "within the goal"
+only when every round's ratio is, "not within" only when none is, else unresolved.
 """
 
 import argparse
@@ -54,77 +53,88 @@ def deploy(destination: Path) -> None:
         serve.run(build_graph(args, OPTIONS), name=name, route_prefix=f"/{name}")
 
 
-def serving_pids() -> dict[str, list[int]]:
-    """Per mode, the processes that serve it: Serve's proxy and that application's replicas (Ray names each
-    actor's process ``ray::ClassName``; they all run below this driver, which started Ray)."""
+MODES = ("off", "on")
+
+
+def replica_pids() -> dict[str, list[int]]:
+    """Per mode, that application's replicas' processes (Ray names each actor's process ``ray::ClassName``; they
+    all run below this driver, which started Ray)."""
     processes = {pid: cmdline(pid) for pid in descendants(os.getpid())}
-    proxies = [pid for pid, line in processes.items() if line.startswith("ray::ProxyActor")]
     return {
-        mode: proxies + [pid for pid, line in processes.items() if line.startswith(f"ray::ServeReplica:{mode}:")]
-        for mode in ("off", "on")
+        mode: [pid for pid, line in processes.items() if line.startswith(f"ray::ServeReplica:{mode}:")]
+        for mode in MODES
     }
+
+
+async def _loads(base_url: str, args: argparse.Namespace, seconds: float, first: str = "off") -> list:
+    """Both modes under load at once, for ``seconds``; results in MODES order. The ``first`` mode's loop starts
+    first (its workers come first in the event loop's queue): the rounds alternate it, as an order could favour one."""
+    order = sorted(MODES, key=lambda mode: mode != first)
+    results = await asyncio.gather(
+        *(
+            closed_loop(
+                base_url, faq_single({"faq": f"/{mode}/faq/match"}), args.concurrency, seconds, headers=AUTH_HEADERS
+            )
+            for mode in order
+        )
+    )
+    by_mode = dict(zip(order, results, strict=True))
+    return [by_mode[mode] for mode in MODES]
 
 
 async def measure(base_url: str, args: argparse.Namespace) -> tuple[list[dict], int]:
     """The rounds, and how many requests /on answered in all (each one record)."""
-    pids = serving_pids()
-    assert all(len(p) >= 3 for p in pids.values()), f"proxy and replicas of each mode not found: {pids}"
-    answered_on = 0
-    for mode in ("off", "on"):  # warm-up, not recorded: connections, first grouped calls, the first file
-        calls = faq_single({"faq": f"/{mode}/faq/match"})
-        warm_up = await closed_loop(base_url, calls, args.concurrency, 3, headers=AUTH_HEADERS)
-        answered_on += warm_up.summary()["ok"] if mode == "on" else 0
+    pids = replica_pids()
+    assert all(len(p) >= 2 for p in pids.values()), f"the replicas of each mode not found: {pids}"
+    warm_up = await _loads(base_url, args, 3)  # not recorded: connections, first grouped calls, the first file
+    answered_on = warm_up[1].summary()["ok"]
     rounds = []
-    for index in range(args.rounds * 2):
-        # off first in odd rounds, on first in even ones: whatever the second run of a pair inherits from the
-        # first (a warmer or a busier machine) falls on both modes alike.
-        order = ("off", "on") if (index // 2) % 2 == 0 else ("on", "off")
-        mode = order[index % 2]
+    for number in range(1, args.rounds + 1):
         wait_until_quiet()
-        before, cpu_before = jiffies(), process_cpu_s(pids[mode])
-        result = await closed_loop(
-            base_url, faq_single({"faq": f"/{mode}/faq/match"}), args.concurrency, args.seconds, headers=AUTH_HEADERS
-        )
-        cpu_s = process_cpu_s(pids[mode]) - cpu_before
-        summary = result.summary()
-        rounds.append(
-            {
-                "round": index // 2 + 1,
-                "collection": mode,
-                "requests_per_s": round(summary["requests_per_s"], 1),
-                "p99_ms": round(summary["p99_ms"], 1),
-                "answered": summary["ok"],
-                "server_cpu_ms_per_request": round(1000 * cpu_s / max(1, summary["ok"]), 3),
-                "errors": summary["errors"],
-                "steal_percent": steal_percent(before, jiffies()),
-            }
-        )
-        answered_on += summary["ok"] if mode == "on" else 0
-        print(rounds[-1], flush=True)
+        before, cpu_before = jiffies(), {mode: process_cpu_s(pids[mode]) for mode in MODES}
+        results = await _loads(base_url, args, args.seconds, first=MODES[number % 2])
+        steal = steal_percent(before, jiffies())
+        for mode, result in zip(MODES, results, strict=True):
+            summary = result.summary()
+            cpu_s = process_cpu_s(pids[mode]) - cpu_before[mode]
+            rounds.append(
+                {
+                    "round": number,
+                    "collection": mode,
+                    "requests_per_s": round(summary["requests_per_s"], 1),
+                    "p99_ms": round(summary["p99_ms"], 1),
+                    "answered": summary["ok"],
+                    "replica_cpu_ms_per_request": round(1000 * cpu_s / max(1, summary["ok"]), 3),
+                    "errors": summary["errors"],
+                    "steal_percent": steal,
+                }
+            )
+            print(rounds[-1], flush=True)
+        answered_on += results[1].summary()["ok"]
     return rounds, answered_on
 
 
 def analyse(rounds: list[dict]) -> dict:
     medians = {}
-    for mode in ("off", "on"):
+    for mode in MODES:
         medians[mode] = statistics.median(r["requests_per_s"] for r in rounds if r["collection"] == mode)
     by_round = {(r["round"], r["collection"]): r for r in rounds}
     numbers = sorted({r["round"] for r in rounds})
     paired = [round(by_round[n, "on"]["requests_per_s"] / by_round[n, "off"]["requests_per_s"], 3) for n in numbers]
     cpu = {
-        mode: statistics.median(r["server_cpu_ms_per_request"] for r in rounds if r["collection"] == mode)
-        for mode in ("off", "on")
+        mode: statistics.median(r["replica_cpu_ms_per_request"] for r in rounds if r["collection"] == mode)
+        for mode in MODES
     }
     # off / on: the throughput a CPU-bound service keeps with collection on (1.0: nothing lost)
     cpu_paired = [
-        round(by_round[n, "off"]["server_cpu_ms_per_request"] / by_round[n, "on"]["server_cpu_ms_per_request"], 3)
+        round(by_round[n, "off"]["replica_cpu_ms_per_request"] / by_round[n, "on"]["replica_cpu_ms_per_request"], 3)
         for n in numbers
     ]
     return {
         "median_requests_per_s": medians,
         "on_over_off": round(medians["on"] / medians["off"], 3),
         "on_over_off_by_round": paired,
-        "median_server_cpu_ms_per_request": cpu,
+        "median_replica_cpu_ms_per_request": cpu,
         "cpu_off_over_on": round(cpu["off"] / cpu["on"], 3),
         "cpu_off_over_on_by_round": cpu_paired,
         "max_steal_percent": max(r["steal_percent"] for r in rounds),
@@ -175,7 +185,7 @@ def markdown(report: dict) -> str:
             r["collection"],
             r["requests_per_s"],
             r["p99_ms"],
-            r["server_cpu_ms_per_request"],
+            r["replica_cpu_ms_per_request"],
             r["errors"],
             r["steal_percent"],
         )
@@ -183,7 +193,7 @@ def markdown(report: dict) -> str:
     ]
     paired = result["on_over_off_by_round"]
     cpu_paired = result["cpu_off_over_on_by_round"]
-    cpu = result["median_server_cpu_ms_per_request"]
+    cpu = result["median_replica_cpu_ms_per_request"]
     lines = [
         "# Model data collection overhead",
         "",
@@ -192,18 +202,20 @@ def markdown(report: dict) -> str:
         "",
         __doc__.split("\n\n", 2)[2].strip(),
         "",
-        *table(("round", "collection", "requests/s", "p99 ms", "server CPU ms/request", "errors", "CPU steal %"), rows),
+        *table(
+            ("round", "collection", "requests/s", "p99 ms", "replica CPU ms/request", "errors", "CPU steal %"), rows
+        ),
         "",
         f"Median requests/s: off {result['median_requests_per_s']['off']:.1f}, "
         f"on {result['median_requests_per_s']['on']:.1f}: on/off = **{result['on_over_off']:.3f}**; each "
         f"round's on/off: {', '.join(f'{ratio:.3f}' for ratio in paired)}: {verdict(paired)}.",
         "",
-        f"Median server CPU per request: off {cpu['off']:.3f} ms, on {cpu['on']:.3f} ms: off/on = "
+        f"Median replica CPU per request: off {cpu['off']:.3f} ms, on {cpu['on']:.3f} ms: off/on = "
         f"**{result['cpu_off_over_on']:.3f}**; each round's off/on: "
         f"{', '.join(f'{ratio:.3f}' for ratio in cpu_paired)}: {verdict(cpu_paired)}.",
         "",
         f"Collection's own work per record, in-process (record, JSON, write): {report['collection_work_us']:.1f} us, "
-        f"{report['collection_work_us'] / 10 / cpu['off']:.2f}% of the median server CPU per request with it off.",
+        f"{report['collection_work_us'] / 10 / cpu['off']:.2f}% of the median replica CPU per request with it off.",
         "",
         f"Records written: {report['records_written']} (requests answered by /on, warm-up "
         f"included: {report['answered_on']}). Highest CPU steal in a round: "
@@ -215,9 +227,9 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per mode")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds, both modes loaded at once in each")
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop workers per mode")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     port = free_port()
