@@ -29,13 +29,14 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from ray._common.utils import get_default_ray_temp_dir  # where Ray keeps its sessions by default
+
 from benchmarks.machine_cpu import jiffies, steal_percent
 from benchmarks.report import publish, run_info, table
 from serve_app.testing import AUTH_HEADERS, app_launch, free_port
 from serve_app.testing.deployed import API_KEY, fast_ingress_env
 from serve_app.testing.process import SOURCE_ROOT
 
-RAY_SESSION = Path("/tmp/ray/session_latest")  # Ray's default: the session the launched app started
 SERVE_RUN_PORT = 8000
 PROBE_EVERY_S = 0.1
 START_TIMEOUT_S = 300
@@ -118,7 +119,7 @@ def measure_start(launcher: str, settings: dict[str, str], log: Path) -> dict:
             if "readyz_200_s" not in marks and _answers(f"{base}/readyz", None):
                 marks["readyz_200_s"] = round(time.perf_counter() - started, 2)
             time.sleep(PROBE_EVERY_S)
-        session = RAY_SESSION.resolve()
+        session = (Path(get_default_ray_temp_dir()) / "session_latest").resolve()  # the launched app's
         controller = next(iter(sorted((session / "logs" / "serve").glob("controller_*.log"))), None)
         replicas = replica_starts(controller.read_text()) if controller else {}
         for replica in replicas.values():

@@ -115,9 +115,8 @@ class FAQMatcher:
         # One chunk per turn on the scoring thread, whose queue is first come, first served: calls that arrive
         # meanwhile (from other ingress replicas, say) take turns with this one chunk by chunk, and a call the
         # ingress cancels stops within one chunk too.
-        while await loop.run_in_executor(self.scorer, scoring.score_next_chunk):
+        while (results := await loop.run_in_executor(self.scorer, scoring.step)) is None:
             pass
-        results = await loop.run_in_executor(self.scorer, scoring.results)
         stats = self.batching
         stats["batches"] += 1
         stats["requests"] += len(queries)

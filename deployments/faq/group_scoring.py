@@ -35,7 +35,8 @@ FaqQuery = tuple[list[str], int | None]
 
 
 class GroupScoring:
-    """One group's scoring, a chunk per ``score_next_chunk`` call, then ``results``; all on one thread.
+    """One group's scoring, a chunk per ``score_next_chunk`` call, then ``results`` (``step`` does both); all on one
+    thread.
 
     ``budgets_s`` are each query's remaining seconds of work (None: no budget), turned into deadlines on this
     replica's monotonic clock when the group is received: the caller's clock never matters.
@@ -95,6 +96,11 @@ class GroupScoring:
             self.questions_scored += len(chunk)
             self.chunks += 1
         return bool(self._pending)
+
+    def step(self) -> list[list[list] | WorkBudgetExceeded] | None:
+        """The next chunk, and the results once none is left (None until then): one turn on the scoring thread
+        per chunk, a group that fits one chunk (the usual case) included."""
+        return None if self.score_next_chunk() else self.results()
 
     def _drop_expired(self) -> None:
         now = self.clock()
