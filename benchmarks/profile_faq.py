@@ -1,7 +1,8 @@
-"""Where the CPU of one FAQ question goes at c=1: the deployed stack against one uvicorn process, split by component.
+"""Where the CPU of one FAQ question goes at c=1 (or ``--concurrency``): the deployed stack against one uvicorn
+process, split by component.
 
     python -m benchmarks.profile_faq --faq-model models/faq [--duration 20] [--peers serve-fast fastapi] \\
-        [--out benchmarks/results/faq_profile]
+        [--concurrency 1] [--out benchmarks/results/faq_profile]
 
 Each peer is started as benchmarks.compare starts it (serve-fast: HAProxy + fast ingress, auth on), warmed up,
 then loaded with one FAQ question at a time (closed loop, c=1) twice:
@@ -243,16 +244,16 @@ def cpu_ms(before: dict, after: dict) -> dict[tuple[int, int], tuple[str, float]
 # --- runs ----------------------------------------------------------------------------------------------------
 
 
-def _load(url: str, seconds: float) -> dict:
+def _load(url: str, seconds: float, concurrency: int) -> dict:
     calls = SCENARIOS["faq-single"].calls({"faq": "/faq/match"})
-    return asyncio.run(closed_loop(url, calls, 1, seconds, headers=AUTH_HEADERS)).summary()
+    return asyncio.run(closed_loop(url, calls, concurrency, seconds, headers=AUTH_HEADERS)).summary()
 
 
-def _window(url: str, pids: list[int], seconds: float) -> tuple[dict, dict, dict]:
-    """A c=1 load of ``seconds``: its summary, each thread's CPU ms over it, and the machine's steal and busy %
+def _window(url: str, pids: list[int], seconds: float, concurrency: int) -> tuple[dict, dict, dict]:
+    """A closed-loop load of ``seconds``: its summary, each thread's CPU ms over it, and the machine's steal and busy %
     (all processes, this client and other users of the machine included)."""
     machine, before = jiffies(), thread_ticks(pids)
-    summary = _load(url, seconds)
+    summary = _load(url, seconds, concurrency)
     used = cpu_ms(before, thread_ticks(pids))
     after = jiffies()
     busy = round(100 * (after.busy - machine.busy) / max(1, after.total - machine.total), 1)
@@ -269,18 +270,18 @@ def _record(pids: list[int], seconds: float, folder: Path) -> list[tuple[subproc
     return spies
 
 
-def profile(peer_name: str, url: str, server_pid: int, seconds: float, folder: Path) -> dict:
+def profile(peer_name: str, url: str, server_pid: int, seconds: float, folder: Path, concurrency: int = 1) -> dict:
     pids = [pid for pid in descendants(server_pid) if cmdline(pid)]
     roles = {pid: role_of(cmdline(pid)) for pid in pids}
     python = [pid for pid, role in roles.items() if role not in ("HAProxy", "raylet", "GCS", "other")]
-    _load(url, 5)  # warm-up: connections, caches, numba
+    _load(url, 5, concurrency)  # warm-up: connections, caches, numba
     idle_before = thread_ticks(pids)
     time.sleep(5)
     idle = cpu_ms(idle_before, thread_ticks(pids))
-    clean, used, clean_machine = _window(url, pids, seconds)
+    clean, used, clean_machine = _window(url, pids, seconds, concurrency)
     spies = _record(python, seconds, folder)
     time.sleep(1)  # py-spy attaches
-    profiled, profiled_used, profiled_machine = _window(url, pids, seconds)
+    profiled, profiled_used, profiled_machine = _window(url, pids, seconds, concurrency)
     samples: dict[int, dict[int, Counter]] = {}
     for (spy, out), pid in zip(spies, python, strict=True):
         _, error = spy.communicate(timeout=60)
@@ -331,14 +332,14 @@ def profile(peer_name: str, url: str, server_pid: int, seconds: float, folder: P
     }
 
 
-def run_peer(peer_name: str, seconds: float, folder: Path, options: dict | None = None) -> dict:
+def run_peer(peer_name: str, seconds: float, folder: Path, options: dict | None = None, concurrency: int = 1) -> dict:
     """Start the peer as benchmarks.compare does (with ``options``, as its --peer-options), profile it, stop it."""
     peer = PEERS[peer_name]
     calls = SCENARIOS["faq-single"].calls(peer.paths)
     probes = [calls() for _ in range(5)]
     command = peer.launch(PORT, ("faq",), options or {}).command
     with running(peer, ("faq",), probes, PORT, folder / f"{peer_name}.log", options, THROUGHPUT_ENV) as url:
-        return profile(peer_name, url, server_pid(command), seconds, folder)
+        return profile(peer_name, url, server_pid(command), seconds, folder, concurrency)
 
 
 PATH_ROLES = ("HAProxy", "Ingress", "FAQMatcher", "uvicorn (FastAPI peer)")
@@ -373,11 +374,12 @@ def _breakdown_table(run: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# FAQ, one question at a time (c=1): where each request's CPU goes",
+        f"# FAQ, one question per request at c={report.get('concurrency', 1)}: where each request's CPU goes",
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}  ",
-        "Method: two c=1 closed-loop windows per stack on the same running server: clean (wall-clock latency, and "
+        f"Method: two c={report.get('concurrency', 1)} closed-loop windows per stack on the same running server: "
+        "clean (wall-clock latency, and "
         "CPU per request of every thread of every server process from /proc), then profiled (py-spy, "
         f"{SAMPLE_RATE} Hz, --nonblocking, idle samples off); each Python thread's clean CPU is shared out by its "
         "py-spy samples. Client: benchmarks/load.py in this process, on the same 2 cores.",
@@ -445,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of each window (clean, profiled)")
     parser.add_argument("--faq-model", help="FAQ model directory (default: the embedded demo FAQ)")
+    parser.add_argument("--concurrency", type=int, default=1, help="closed-loop clients during each window")
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--serve-options",
@@ -462,13 +465,16 @@ def main(argv: list[str] | None = None) -> None:
         raw = args.raw_dir or Path(folder)
         raw.mkdir(parents=True, exist_ok=True)
         runs = [
-            run_peer(peer, args.duration, raw, args.serve_options if peer.startswith("serve") else None)
+            run_peer(
+                peer, args.duration, raw, args.serve_options if peer.startswith("serve") else None, args.concurrency
+            )
             for peer in args.peers
         ]
     report = {
         **run_info("benchmarks.profile_faq", argv),
         "faq_model": args.faq_model or "embedded demo FAQ",
         "sample_rate_hz": SAMPLE_RATE,
+        "concurrency": args.concurrency,
         "runs": runs,
     }
     publish(report, markdown(report), args.out)

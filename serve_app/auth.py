@@ -14,6 +14,11 @@ refused (fail closed) rather than silently served. Health probes stay open so Ku
 
 Keys are held only as SHA-256 digests and no credential is ever put in a response or a log line. This module
 imports no Ray so it can be unit-tested and used by the CLI on its own.
+
+Each secret may instead sit in a file named by ``<variable>_FILE`` (``SERVE_APP_API_KEYS_FILE``,
+``SERVE_APP_JWT_SECRET_FILE``): a Kubernetes Secret mounted as a volume. A variable is copied into every process
+its pod starts (Ray's raylet, GCS and every worker) and shown by ``/proc/<pid>/environ``; a file is read by the
+ingress replica alone, once, and nothing else carries it.
 """
 
 import hashlib
@@ -24,6 +29,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import jwt
@@ -56,13 +62,14 @@ class AuthSettings(BaseModel):
         "SERVE_APP_API_KEYS",
         min_length=1,
         description="Environment variable with the API keys, comma-separated, primary first then secondary "
-        "(e.g. from a Kubernetes Secret). Every listed key is accepted, which allows rotation without downtime.",
+        "(e.g. from a Kubernetes Secret); or <name>_FILE naming a file that holds them (a mounted Secret). Every "
+        "listed key is accepted, which allows rotation without downtime.",
     )
     jwt_secret_env: str = Field(
         "SERVE_APP_JWT_SECRET",
         min_length=1,
         description="Environment variable with the HS256 secret (at least 32 bytes) that signs tokens from "
-        "`serve-app token`. Token auth is on only when it is set.",
+        "`serve-app token` (or <name>_FILE naming a file that holds it). Token auth is on only when it is set.",
     )
     jwt_audience: str = Field("serve-app", min_length=1, description="Required `aud` claim of tokens.")
     jwt_issuer: str = Field("serve-app", min_length=1, description="Required `iss` claim of tokens.")
@@ -114,6 +121,28 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("ascii")).digest()
 
 
+def secret_value(environ: Mapping[str, str], name: str, missing_ok: bool = False) -> str:
+    """The secret in variable ``name``, or in the file that ``name_FILE`` names ("" when neither is set).
+
+    Both set is refused (which one wins would be a guess), and so is a named file that cannot be read: either
+    stops the replica with this message, never the service running with other credentials than meant. With
+    ``missing_ok`` a named file that does not exist means unset (an optional key of a mounted Secret).
+    """
+    path = environ.get(f"{name}_FILE", "").strip()
+    if not path:
+        return environ.get(name, "")
+    if environ.get(name, "").strip():
+        raise ValueError(f"both {name} and {name}_FILE are set: keep one")
+    if missing_ok and not os.path.lexists(path):
+        logger.info("%s_FILE names %s, which does not exist: %s is unset", name, path, name)
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ValueError(f"{name}_FILE names {path}, which cannot be read: {reason}") from None
+
+
 def _check_secret(secret: str, where: str) -> None:
     if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
         hint = "generate one with `openssl rand -hex 32`"
@@ -147,9 +176,9 @@ class Authenticator:
     def __init__(self, settings: AuthSettings, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ  # not stored: it holds the plaintext keys
         self._settings = settings
-        self._key_digests = _load_key_digests(environ.get(settings.api_key_env, ""), settings.api_key_env)
+        self._key_digests = _load_key_digests(secret_value(environ, settings.api_key_env), settings.api_key_env)
         # The HS256 secret must stay usable to verify signatures; it is never logged or returned.
-        self._jwt_secret = environ.get(settings.jwt_secret_env, "").strip() or None
+        self._jwt_secret = secret_value(environ, settings.jwt_secret_env, missing_ok=True).strip() or None
         if self._jwt_secret is not None:
             _check_secret(self._jwt_secret, settings.jwt_secret_env)
         if settings.enabled and not self.configured:

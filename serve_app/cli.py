@@ -82,35 +82,48 @@ def kuberay_rehearse(args: argparse.Namespace) -> int:
 
 
 def capacity(args: argparse.Namespace) -> int:
-    from serve_app.capacity import plan
+    from serve_app.capacity import plan, plan_from_cost_curve
 
     try:
-        result = plan(args.target_rps, args.latency_ms / 1000, args.utilisation, args.concurrency, args.per_node)
-    except ValueError as error:
-        print(f"serve-app: error: {error}", file=sys.stderr)
-        return 2
-    print(
-        json.dumps(
-            {
+        if args.cost_curve:
+            points = json.loads(args.cost_curve.read_text())["points"]
+            measured = plan_from_cost_curve(
+                points, args.route, args.target_rps, args.utilisation, args.max_p99_ms, args.cores_per_node
+            )
+            answer = {
+                "route": args.route,
+                "measured_concurrency": measured.concurrency,
+                "cpu_ms_per_request": measured.cpu_ms_per_request,
+                "p99_ms": measured.p99_ms,
+                "cores": round(measured.cores, 2),
+                "nodes": measured.nodes,
+                "memory_gib": round(measured.memory_mib / 1024, 2),
+            }
+        elif args.latency_ms is not None:
+            result = plan(args.target_rps, args.latency_ms / 1000, args.utilisation, args.concurrency, args.per_node)
+            answer = {
                 "replicas": result.replicas,
                 "nodes": result.nodes,
                 "requests_per_s_per_replica": round(result.requests_per_s_per_replica, 2),
             }
-        )
-    )
+        else:
+            raise ValueError("give --latency-ms (the reference rule) or --cost-curve (measured costs)")
+    except (ValueError, OSError, KeyError) as error:
+        print(f"serve-app: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer))
     return 0
 
 
 def token(args: argparse.Namespace) -> int:
     import os
 
-    from serve_app.auth import mint_token
+    from serve_app.auth import mint_token, secret_value
 
-    secret = os.environ.get(args.secret_env)
-    if not secret:
-        print(f"serve-app: error: set {args.secret_env} to the signing secret the ingress uses", file=sys.stderr)
-        return 2
     try:
+        secret = secret_value(os.environ, args.secret_env).strip()
+        if not secret:
+            raise ValueError(f"set {args.secret_env} (or {args.secret_env}_FILE) to the ingress's signing secret")
         lifetime = args.max_lifetime_s
         print(mint_token(secret, args.subject, args.ttl_s, args.audience, args.issuer, max_lifetime_s=lifetime))
     except ValueError as error:
@@ -172,10 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     capacity_parser = commands.add_parser("capacity", help="replicas and nodes for a target load")
     capacity_parser.add_argument("--target-rps", type=float, required=True, help="requests per second to serve")
-    capacity_parser.add_argument("--latency-ms", type=float, required=True, help="measured time per request")
+    capacity_parser.add_argument("--latency-ms", type=float, help="measured time per request (the reference rule)")
     capacity_parser.add_argument("--utilisation", type=float, default=0.7, help="target utilisation (0.7)")
     capacity_parser.add_argument("--concurrency", type=int, default=1, help="requests a replica runs at once")
     capacity_parser.add_argument("--per-node", type=int, default=1, help="replicas per node (1 per GPU node)")
+    capacity_parser.add_argument(
+        "--cost-curve", type=Path, help="OUT.json of benchmarks/cost_curve.py: cores and memory from measured costs"
+    )
+    capacity_parser.add_argument("--route", choices=["faq", "image"], default="faq", help="with --cost-curve")
+    capacity_parser.add_argument("--max-p99-ms", type=float, help="with --cost-curve: the p99 the load must keep")
+    capacity_parser.add_argument("--cores-per-node", type=float, default=8, help="with --cost-curve (8)")
     capacity_parser.set_defaults(run=capacity)
 
     # Listed here for --help; main() hands everything after `report` to its own parser (serve_app/report.py).

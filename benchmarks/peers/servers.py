@@ -5,10 +5,13 @@
   worker, as deployed. It lives in a virtual environment of its own (``.peers/azml``, made on first use),
   because it pins pydantic and OpenTelemetry below what Ray and FastAPI need.
 - ``fastapi``: one uvicorn process with the models loaded, the thing a user might write instead.
+- ``fastapi-workers``: the same app under uvicorn with one worker process per core (each loads the models),
+  the next thing that user would try for throughput.
 - ``serve``: this application on Ray Serve with the default proxy.
 - ``serve-fast``: the same application with Ray's HAProxy ingress and throughput-optimized mode.
 """
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -72,9 +75,13 @@ def _reference(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
     return Launch(command, env, REFERENCE_APP)
 
 
-def _fastapi(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
-    command = [sys.executable, "-m", "uvicorn", "benchmarks.peers.fastapi_app:app", "--port", str(port)]
-    return Launch([*command, "--log-level", "warning"], {"PEER_MODELS": ",".join(kinds)})
+def _fastapi(workers: int) -> Callable[[int, tuple[str, ...], dict], Launch]:
+    def launch(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
+        command = [sys.executable, "-m", "uvicorn", "benchmarks.peers.fastapi_app:app", "--port", str(port)]
+        command += ["--log-level", "warning", "--workers", str(workers)]
+        return Launch(command, {"PEER_MODELS": ",".join(kinds)})
+
+    return launch
 
 
 def _serve(fast_ingress: bool) -> Callable[[int, tuple[str, ...], dict], Launch]:
@@ -93,7 +100,13 @@ PEERS = {
         _reference,
         one_model_only=True,
     ),
-    "fastapi": Peer("fastapi", "FastAPI + uvicorn, one process", SERVE_PATHS, _fastapi),
+    "fastapi": Peer("fastapi", "FastAPI + uvicorn, one process", SERVE_PATHS, _fastapi(1)),
+    "fastapi-workers": Peer(
+        "fastapi-workers",
+        f"FastAPI + uvicorn, {os.cpu_count()} worker processes (one per core)",
+        SERVE_PATHS,
+        _fastapi(os.cpu_count() or 1),
+    ),
     "serve": Peer("serve", "Ray Serve, default proxy", SERVE_PATHS, _serve(fast_ingress=False)),
     "serve-fast": Peer(
         "serve-fast", "Ray Serve, HAProxy ingress + throughput-optimized", SERVE_PATHS, _serve(fast_ingress=True)

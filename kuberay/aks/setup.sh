@@ -258,8 +258,8 @@ if [ "${NAMESPACE}" != "default" ]; then
 fi
 
 log "Secret ${SECRET_NAME} (API keys, primary and secondary; token signing secret)"
-# The RayService passes api-keys to the replicas as SERVE_APP_API_KEYS (primary first) and jwt-secret as
-# SERVE_APP_JWT_SECRET. Created once and never overwritten: rotation is a deliberate step (docs/kubernetes.md).
+# The RayService mounts it in the CPU group as files: api-keys (primary first, read through
+# SERVE_APP_API_KEYS_FILE) and jwt-secret (SERVE_APP_JWT_SECRET_FILE). Created once and never overwritten: rotation is a deliberate step (docs/kubernetes.md).
 if kubectl get secret "${SECRET_NAME}" --namespace "${NAMESPACE}" --output name >/dev/null 2>&1; then
   echo "exists; left unchanged (the keys are kept)"
 else

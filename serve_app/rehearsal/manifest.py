@@ -37,6 +37,8 @@ class Volume:
     mount_path: str
     size_bytes: int | None  # emptyDir.sizeLimit; None: unbounded
     in_memory: bool
+    # A secret volume: its files (name, content), shown read-only, as the kubelet mounts them; () for an emptyDir.
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -142,13 +144,34 @@ def _same_directory(mount: dict[str, Any], mounts: list[dict[str, Any]]) -> bool
     )
 
 
-def _volumes(pod: dict[str, Any], container: dict[str, Any]) -> list[Volume]:
+def _secret_files(name: str, volume: dict[str, Any], secrets: dict[str, dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The files of a secret volume: every key of the Secret, or those ``items`` lists, under their paths."""
+    source = volume["secret"]
+    secret = secrets.get(source["secretName"])
+    optional = source.get("optional", False)
+    if secret is None:
+        if optional:
+            return ()
+        # The kubelet leaves such a pod in ContainerCreating (FailedMount) for good.
+        raise ManifestError(f"volume {name!r}: no Secret {source['secretName']!r}")
+    items = source.get("items") or [{"key": key, "path": key} for key in sorted(secret)]
+    missing = [item["key"] for item in items if item["key"] not in secret]
+    if missing and not optional:
+        raise ManifestError(f"volume {name!r}: Secret {source['secretName']!r} has no key {missing[0]!r}")
+    return tuple((item["path"], secret[item["key"]]) for item in items if item["key"] in secret)
+
+
+def _volumes(pod: dict[str, Any], container: dict[str, Any], secrets: dict[str, dict[str, str]]) -> list[Volume]:
     by_name = {volume["name"]: volume for volume in pod.get("volumes", [])}
     mounts = []
     for mount in container.get("volumeMounts", []):
         volume = by_name.get(mount["name"])
+        if volume is not None and "secret" in volume and "subPath" not in mount:
+            files = _secret_files(mount["name"], volume, secrets)
+            mounts.append(Volume(mount["mountPath"], None, True, files))
+            continue
         if volume is None or "emptyDir" not in volume:
-            raise ManifestError(f"volume {mount['name']!r}: only emptyDir volumes are rehearsed")
+            raise ManifestError(f"volume {mount['name']!r}: only emptyDir and secret volumes are rehearsed")
         if "subPath" in mount:
             if _same_directory(mount, container["volumeMounts"]):
                 continue
@@ -172,7 +195,7 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool, auth_en
         uid=security.get("runAsUser"),
         gid=security.get("runAsGroup"),
         read_only_root=bool(security.get("readOnlyRootFilesystem", False)),
-        volumes=_volumes(pod, container),
+        volumes=_volumes(pod, container, secrets),
         working_dir=container.get("workingDir"),
     )
 

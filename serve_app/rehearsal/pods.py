@@ -3,6 +3,7 @@ node's Serve proxy can bind port 8000 as in the cluster) and a private mount nam
 filesystem: the root read-only, fresh tmpfs for each emptyDir volume, the image's home baked beforehand, and the
 process dropped to the container's uid/gid. Needs root and a kernel that allows namespaces (``preflight``)."""
 
+import base64
 import contextlib
 import os
 import shlex
@@ -154,9 +155,11 @@ def conditions_script(pod: PodSpec, image: ImageSpec, fs: Filesystem) -> str:
     kept = fs.kept_paths()
     pod_paths = [target for _, target in kept]
     volume_paths = [v.mount_path for v in pod.volumes]
+    # A volume whose mount point this host lacks (a secret volume's /var/run/secrets/...) gets it made inside a
+    # tmpfs too, as the kubelet makes it in the container, never on this machine's own filesystem.
     overlays = sorted(
         set(_blocked_ancestors(pod_paths, pod.uid, pod.gid))
-        | {a for a in (_missing_ancestor(p) for p in pod_paths) if a}
+        | {a for a in (_missing_ancestor(p) for p in [*pod_paths, *volume_paths]) if a}
     )
     staging = next(c for c in STAGING_CANDIDATES if not any(_is_under(p, c) or _is_under(c, p) for p in pod_paths))
     lines = ["set -euo pipefail", _tmpfs(staging, "700")]
@@ -166,7 +169,16 @@ def conditions_script(pod: PodSpec, image: ImageSpec, fs: Filesystem) -> str:
     for target in overlays:
         lines.append(_tmpfs(target, "755"))
     for volume in sorted(pod.volumes, key=lambda v: v.mount_path):
-        lines.append(_tmpfs(volume.mount_path, "777", volume))  # an emptyDir: fresh, empty, world-writable
+        if not volume.files:
+            lines.append(_tmpfs(volume.mount_path, "777", volume))  # an emptyDir: fresh, empty, world-writable
+            continue
+        # A secret volume: the kubelet's files (mode 0644, the default), then read-only.
+        lines += [f"mkdir -p {shlex.quote(volume.mount_path)}", _tmpfs(volume.mount_path, "755")]
+        for name, content in volume.files:
+            path = shlex.quote(f"{volume.mount_path}/{name}")
+            encoded = base64.b64encode(content.encode()).decode()
+            lines += [f"printf %s {encoded} | base64 -d > {path}", f"chmod 0644 {path}"]
+        lines.append(f"mount -o remount,ro {shlex.quote(volume.mount_path)}")
     for i, (_, target) in enumerate(kept):
         lines += [f"mkdir -p {shlex.quote(target)}", f"mount --move {staging}/{i} {shlex.quote(target)}"]
     lines.append(f"umount -l {staging}")

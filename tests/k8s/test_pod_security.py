@@ -53,10 +53,12 @@ def ray_cpus(group: dict) -> int:
 # --- secrets ---------------------------------------------------------------------------------------------------
 
 
-def secret_names(container: dict) -> set[str]:
+def secret_names(container: dict, volumes: list[dict] | None = None) -> set[str]:
     """Every Secret a container can read: env references, envFrom, and mounted secret volumes."""
     names = {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "valueFrom" in e}
-    return names | {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    names |= {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    mounted = {m["name"] for m in container.get("volumeMounts", [])}
+    return names | {v["secret"]["secretName"] for v in volumes or [] if "secret" in v and v["name"] in mounted}
 
 
 def test_the_api_credentials_reach_only_the_group_that_runs_ingress_replicas(cluster, app):
@@ -64,10 +66,32 @@ def test_the_api_credentials_reach_only_the_group_that_runs_ingress_replicas(clu
     can_run_ingress = {name for name, group in groups(cluster).items() if ray_cpus(group) >= ingress_cpus}
     assert can_run_ingress == {"cpu"}
     for name, group in groups(cluster).items():
-        holds = {API_SECRET in secret_names(c) for c in group["template"]["spec"]["containers"]}
-        assert holds == {name in can_run_ingress}, name
         volumes = group["template"]["spec"].get("volumes", [])
-        assert not [v for v in volumes if "secret" in v], f"{name}: a Secret volume no process here reads"
+        holds = {API_SECRET in secret_names(c, volumes) for c in group["template"]["spec"]["containers"]}
+        assert holds == {name in can_run_ingress}, name
+        unread = [
+            v
+            for v in volumes
+            if "secret" in v
+            and not any(
+                v["name"] in {m["name"] for m in c.get("volumeMounts", [])}
+                for c in group["template"]["spec"]["containers"]
+            )
+        ]
+        assert not unread, f"{name}: a Secret volume no process here reads"
+
+
+def test_the_api_credentials_are_files_not_environment_variables(cluster):
+    # A variable is copied into every process of the pod (raylet, GCS, every Ray worker) and shown by
+    # /proc/<pid>/environ; the mounted files are read by the ingress replicas alone.
+    cpu = groups(cluster)["cpu"]["template"]["spec"]
+    container = cpu["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert "SERVE_APP_API_KEYS" not in env and "SERVE_APP_JWT_SECRET" not in env
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-credentials"]
+    assert mount["readOnly"] is True
+    assert env["SERVE_APP_API_KEYS_FILE"]["value"] == mount["mountPath"] + "/api-keys"
+    assert env["SERVE_APP_JWT_SECRET_FILE"]["value"] == mount["mountPath"] + "/jwt-secret"
     assert not secret_names(cluster["autoscalerOptions"])
 
 

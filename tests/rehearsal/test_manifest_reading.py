@@ -31,9 +31,20 @@ def test_every_group_becomes_a_pod_with_kuberays_start_command():
     assert serve_config["applications"][0]["import_path"] == "serve_app:build_app"
 
 
-def test_a_missing_secret_key_is_what_the_kubelet_refuses(tmp_path: Path):
-    with pytest.raises(ManifestError, match="has no key 'api-keys'"):
-        read_rayservice(MANIFEST, {**generated_secret(), "serve-app-api-keys": {}})
+def test_a_missing_secret_is_what_the_kubelet_refuses(tmp_path: Path):
+    secrets = generated_secret()
+    del secrets["serve-app-api-keys"]
+    with pytest.raises(ManifestError, match="no Secret 'serve-app-api-keys'"):
+        read_rayservice(MANIFEST, secrets)
+
+
+def test_the_secret_volume_is_written_read_only_where_the_host_has_no_such_directory(tmp_path: Path):
+    _, pods = read_rayservice(MANIFEST, generated_secret())
+    image = read_dockerfile(ROOT / "kuberay" / "Dockerfile")
+    script = conditions_script(pods[1], image, Filesystem(project=ROOT, baked_home=tmp_path))
+    (mount,) = [v.mount_path for v in pods[1].volumes if v.files]
+    assert f"mount -o remount,ro {mount}" in script and f"chmod 0644 {mount}/api-keys" in script
+    assert pods[1].volumes and generated_secret()["serve-app-api-keys"]["api-keys"] not in script  # base64 only
 
 
 def test_the_dockerfile_gives_workdir_user_and_env():
@@ -65,8 +76,18 @@ def test_secrets_reach_the_pods_as_kuberay_and_the_kubelet_give_them():
     ray_token = secrets["kuberay-generated-ray-token"]["auth_token"]
     for pod in pods:  # authOptions.mode token: KubeRay gives every Ray container the token
         assert pod.env["RAY_AUTH_MODE"] == "token" and pod.env["RAY_AUTH_TOKEN"] == ray_token
-    api_keys = {pod.group: "SERVE_APP_API_KEYS" in pod.env for pod in pods}
-    assert api_keys == {"head": False, "cpu": True, "gpu": False}  # only where the ingress replicas run
+    # Only where the ingress replicas run, and as files of a read-only secret volume, not as variables.
+    assert not any("SERVE_APP_API_KEYS" in pod.env or "SERVE_APP_JWT_SECRET" in pod.env for pod in pods)
+    files = {pod.group: dict(f for v in pod.volumes for f in v.files) for pod in pods}
+    assert files["head"] == files["gpu"] == {}
+    assert files["cpu"] == {
+        "api-keys": secrets["serve-app-api-keys"]["api-keys"],
+        "jwt-secret": secrets["serve-app-api-keys"]["jwt-secret"],
+    }
+    cpu = pods[1]
+    (mount,) = [v.mount_path for v in cpu.volumes if v.files]
+    assert cpu.env["SERVE_APP_API_KEYS_FILE"] == f"{mount}/api-keys"
+    assert cpu.env["SERVE_APP_JWT_SECRET_FILE"] == f"{mount}/jwt-secret"
     with pytest.raises(ManifestError, match="auth_token"):
         read_rayservice(MANIFEST, {"serve-app-api-keys": secrets["serve-app-api-keys"]})
 

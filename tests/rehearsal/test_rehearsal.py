@@ -72,7 +72,7 @@ def test_a_read_only_root_without_a_numba_cache_directory_is_caught(tmp_path: Pa
 
 
 def test_a_missing_api_key_variable_is_caught(tmp_path: Path):
-    code, output = rehearse(broken(tmp_path, without_env("SERVE_APP_API_KEYS")))
+    code, output = rehearse(broken(tmp_path, without_env("SERVE_APP_API_KEYS_FILE")))
     # Auth stays on and fails closed: every call with the (now unknown) key is refused.
     assert code == 1 and "FAIL POST /faq/match with a key: 200 and 3 matches: 401" in output
 

@@ -470,3 +470,59 @@ def test_fastapi_add_middleware_exposes_the_principal_on_request_state():
     refused, allowed = asyncio.run(call())
     assert_unauthorized(refused)
     assert allowed.json() == {"subject": "key:primary"}
+
+
+def test_secrets_can_come_from_mounted_files(tmp_path):
+    # As a Secret volume writes them: one file per key, often with a trailing newline.
+    (tmp_path / "api-keys").write_text(f"{PRIMARY},{SECONDARY}\n")
+    (tmp_path / "jwt-secret").write_text(SECRET + "\n")
+    app = build(
+        {
+            "SERVE_APP_API_KEYS_FILE": str(tmp_path / "api-keys"),
+            "SERVE_APP_JWT_SECRET_FILE": str(tmp_path / "jwt-secret"),
+        }
+    )
+    assert get(app, authorization=bearer(SECONDARY)).text == "api_key:key:secondary"
+    assert get(app, authorization=bearer(token())).text == "token:alice"
+    assert_unauthorized(get(app, authorization=bearer("not-" + PRIMARY)))
+
+
+def test_a_secret_set_twice_or_in_an_unreadable_file_stops_the_replica(tmp_path):
+    (tmp_path / "api-keys").write_text(PRIMARY)
+    both = {"SERVE_APP_API_KEYS": SECONDARY, "SERVE_APP_API_KEYS_FILE": str(tmp_path / "api-keys")}
+    with pytest.raises(ValueError, match="both SERVE_APP_API_KEYS and SERVE_APP_API_KEYS_FILE are set"):
+        build(both)
+    missing = {"SERVE_APP_API_KEYS_FILE": str(tmp_path / "absent")}
+    with pytest.raises(ValueError, match=r"SERVE_APP_API_KEYS_FILE names .*absent, which cannot be read"):
+        build(missing)
+    (tmp_path / "binary").write_bytes(b"\xff\xfe" + PRIMARY.encode())
+    with pytest.raises(ValueError, match="not UTF-8 text") as refused:
+        build({"SERVE_APP_API_KEYS_FILE": str(tmp_path / "binary")})
+    assert PRIMARY not in str(refused.value)  # the message names the file, never its content
+
+
+def test_an_absent_token_secret_file_means_token_auth_off(tmp_path):
+    # The Secret's jwt-secret key is optional: a mounted Secret without it has no such file.
+    (tmp_path / "api-keys").write_text(PRIMARY)
+    app = build(
+        {
+            "SERVE_APP_API_KEYS_FILE": str(tmp_path / "api-keys"),
+            "SERVE_APP_JWT_SECRET_FILE": str(tmp_path / "jwt-secret"),
+        }
+    )
+    assert get(app, authorization=bearer(PRIMARY)).status_code == 200
+    assert assert_unauthorized(get(app, authorization=bearer(token()))) == "invalid credentials"
+    (tmp_path / "jwt-secret").mkdir()  # there, but not a readable file: refused, not ignored
+    with pytest.raises(ValueError, match="SERVE_APP_JWT_SECRET_FILE names"):
+        build({"SERVE_APP_API_KEYS": PRIMARY, "SERVE_APP_JWT_SECRET_FILE": str(tmp_path / "jwt-secret")})
+
+
+def test_the_token_command_reads_the_secret_file_too(tmp_path, monkeypatch, capsys):
+    from serve_app.cli import main
+
+    (tmp_path / "jwt-secret").write_text(SECRET + "\n")
+    monkeypatch.delenv("SERVE_APP_JWT_SECRET", raising=False)
+    monkeypatch.setenv("SERVE_APP_JWT_SECRET_FILE", str(tmp_path / "jwt-secret"))
+    assert main(["token", "--subject", "bob", "--ttl-s", "60"]) == 0
+    minted = capsys.readouterr().out.strip()
+    assert get(build(), authorization=bearer(minted)).text == "token:bob"
