@@ -63,9 +63,15 @@ class FAQMatcher:
     @staticmethod
     def _load(model_uri: str | None) -> tuple[FaqModel, str]:
         if model_uri is None:
-            return demo_model().model, "demo"
-        model, metadata = load_artifact(model_uri)
-        return model, metadata["version_id"]
+            model, version = demo_model().model, "demo"
+        else:
+            model, metadata = load_artifact(model_uri)
+            version = metadata["version_id"]
+        # One question scored before the model serves: it proves the loaded arrays score (a model that loads but
+        # cannot is refused here, before any swap), and numba's compiled loops are loaded from their cache now
+        # (~0.27 s: benchmarks/results/startup.md), before the replica reports ready, not on a user's request.
+        model.probabilities([model.originals[0].title])
+        return model, version
 
     async def reconfigure(self, user_config: dict) -> None:
         config = FaqUserConfig(**user_config)

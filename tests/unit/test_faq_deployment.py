@@ -4,6 +4,8 @@ replica down; an unset user_config.model_uri means the app's own model again."""
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,3 +93,19 @@ def test_a_long_group_scores_off_the_event_loop_so_status_calls_are_answered_mea
     # On the loop, the group would have held every status call for its whole duration.
     assert len(waits) >= 5, f"the group took {duration:.2f} s; too short to show anything"
     assert max(waits) < duration / 4, (duration, max(waits))
+
+
+def test_a_replica_has_scored_once_before_it_serves(artifact):
+    # In a fresh process, as a replica starts: the scoring loops are compiled (loaded from numba's cache) by the
+    # constructor, so the first user's question does not pay for it.
+    script = (
+        "import sys; from deployments.faq.deployment import FAQMatcher; "
+        "from deployments.faq.scoring_loops import view_zscores, rerank_rows; "
+        "assert not view_zscores.signatures; replica = FAQMatcher.func_or_class(sys.argv[1]); "
+        "assert replica.status()['ready'], replica.status(); "
+        "print(len(view_zscores.signatures), len(rerank_rows.signatures))"
+    )
+    result = subprocess.run([sys.executable, "-c", script, artifact[0]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    compiled = [int(n) for n in result.stdout.split()]
+    assert compiled and all(n >= 1 for n in compiled)
