@@ -3,7 +3,7 @@
     python -m benchmarks.faults [--duration 45] [--concurrency 8] [--load mixed [faq-single ...]] \\
         [--kill FAQMatcher@10 ImageClassifier@25 [Ingress@40 HAProxy@55]] [--ingress-replicas N] \\
         [--client aiohttp [httpx]] [--retry-on ours [ray-default]] [--client-timeout 120] [--max-steal 10] \\
-        [--attempts 2] [--out benchmarks/results/faults]
+        [--client-retries 0] [--attempts 2] [--out benchmarks/results/faults]
 
 The fast-ingress application (benchmarks.peers.servers "serve-fast", the deployed configuration, auth on)
 serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch)
@@ -17,6 +17,8 @@ until Ray replaces its HAProxyManager actor (~30 s later, by its health checks),
 listening sockets over; runs long enough show both. Each load given runs once per ``--client`` (aiohttp, or httpx,
 which writes a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side:
 ``ours`` (serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
+``--client-retries N``: the clients send a request again (after 0.2 s, 0.4 s, ...) when its connection fails
+without an answer, as docs/api.md advises: what a HAProxy death costs a client that follows that advice.
 A run during which the hypervisor took more than ``--max-steal`` % of the CPU (steal, /proc/stat) is taken again
 after the machine went quiet, up to ``--attempts`` runs; the steal of the run kept is reported.
 Reported: requests sent, answered, failed (any status but 200; of which refused: connections nothing listened for,
@@ -38,7 +40,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.load import CallFactory, LoadResult, closed_loop, run_workers
+from benchmarks.load import CallFactory, LoadResult, closed_loop, run_workers, send_with_retries
 from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
@@ -136,7 +138,13 @@ async def kill_at(plan: list[tuple[str, float]], started: float, kills: list[dic
 
 
 async def httpx_closed_loop(
-    base_url: str, calls: CallFactory, concurrency: int, duration_s: float, timeout_s: float, headers: dict[str, str]
+    base_url: str,
+    calls: CallFactory,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float,
+    headers: dict[str, str],
+    retries: int = 0,
 ) -> LoadResult:
     """benchmarks.load.closed_loop with httpx, another common client. It writes a request's headers and its body
     to the socket separately (aiohttp, requests and curl write a small request at once), which decides whether
@@ -146,16 +154,19 @@ async def httpx_closed_loop(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits) as client:
 
+        async def send(call) -> int | str:
+            try:
+                response = await client.request(
+                    call.method, call.path, content=call.body, headers={"Content-Type": call.content_type}
+                )
+                return response.status_code
+            except httpx.HTTPError as error:
+                return type(error).__name__
+
         async def worker(deadline: float) -> None:
             while time.perf_counter() < deadline:
                 call, started = calls(), time.perf_counter()
-                try:
-                    response = await client.request(
-                        call.method, call.path, content=call.body, headers={"Content-Type": call.content_type}
-                    )
-                    status: int | str = response.status_code
-                except httpx.HTTPError as error:
-                    status = type(error).__name__
+                status = await send_with_retries(lambda: send(call), retries, result)  # noqa: B023
                 result.record(call, status, time.perf_counter() - started)
 
         await run_workers(worker, concurrency, duration_s, result)
@@ -172,7 +183,13 @@ async def load_with_kills(
     started = time.perf_counter()
     killer = asyncio.create_task(kill_at(plan, started, kills, session))
     result = await CLIENTS[client](
-        url, calls, args.concurrency, args.duration, timeout_s=args.client_timeout, headers=AUTH_HEADERS
+        url,
+        calls,
+        args.concurrency,
+        args.duration,
+        timeout_s=args.client_timeout,
+        headers=AUTH_HEADERS,
+        retries=args.client_retries,
     )
     await killer
     return result, kills, started
@@ -239,6 +256,7 @@ def analyse(result, kills: list[dict], started: float) -> dict:
         "answered": len(events) - failed,
         "failed": failed,
         "refused": refused,
+        "client_retries": result.retries,  # requests sent again after a connection failed without an answer
         # From the events: LoadResult.summary()'s errors_by_status keeps one label's count of a status.
         "failed_by_status": dict(Counter(str(status) for *_, status in events if status != 200)),
         "failed_by_label": {label: stats["errors_by_status"] for label, stats in by_label.items()},
@@ -257,7 +275,8 @@ LOAD_NAMES = {"mixed": "mixed (80% faq-single, 20% image-one)", "faq-batch": "fa
 def setting(report: dict) -> str:
     return (
         f"closed loop, concurrency {report['concurrency']}, {report['duration_s']} s, client timeout "
-        f"{report['client_timeout_s']} s, fast ingress with {report['ingress_replicas']} ingress replica(s), "
+        f"{report['client_timeout_s']} s, client retries on a failed connection "
+        f"{report.get('client_retries', 0)}, fast ingress with {report['ingress_replicas']} ingress replica(s), "
         f"auth on; FAQ model: {report['faq_model']}."
     )
 
@@ -307,7 +326,8 @@ def markdown(report: dict) -> str:
             f"during the run (attempt {run['attempt']}).",
             "",
             f"Requests sent {run['sent']}, answered {run['answered']}, **failed {run['failed']}** "
-            f"{run['failed_by_status'] or ''}, of which {run.get('refused', 0)} refused; p99 before the kills "
+            f"{run['failed_by_status'] or ''}, of which {run.get('refused', 0)} refused; sent again by the client "
+            f"after a failed connection {run.get('client_retries', 0)}; p99 before the kills "
             f"{run['p99_ms_before_kills']} ms, after recovery {run['p99_ms_after_recovery']} ms.",
             "",
         ]
@@ -329,6 +349,7 @@ def markdown(report: dict) -> str:
                     "answered",
                     "failed",
                     "of which refused",
+                    "client retries",
                     "p99 before the kills ms",
                     "p99 after ms",
                 ],
@@ -342,6 +363,7 @@ def markdown(report: dict) -> str:
                         run["answered"],
                         f"**{run['failed']}** {run['failed_by_status'] or ''}".strip(),
                         run.get("refused", 0),
+                        run.get("client_retries", 0),
                         run["p99_ms_before_kills"],
                         run["p99_ms_after_recovery"],
                     ]
@@ -434,6 +456,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--client", nargs="+", choices=list(CLIENTS), default=["aiohttp"])
     parser.add_argument("--retry-on", nargs="+", choices=list(RETRY_ON), default=["ours"])
     parser.add_argument("--client-timeout", type=float, default=120.0, help="seconds a client waits for an answer")
+    parser.add_argument(
+        "--client-retries",
+        type=int,
+        default=0,
+        help="times a client sends a request again when its connection fails without an answer (0: never)",
+    )
     parser.add_argument("--max-steal", type=float, default=10.0, help="a run with more steal (%%) is taken again")
     parser.add_argument("--attempts", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -452,6 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "client_timeout_s": args.client_timeout,
+        "client_retries": args.client_retries,
         "ingress_replicas": args.ingress_replicas,
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         # One load and policy: its numbers at the top, as before; several: side by side.

@@ -30,6 +30,22 @@ class Call:
 
 CallFactory = Callable[[], Call]
 
+# How aiohttp and httpx name a connection that failed without an HTTP status: refused, reset, or closed before
+# the answer (the process holding it died: HAProxy, a node). Our routes are safe to send again, and a client that
+# does so (docs/api.md "Retrying") sees no failure from such a death; ``retries`` turns that on.
+CONNECTION_FAILURES = frozenset(
+    {
+        "ServerDisconnectedError",
+        "ClientOSError",
+        "ClientConnectorError",
+        "RemoteProtocolError",
+        "ReadError",
+        "WriteError",
+        "ConnectError",
+    }
+)
+RETRY_BACKOFF_S = 0.2  # Ray replaces a dead HAProxy in about this long (docs/operations.md)
+
 
 @dataclass
 class LoadResult:
@@ -42,6 +58,7 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)  # (label, status) -> count
     # (finished at, latency s, label, status) of every request, for timelines (benchmarks.faults)
     events: list[tuple[float, float, str, int | str]] = field(default_factory=list)
+    retries: int = 0  # requests sent again after a connection failure (``retries`` > 0)
 
     def record(self, call: Call, status: int | str, latency_s: float) -> None:
         self.events.append((time.perf_counter(), latency_s, call.label, status))
@@ -80,6 +97,7 @@ class LoadResult:
             "seconds": round(self.seconds, 2),
             **self._stats(labels),
             "client_cpu_percent": round(100 * self.client_cpu_s / self.seconds, 1) if self.seconds else 0.0,
+            "client_retries": self.retries,
         }
         if len(labels) > 1:
             summary["by_label"] = {label: self._stats([label]) for label in labels}
@@ -95,6 +113,19 @@ async def _send(session: aiohttp.ClientSession, base_url: str, call: Call) -> in
             return response.status
     except (aiohttp.ClientError, TimeoutError) as error:
         return type(error).__name__
+
+
+async def send_with_retries(send: Callable[[], Awaitable[int | str]], retries: int, result: LoadResult) -> int | str:
+    """``send()``'s status, sent again up to ``retries`` times (with a growing pause) while it fails without an HTTP
+    status (CONNECTION_FAILURES); HTTP errors are never retried. Each retry is counted in ``result.retries``."""
+    status = await send()
+    for attempt in range(1, retries + 1):
+        if status not in CONNECTION_FAILURES:
+            break
+        result.retries += 1
+        await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+        status = await send()
+    return status
 
 
 def _session(connections: int, timeout_s: float, headers: dict[str, str] | None) -> aiohttp.ClientSession:
@@ -121,15 +152,17 @@ async def closed_loop(
     duration_s: float,
     timeout_s: float = 120.0,
     headers: dict[str, str] | None = None,
+    retries: int = 0,
 ) -> LoadResult:
-    """``concurrency`` workers, each sending its next request as soon as the previous one is answered."""
+    """``concurrency`` workers, each sending its next request as soon as the previous one is answered (again, up
+    to ``retries`` times, when its connection fails without an answer: send_with_retries)."""
     result = LoadResult(mode="closed", load=concurrency)
     async with _session(concurrency, timeout_s, headers) as session:
 
         async def worker(deadline: float) -> None:
             while time.perf_counter() < deadline:
                 call, started = calls(), time.perf_counter()
-                status = await _send(session, base_url, call)
+                status = await send_with_retries(lambda: _send(session, base_url, call), retries, result)  # noqa: B023
                 result.record(call, status, time.perf_counter() - started)
 
         await run_workers(worker, concurrency, duration_s, result)
