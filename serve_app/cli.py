@@ -78,7 +78,7 @@ def kuberay_rehearse(args: argparse.Namespace) -> int:
     require_checkout("kuberay rehearse")
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
-    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out)
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, args.kill_pod)
 
 
 def capacity(args: argparse.Namespace) -> int:
@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse_parser.add_argument("--dockerfile", type=Path, help="the image's Dockerfile (kuberay/Dockerfile)")
     rehearse_parser.add_argument("--timeout-s", type=float, default=600, help="longest wait for the app (600)")
     rehearse_parser.add_argument("--keep", type=Path, help="keep the pods' logs and the built home in this folder")
+    rehearse_parser.add_argument(
+        "--kill-pod",
+        choices=["cpu", "gpu"],
+        help="after the checks, kill this worker group's pod under load (a node failure) and make it again",
+    )
     rehearse_parser.add_argument("--out", type=Path, help="also write the checks and timings to this JSON file")
     rehearse_parser.set_defaults(run=kuberay_rehearse)
 

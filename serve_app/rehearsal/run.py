@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve_app.rehearsal import checks, image, pods
+from serve_app.rehearsal import checks, image, pod_kill, pods
 from serve_app.rehearsal.manifest import (
     RAY_TOKEN_KEY,
     RAY_TOKEN_SECRET,
@@ -73,7 +73,9 @@ def import_check(pod: PodSpec, command: list[str], log: Path) -> None:
         raise RuntimeError(f"the application does not import in the {pod.group} pod:\n{process.tail(12)}")
 
 
-def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, timeout_s: float) -> Outcome:
+def rehearse(
+    manifest: Path, dockerfile: Path, project: Path, workdir: Path, timeout_s: float, kill_pod: str | None = None
+) -> Outcome:
     outcome = Outcome(passed=False)
     say = outcome.lines.append
     secret = generated_secret()
@@ -138,6 +140,20 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
         results += checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
         if token:
             results += checks.dashboard_checks(head_ip, serve_config)
+        if kill_pod is not None:
+            index = [spec.group for spec in pod_specs].index(kill_pod)
+            spec, address = pod_specs[index], addresses[index]
+
+            def remake_pod() -> None:
+                script, env = commands[spec.group]
+                command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
+                running.append(pods.PodProcess(command, workdir / f"pod-{spec.group}-remade.log"))
+
+            api_key = secret[SECRET_NAME]["api-keys"].split(",")[0]
+            killed, record = pod_kill.pod_kill_under_load(base_url, api_key, spec.group, address.name, remake_pod)
+            results += killed
+            outcome.timings["pod_kill"] = record
+            say(f"     pod {spec.group} killed: {json.dumps(record)}")
         for label, passed, seen in results:
             say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
         times.observe(checks.application_status(head_ip, app_name, token))
@@ -160,7 +176,13 @@ def rehearse(manifest: Path, dockerfile: Path, project: Path, workdir: Path, tim
 
 
 def main(
-    manifest: Path, dockerfile: Path, project: Path, timeout_s: float, keep: Path | None, out: Path | None = None
+    manifest: Path,
+    dockerfile: Path,
+    project: Path,
+    timeout_s: float,
+    keep: Path | None,
+    out: Path | None = None,
+    kill_pod: str | None = None,
 ) -> int:
     try:
         pods.preflight()
@@ -170,7 +192,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
         workdir = keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill_pod)
     print("\n".join(outcome.lines))
     print(json.dumps(outcome.timings))
     print("rehearsal passed" if outcome.passed else "rehearsal FAILED")

@@ -1,0 +1,132 @@
+"""A worker pod killed under load, as a node failure kills it, and made again, as KubeRay makes a deleted pod again.
+
+Every process in the pod's network namespace is SIGKILLed at once (a node that loses power or is preempted: no
+graceful drain), then the pod's container is started again with the same spec right away (the operator recreates
+a worker pod it finds missing). Meanwhile closed-loop clients keep calling the service through the head, one on
+the image route and the rest on the FAQ route, each waiting up to ``CLIENT_TIMEOUT_S`` for its answer and sending a
+request again (up to ``CLIENT_RETRIES`` times) when its connection fails without an answer, as docs/api.md tells
+clients to: a request held by a process that died with the pod gets no HTTP status, and nothing server-side can
+answer it. Reported: requests sent, answered, failed (by status), those sent again, the slowest answer, and when
+failures happened.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from serve_app.rehearsal.checks import http, jpeg_bytes
+
+CLIENT_TIMEOUT_S = 60.0  # above the ingress's upstream_timeout_s (30 s): a request's own wait decides
+CLIENT_RETRIES = 2  # docs/api.md "Retrying": once or twice, 0.2 s then 0.4 s later
+
+
+@dataclass(frozen=True)
+class Sent:
+    route: str
+    started_s: float  # since the load began
+    latency_s: float
+    status: int | str  # an HTTP status, or the name of the connection error
+    retries: int  # times it was sent again after its connection failed without an answer
+
+
+def kill_pod(network_namespace: str) -> int:
+    """SIGKILL every process of the pod (all of them live in its network namespace); how many there were."""
+    listed = subprocess.run(["ip", "netns", "pids", network_namespace], capture_output=True, text=True, check=False)
+    pids = [int(pid) for pid in listed.stdout.split()]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return len(pids)
+
+
+def _client(base_url: str, api_key: str, route: str, deadline: float, began: float, sent: list[Sent]) -> None:
+    auth = {"Authorization": f"Bearer {api_key}"}
+    if route == "image":
+        path, body, headers = "/images/classify", jpeg_bytes(), {"Content-Type": "image/jpeg", **auth}
+    else:
+        question = json.dumps({"question": "how do I deep copy an object in javascript", "top_k": 3}).encode()
+        path, body, headers = "/faq/match", question, {"Content-Type": "application/json", **auth}
+
+    def send() -> int | str:
+        try:
+            return http("POST", base_url + path, body, headers, timeout=CLIENT_TIMEOUT_S).status
+        except TimeoutError:  # waited the whole client timeout: not a lost connection, never sent again
+            return "TimeoutError"
+        except OSError as error:  # refused, reset, closed without an answer: no HTTP status came back
+            return type(error).__name__
+
+    while time.monotonic() < deadline:
+        started, retries = time.monotonic(), 0
+        status = send()
+        while isinstance(status, str) and status != "TimeoutError" and retries < CLIENT_RETRIES:
+            retries += 1
+            time.sleep(0.2 * retries)
+            status = send()
+        sent.append(Sent(route, started - began, time.monotonic() - started, status, retries))
+
+
+def pod_kill_under_load(
+    base_url: str,
+    api_key: str,
+    group: str,
+    network_namespace: str,
+    remake_pod: Callable[[], None],
+    duration_s: float = 90,
+    kill_at_s: float = 15,
+    faq_clients: int = 3,
+) -> tuple[list[tuple[str, bool, str]], dict]:
+    """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load, then remade."""
+    sent: list[Sent] = []
+    began = time.monotonic()
+    deadline = began + duration_s
+    routes = ["image"] + ["faq"] * faq_clients
+    clients = [
+        threading.Thread(target=_client, args=(base_url, api_key, route, deadline, began, sent), daemon=True)
+        for route in routes
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(kill_at_s)
+    killed = kill_pod(network_namespace)
+    remake_pod()
+    for client in clients:
+        client.join(duration_s + CLIENT_TIMEOUT_S)
+    failed = [s for s in sent if s.status != 200]
+    record = {
+        "pod": group,
+        "killed_at_s": kill_at_s,
+        "processes_killed": killed,
+        "duration_s": duration_s,
+        "sent": len(sent),
+        "answered": len(sent) - len(failed),
+        "failed": len(failed),
+        "failed_by_status": dict(Counter(str(s.status) for s in failed)),
+        "sent_again_after_a_lost_connection": sum(s.retries for s in sent),
+        "answered_after_being_sent_again": sum(1 for s in sent if s.retries and s.status == 200),
+        "failures_between_s": [round(min(s.started_s for s in failed), 1), round(max(s.started_s for s in failed), 1)]
+        if failed
+        else [],
+        "slowest_s_by_route": {
+            route: round(max((s.latency_s for s in sent if s.route == route and s.status == 200), default=0.0), 1)
+            for route in dict.fromkeys(routes)
+        },
+        "answered_by_route": dict(Counter(s.route for s in sent if s.status == 200)),
+    }
+    seen = (
+        f"{record['sent']} sent, {record['failed']} failed {record['failed_by_status'] or ''}, "
+        f"{record['answered_after_being_sent_again']} answered after being sent again, slowest answer "
+        f"{record['slowest_s_by_route']} s"
+    )
+    label = (
+        f"pod {group} killed under load at {kill_at_s:g} s ({killed} processes) and made again: no request failed "
+        f"(clients sending lost connections again, up to {CLIENT_RETRIES} times)"
+    )
+    return [(label, not failed, seen)], record
