@@ -1,0 +1,58 @@
+"""The rehearsal's pod-kill clients against a real HTTP server that drops a connection without answering, as an
+ingress replica dying with its pod does: the request is sent again and counted, HTTP errors are not."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from serve_app.rehearsal.pod_kill import Sent, _client
+
+
+class Flaky(BaseHTTPRequestHandler):
+    drops = 0  # connections to close without an answer before answering
+    status = 200
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if Flaky.drops:
+            Flaky.drops -= 1
+            self.close_connection = True  # no status line: the client sees the connection end
+            return
+        body = json.dumps({"ok": True}).encode()
+        self.send_response(Flaky.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _load(drops: int, status: int = 200) -> list[Sent]:
+    Flaky.drops, Flaky.status = drops, status
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sent: list[Sent] = []
+    try:
+        began = time.monotonic()
+        # A deadline already near: one request, with whatever retries it needs.
+        _client(f"http://127.0.0.1:{server.server_port}", "key", "faq", began + 0.01, began, sent)
+    finally:
+        server.shutdown()
+    return sent
+
+
+def test_a_connection_closed_without_an_answer_is_sent_again():
+    (one,) = _load(drops=2)
+    assert (one.status, one.retries) == (200, 2)
+
+
+def test_sending_again_is_bounded():
+    (one,) = _load(drops=5)
+    assert one.retries == 2 and one.status == "RemoteDisconnected"
+
+
+def test_an_http_error_is_never_sent_again():
+    sent = _load(drops=0, status=503)  # answered at once: several may fit before the deadline
+    assert sent and all((one.status, one.retries) == (503, 0) for one in sent)
