@@ -15,17 +15,15 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import Call, closed_loop, open_loop
 from benchmarks.peers.servers import PEERS, SERVE_PATHS, THROUGHPUT_ENV, running
-from benchmarks.report import publish
+from benchmarks.report import provenance, publish, run_info
 from benchmarks.workloads import SCENARIOS, Scenario
 from serve_app.testing import AUTH_HEADERS
 
@@ -117,8 +115,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# {report['scenario']}: {report['description']}",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}  ",
+        *provenance(report, f"FAQ model: {report['faq_model']}"),
         "Client: benchmarks/load.py (aiohttp, one event loop) on the same cores as the servers.",
         "",
         "| peer | load | requests/s | items/s | p50 ms | p90 ms | p99 ms | errors | client CPU % "
@@ -212,10 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "scenario": args.scenario,
         "description": scenario.description,
-        "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} cores",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_info("benchmarks.compare", argv),
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         "peers": {name: PEERS[name].description for name in args.peers if name in PEERS},
         "rows": with_ratios(rows),

@@ -6,7 +6,8 @@
         [--client-retries 0] [--attempts 2] [--out benchmarks/results/faults]
 
 The fast-ingress application (benchmarks.peers.servers "serve-fast", the deployed configuration, auth on)
-serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch)
+serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch,
+or image-large: uploads over HAProxy's buffer, which HAProxy cannot send again when their ingress replica dies)
 while replica processes are killed with SIGKILL at the given seconds, as a crash or an OOM kill would. Ray
 restarts them; the ingress re-sends the idempotent model calls that were on a dead replica. A killed ``Ingress``
 replica takes with it the requests HAProxy had sent it: HAProxy sends them again to another ingress replica only
@@ -50,7 +51,7 @@ from serve_app.testing import AUTH_HEADERS, free_port
 
 APP = "serve_app"
 HAPROXY = "HAProxy"  # --kill HAProxy@S kills the HAProxy process rather than a replica
-LOADS = ("mixed", "faq-single", "faq-batch")
+LOADS = ("mixed", "faq-single", "faq-batch", "image-large")
 # HAProxy retry policies (RAY_SERVE_HAPROXY_RETRY_ON) a run can be made with.
 RETRY_ON = {"ours": HAPROXY_RETRY_ON, "ray-default": "conn-failure"}
 
@@ -269,7 +270,11 @@ def analyse(result, kills: list[dict], started: float) -> dict:
     }
 
 
-LOAD_NAMES = {"mixed": "mixed (80% faq-single, 20% image-one)", "faq-batch": "faq-batch (16 questions a request)"}
+LOAD_NAMES = {
+    "mixed": "mixed (80% faq-single, 20% image-one)",
+    "faq-batch": "faq-batch (16 questions a request)",
+    "image-large": "image-large (one 2000x1500 JPEG a request, 0.3-0.9 MB: over HAProxy's buffer)",
+}
 
 
 def setting(report: dict) -> str:

@@ -44,6 +44,9 @@ CONNECTION_FAILURES = frozenset(
         "ConnectError",
     }
 )
+# And HAProxy's 502 `ingress_lost`: an ingress replica died holding a request HAProxy could not send again itself
+# (an upload over its buffer); nothing was completed (serve_app/bin/haproxy-with-limits).
+RETRIED = CONNECTION_FAILURES | {502}
 RETRY_BACKOFF_S = 0.2  # Ray replaces a dead HAProxy in about this long (docs/operations.md)
 
 
@@ -117,10 +120,11 @@ async def _send(session: aiohttp.ClientSession, base_url: str, call: Call) -> in
 
 async def send_with_retries(send: Callable[[], Awaitable[int | str]], retries: int, result: LoadResult) -> int | str:
     """``send()``'s status, sent again up to ``retries`` times (with a growing pause) while it fails without an HTTP
-    status (CONNECTION_FAILURES); HTTP errors are never retried. Each retry is counted in ``result.retries``."""
+    status (CONNECTION_FAILURES) or with HAProxy's 502 (RETRIED); other HTTP errors are never retried. Each retry is
+    counted in ``result.retries``."""
     status = await send()
     for attempt in range(1, retries + 1):
-        if status not in CONNECTION_FAILURES:
+        if status not in RETRIED:
             break
         result.retries += 1
         await asyncio.sleep(RETRY_BACKOFF_S * attempt)

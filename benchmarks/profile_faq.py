@@ -37,7 +37,7 @@ from pathlib import Path
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import jiffies, steal_percent
 from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.server_processes import CLOCK_TICKS, cmdline, descendants, role_of, server_pid, stat_fields
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS
@@ -376,8 +376,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# FAQ, one question per request at c={report.get('concurrency', 1)}: where each request's CPU goes",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}  ",
+        *provenance(report, f"FAQ model: {report['faq_model']}"),
         f"Method: two c={report.get('concurrency', 1)} closed-loop windows per stack on the same running server: "
         "clean (wall-clock latency, and "
         "CPU per request of every thread of every server process from /proc), then profiled (py-spy, "

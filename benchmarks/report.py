@@ -37,6 +37,12 @@ def run_info(module: str, argv: list[str] | None) -> dict[str, str]:
     }
 
 
+def provenance(report: dict, *details: str) -> list[str]:
+    """A report's first lines under its title: the command, then the machine, time, commit and ``details``."""
+    machine = "; ".join([report["machine"], report["date"], f"commit {report.get('commit', 'not recorded')}", *details])
+    return [f"Command: `{report['command']}`  ", f"Machine: {machine}  "]
+
+
 def commit() -> str:
     """The commit measured (``git rev-parse --short HEAD``), marked when the working tree differs from it."""
     git = ["git", "-C", str(Path(__file__).resolve().parents[1])]

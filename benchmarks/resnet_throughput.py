@@ -40,7 +40,7 @@ from ray import serve
 
 from benchmarks.load import Call, LoadResult, closed_loop, open_loop
 from benchmarks.machine_cpu import without_steal
-from benchmarks.report import publish, table
+from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
@@ -323,6 +323,10 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
         ray.shutdown()
 
 
+# Of run_info: when and at which commit (its machine line is replaced by one naming the replicas' layout).
+RUN_KEYS = ("date", "commit")
+
+
 def markdown(report: dict) -> str:
     rounds = report["rounds"]
     lines = [
@@ -331,7 +335,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
         "off: max_batch_size 1.  ",
-        f"Machine: {report['machine']}; ingress: {report['ingress']}",
+        f"Machine: {report['machine']}; ingress: {report['ingress']}  ",
+        f"Run: {report.get('date', 'date not recorded')}; commit {report.get('commit', 'not recorded')}",
     ]
     for number, served_round in enumerate(rounds, start=1):
         lines += ["", f"## Round {number} of {len(rounds)}", ""] if len(rounds) > 1 else [""]
@@ -406,6 +411,7 @@ def main() -> None:
 
     report = {
         "command": "python -m benchmarks.resnet_throughput " + " ".join(sys.argv[1:]),
+        **{key: value for key, value in run_info("benchmarks.resnet_throughput", None).items() if key in RUN_KEYS},
         "machine": f"{platform.machine()}, {args.replicas} classifier replica(s) of {args.cpus / args.replicas:g} "
         f"CPU, torch {torch.__version__}",
         "replicas": args.replicas,

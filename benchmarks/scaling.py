@@ -13,16 +13,14 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import jiffies
 from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
-from benchmarks.report import publish, table
+from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS
 
@@ -60,8 +58,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Scaling: {report['deployment']} replicas on one machine",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}",
+        *provenance(report, f"FAQ model: {report['faq_model']}"),
         "",
         *table(
             ["replicas", "requests/s", "items/s", "p50 ms", "p99 ms", "errors", "machine CPU %", "CPU ms per request"],
@@ -99,9 +96,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr)
     report = {
         "deployment": args.deployment,
-        "command": "python -m benchmarks.scaling " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_info("benchmarks.scaling", None),
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         "rows": rows,
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.server_processes import descendants, server_pid
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS
@@ -137,8 +137,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# {report['scenario']}: stacks measured in turns, the others frozen",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}; FAQ model: {report['faq_model']}",
+        *provenance(report, f"FAQ model: {report['faq_model']}"),
         "",
         __doc__.split("\n\n", 2)[2].split("\n\nReported")[0].replace("\n", " "),
         "",

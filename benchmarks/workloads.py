@@ -36,18 +36,24 @@ def questions() -> list[str]:
     return [duplicate.text for duplicate in load_jsonl(DEMO_FAQ_PATH).duplicates]
 
 
-def jpeg(image: Image.Image) -> bytes:
-    """A realistic upload: 500x375 JPEG at quality 90 (~100 KB)."""
+# A realistic upload: 500x375 JPEG at quality 90 (~100 KB).
+UPLOAD = ((500, 375), 90)
+# A phone photo sent nearly whole: 2000x1500 at quality 95, 290-875 KB from the shared photos, over HAProxy's
+# 256 KiB buffer (SERVE_APP_HAPROXY_BUFSIZE), so HAProxy cannot send it again itself (serve_app/haproxy.py).
+LARGE_UPLOAD = ((2000, 1500), 95)
+
+
+def jpeg(image: Image.Image, size: tuple[int, int] = UPLOAD[0], quality: int = UPLOAD[1]) -> bytes:
     buffer = io.BytesIO()
-    image.convert("RGB").resize((500, 375)).save(buffer, format="JPEG", quality=90)
+    image.convert("RGB").resize(size).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
-def images() -> list[bytes]:
+def images(size: tuple[int, int] = UPLOAD[0], quality: int = UPLOAD[1]) -> list[bytes]:
     photos = sorted(p for p in PHOTOS.glob("*.jp*g")) if PHOTOS.exists() else []
     if photos:
-        return [jpeg(Image.open(path)) for path in photos]
-    return [jpeg(Image.effect_mandelbrot((500, 375), (-2, -1, 1, 1), 50))]
+        return [jpeg(Image.open(path), size, quality) for path in photos]
+    return [jpeg(Image.effect_mandelbrot(size, (-2, -1, 1, 1), 50), size, quality)]
 
 
 def multipart(files: list[bytes]) -> bytes:
@@ -97,6 +103,10 @@ def image_one(paths: Paths) -> CallFactory:
     return _cycle([Call(paths["image"], data, "image/jpeg", "image") for data in images()])
 
 
+def image_large(paths: Paths) -> CallFactory:
+    return _cycle([Call(paths["image"], data, "image/jpeg", "image") for data in images(*LARGE_UPLOAD)])
+
+
 def image_multi(paths: Paths) -> CallFactory:
     photos = images()
     body = multipart([photos[i % len(photos)] for i in range(IMAGES_PER_REQUEST)])
@@ -129,6 +139,7 @@ SCENARIOS = {
     "faq-single": Scenario(faq_single, ("faq",), "one question per request, top 5"),
     "faq-batch": Scenario(faq_batch, ("faq",), f"{FAQ_BATCH} questions per request, top 5 each"),
     "image-one": Scenario(image_one, ("image",), "one JPEG per request (raw body), top 5"),
+    "image-large": Scenario(image_large, ("image",), "one 2000x1500 JPEG per request (raw body, ~0.3-0.9 MB), top 5"),
     "image-multi": Scenario(image_multi, ("image",), f"{IMAGES_PER_REQUEST} JPEGs per request (multipart), top 5"),
     "image-base64": Scenario(image_base64, ("image",), f"{IMAGES_PER_REQUEST} JPEGs per request (base64 JSON)"),
     "mixed": Scenario(mixed, ("faq", "image"), "80% faq-single, 20% image-one; FAQ latency reported apart"),

@@ -31,5 +31,10 @@ def test_retries_are_bounded_and_off_by_default():
 
 
 def test_http_errors_and_timeouts_are_never_sent_again():
-    for status in (503, 500, 422, "TimeoutError"):
+    for status in (503, 504, 500, 422, "TimeoutError"):
         assert _run([status, 200], retries=3) == (status, 1, 0)
+
+
+def test_haproxys_502_ingress_lost_is_sent_again():
+    # An upload over HAProxy's buffer whose ingress replica died: HAProxy could not send it again itself.
+    assert _run([502, 200], retries=2) == (200, 2, 1)

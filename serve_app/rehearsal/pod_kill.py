@@ -66,7 +66,8 @@ def _client(base_url: str, api_key: str, route: str, deadline: float, began: flo
     while time.monotonic() < deadline:
         started, retries = time.monotonic(), 0
         status = send()
-        while isinstance(status, str) and status != "TimeoutError" and retries < CLIENT_RETRIES:
+        # A lost connection, or HAProxy's 502 `ingress_lost` (docs/api.md "Retrying"), is sent again.
+        while (status == 502 or (isinstance(status, str) and status != "TimeoutError")) and retries < CLIENT_RETRIES:
             retries += 1
             time.sleep(0.2 * retries)
             status = send()

@@ -56,3 +56,8 @@ def test_sending_again_is_bounded():
 def test_an_http_error_is_never_sent_again():
     sent = _load(drops=0, status=503)  # answered at once: several may fit before the deadline
     assert sent and all((one.status, one.retries) == (503, 0) for one in sent)
+
+
+def test_haproxys_502_ingress_lost_is_sent_again():
+    sent = _load(drops=0, status=502)
+    assert sent and all((one.status, one.retries) == (502, 2) for one in sent)

@@ -69,7 +69,6 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
     )
     assert f"{refusal}\n    use_backend http-serve_app if is_http-serve_app\n" in text
     assert f"errorfile 503 {tmp_path}/503-overloaded.http" in text
-    assert f"errorfile 502 {tmp_path}/500.http" in text  # other errors keep Ray's page
     head, _, body = (tmp_path / "503-overloaded.http").read_bytes().partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in head
     assert f"content-length: {len(body)}".encode() in head
@@ -79,6 +78,27 @@ def test_limits_the_ingress_servers_and_answers_overload_with_a_json_503(tmp_pat
         "message": json.loads(body)["error"]["message"],
         "details": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "page", "error_type", "retry_after"),
+    [
+        (502, "502-ingress-lost.http", "ingress_lost", b"retry-after: 1"),
+        (504, "504-upstream-timeout.http", "upstream_timeout", None),
+    ],
+)
+def test_haproxys_own_502_and_504_are_json_errors_of_the_api(tmp_path, status, page, error_type, retry_after):
+    # Ray's config answers both with its 500 page; a lost upload (over the buffer, not re-sendable) must say so.
+    done, limited = rewrite(tmp_path, {})
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = limited.read_text()
+    assert f"errorfile {status} {tmp_path}/{page}" in text
+    assert f"errorfile {status} {tmp_path}/500.http" not in text
+    head, _, body = (tmp_path / page).read_bytes().partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()) and f"content-length: {len(body)}".encode() in head
+    assert (retry_after in head) if retry_after else (b"retry-after" not in head)
+    error = json.loads(body)["error"]
+    assert error["type"] == error_type and error["details"] == []
 
 
 def test_buffers_requests_and_answers_a_slow_one_with_a_json_408(tmp_path):
