@@ -157,8 +157,12 @@ def timed_steps(faq_model: str | None, weights: str) -> list[tuple[str, float, f
     step("import ray + ray.serve (every replica's worker)", lambda: __import__("ray.serve"))
     step("import serve_app.ingress (Ingress: FastAPI, pydantic schemas)", lambda: __import__("serve_app.ingress"))
     module = step(
-        "import deployments.faq.deployment (FAQMatcher: numpy, scipy, sklearn, numba)",
+        "import deployments.faq.deployment (FAQMatcher's Serve shell: what the driver imports)",
         lambda: __import__("deployments.faq.deployment", fromlist=["FAQMatcher"]),
+    )
+    step(
+        "import the FAQ model (numpy, scipy, sklearn, numba: in the replica's constructor)",
+        lambda: (__import__("deployments.faq.artifact"), __import__("deployments.faq.demo")),
     )
     if faq_model:
         load = module.FAQMatcher.func_or_class._load  # the replica's own loading, without Serve
@@ -171,8 +175,12 @@ def timed_steps(faq_model: str | None, weights: str) -> list[tuple[str, float, f
 
     step("train the embedded demo FAQ (what a replica does when faq_model_uri is unset)", demo_model)
     resnet = step(
-        "import deployments.resnet.deployment (ImageClassifier: torch, torchvision)",
+        "import deployments.resnet.deployment (ImageClassifier's Serve shell: what the driver imports)",
         lambda: __import__("deployments.resnet.deployment", fromlist=["ImageClassifier"]),
+    )
+    step(
+        "import the ResNet model (torch, torchvision: in the replica's constructor)",
+        lambda: (__import__("deployments.resnet.model"), __import__("deployments.resnet.preprocess")),
     )
     from deployments.resnet.model import ResNetClassifier, load_resnet152
 

@@ -3,18 +3,25 @@
 (deployments.faq.group_scoring), and swaps in a new model version on running replicas (``user_config.model_uri``)
 only after it loads and verifies."""
 
+from __future__ import annotations
+
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ray import serve
 
 from deployments.errors import ModelUnavailable, WorkBudgetExceeded
-from deployments.faq.artifact import load_artifact
-from deployments.faq.demo import demo_model
-from deployments.faq.group_scoring import FaqQuery, GroupScoring
-from deployments.faq.model import FaqModel
 from deployments.faq.settings import FaqUserConfig
+
+# The model's modules (numpy, scipy, scikit-learn, numba) are imported where a replica uses them, never when this
+# module is: the driver of `serve run serve_app:graph` (and the process building the app on a cluster) imports it
+# only to bind the graph, and importing them there cost ~1.2 s of every start
+# (benchmarks/results/startup_serve_run.md).
+if TYPE_CHECKING:
+    from deployments.faq.group_scoring import FaqQuery
+    from deployments.faq.model import FaqModel
 
 logger = logging.getLogger("ray.serve")
 
@@ -62,6 +69,9 @@ class FAQMatcher:
 
     @staticmethod
     def _load(model_uri: str | None) -> tuple[FaqModel, str]:
+        from deployments.faq.artifact import load_artifact
+        from deployments.faq.demo import demo_model
+
         if model_uri is None:
             model, version = demo_model().model, "demo"
         else:
@@ -112,6 +122,8 @@ class FAQMatcher:
         ``budgets_s``: each query's remaining seconds of work (None: unbounded). A query past it gets a
         WorkBudgetExceeded in place of its results; the others are answered as usual.
         """
+        from deployments.faq.group_scoring import GroupScoring
+
         # Taken once, on the loop: a hot swap while the group scores cannot mix two models in one answer.
         model, version = self.model, self.version
         if model is None:

@@ -10,6 +10,8 @@ decoded, and an image still waiting for a forward pass is left out of the batch,
 stops costing anything but the image being decoded or the forward pass running (WorkBudgetExceeded).
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import math
@@ -18,20 +20,28 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
+from typing import TYPE_CHECKING
 
-import torch
 from ray import serve
 
 from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
-from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152, top_k
-from deployments.resnet.preprocess import check_request_pixels, preprocess
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
+
+# torch and torchvision are imported where a replica uses them, never when this module is: the driver of
+# `serve run serve_app:graph` (and the process building the app on a cluster) imports it only to bind the graph,
+# and importing them there cost ~2.8 s of every start (benchmarks/results/startup_serve_run.md).
+if TYPE_CHECKING:
+    import torch
+
+    from deployments.resnet.model import ResNetClassifier
 
 logger = logging.getLogger("ray.serve")
 DEFAULT_BATCHING = ImageUserConfig()
 
 
 def forward_pass(classifier: ResNetClassifier, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    import torch
+
     return list(classifier.probabilities(torch.stack(tensors)))
 
 
@@ -70,6 +80,8 @@ class ImageClassifier:
         self.load_error: str | None = None
         self.batch_config = DEFAULT_BATCHING
         self.batching = {"forward_passes": 0, "images": 0, "largest_batch": 0, "images_over_budget": 0}
+        from deployments.resnet.model import ResNetClassifier, WeightsError, load_resnet152
+
         try:
             model, self.version = load_resnet152(self.settings.weights, self.settings.weights_sha256)
             self.classifier = ResNetClassifier(
@@ -86,6 +98,8 @@ class ImageClassifier:
         self._forward.set_batch_wait_timeout_s(self.batch_config.batch_wait_timeout_s)
 
     def status(self) -> dict:
+        import torch
+
         device = str(self.classifier.device) if self.classifier else None
         return {
             "ready": self.classifier is not None,
@@ -97,6 +111,8 @@ class ImageClassifier:
         }
 
     async def _preprocess(self, index: int, data: bytes, deadline: float, budget_s: float) -> torch.Tensor:
+        from deployments.resnet.preprocess import preprocess
+
         settings = self.settings
         decode = partial(preprocess, data, settings.max_image_pixels, settings.max_aspect_ratio)
         try:
@@ -119,6 +135,9 @@ class ImageClassifier:
 
         ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
         """
+        from deployments.resnet.model import top_k
+        from deployments.resnet.preprocess import check_request_pixels
+
         if self.classifier is None:
             raise ModelUnavailable("images", self.load_error or "not loaded")
         budget_s = math.inf if budget_s is None else budget_s
