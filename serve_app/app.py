@@ -1,11 +1,14 @@
 """The application graph: one ingress in front of the model deployments."""
 
+import importlib
 import os
 from typing import Any
 
 from ray.serve import Application, Deployment
 
+from deployments.faq import deployment as faq_deployment
 from deployments.faq.deployment import FAQMatcher
+from deployments.resnet import deployment as resnet_deployment
 from deployments.resnet.deployment import ImageClassifier
 from serve_app.auth import Authenticator
 from serve_app.ingress import Ingress
@@ -18,6 +21,14 @@ def build_app(args: AppArgs) -> Application:
     Serve requires a builder to take exactly one parameter, the ``args`` of the config.
     """
     return build_graph(args)
+
+
+def import_replica_modules() -> None:
+    """Import what the model replicas import when they start, beyond the graph: binding the graph imports no model
+    library (torch, scikit-learn, numba load in the replicas), so a check that the application runs somewhere
+    (serve_app.rehearsal: a read-only root, the image's caches) calls this as well."""
+    for module in (*faq_deployment.REPLICA_IMPORTS, *resnet_deployment.REPLICA_IMPORTS):
+        importlib.import_module(module)
 
 
 def build_graph(args: AppArgs, deployment_options: dict[str, dict[str, Any]] | None = None) -> Application:

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from deployments.faq.group_scoring import FaqQuery
     from deployments.faq.model import FaqModel
 
+# What a replica imports beyond this module (above): a check that the deployment can run where it is deployed
+# imports these too (serve_app.app.import_replica_modules).
+REPLICA_IMPORTS = ("deployments.faq.artifact", "deployments.faq.demo", "deployments.faq.group_scoring")
+
 logger = logging.getLogger("ray.serve")
 
 

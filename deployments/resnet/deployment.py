@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
     from deployments.resnet.model import ResNetClassifier
 
+# What a replica imports beyond this module (above): a check that the deployment can run where it is deployed
+# imports these too (serve_app.app.import_replica_modules).
+REPLICA_IMPORTS = ("deployments.resnet.model", "deployments.resnet.preprocess")
+
 logger = logging.getLogger("ray.serve")
 DEFAULT_BATCHING = ImageUserConfig()
 

@@ -35,6 +35,9 @@ from serve_app.rehearsal.manifest import (
     read_rayservice,
 )
 
+# Run in each pod after importing the builder: the replicas' model libraries load when a replica starts, not with
+# the graph, and a pod that cannot import them (a read-only root without numba's cache directory) must fail here.
+IMPORT_REPLICA_MODULES = "import serve_app.app; serve_app.app.import_replica_modules()"
 SECRET_NAME = "serve-app-api-keys"
 
 
@@ -108,7 +111,8 @@ def rehearse(
             commands[spec.group] = (script, env)
             import_path = serve_config["applications"][0]["import_path"]
             module, _, attribute = import_path.partition(":")
-            probe = ["python", "-c", f"import {module}; {module}.{attribute}"]
+            # The builder, and what the replicas import when they start (the model libraries load there, not here).
+            probe = ["python", "-c", f"import {module}; {module}.{attribute}; {IMPORT_REPLICA_MODULES}"]
             import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.group}.log")
         say(f"ok   the application imports in every pod ({', '.join(s.group for s in pod_specs)})")
         start = time.monotonic()
