@@ -149,9 +149,14 @@ class ImageClassifier:
         # Headers only: a request over the budget is refused before any image is decoded.
         check = partial(check_request_pixels, images, self.settings.max_request_pixels)
         await asyncio.get_running_loop().run_in_executor(self.decode_pool, check)
-        tensors = await asyncio.gather(
-            *(self._preprocess(i, data, deadline, budget_s) for i, data in enumerate(images))
+        # Every image's decoding settles before the request fails: the error named is the first image's in order
+        # (not whichever thread finished first), and each skipped image is counted before the answer leaves.
+        decoded = await asyncio.gather(
+            *(self._preprocess(i, data, deadline, budget_s) for i, data in enumerate(images)), return_exceptions=True
         )
+        if failed := next((result for result in decoded if isinstance(result, BaseException)), None):
+            raise failed
+        tensors = decoded
         probabilities = await asyncio.gather(
             *(self._classify_one(i, tensor, deadline, budget_s) for i, tensor in enumerate(tensors))
         )
