@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from benchmarks.load import Call, closed_loop, open_loop
-from benchmarks.peers.servers import PEERS, SERVE_PATHS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, SERVE_PATHS, THROUGHPUT_ENV, running, serve_faq_model
 from benchmarks.report import provenance, publish, run_info
 from benchmarks.workloads import SCENARIOS, Scenario
 from serve_app.testing import AUTH_HEADERS
@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    if args.faq_model:
-        # The peers inherit it; absolute, since some start in another working directory.
-        local = Path(args.faq_model)
-        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(local.resolve()) if local.exists() else args.faq_model
+    serve_faq_model(args.faq_model)
     scenario = SCENARIOS[args.scenario]
     rows = []
     with tempfile.TemporaryDirectory() as log_dir:

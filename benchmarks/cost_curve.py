@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import wait_until_quiet, without_steal
-from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running, serve_faq_model
 from benchmarks.report import publish, run_info, table
 from benchmarks.server_processes import descendants, process_cpu_s, pss_bytes, server_pid
 from benchmarks.workloads import faq_single, image_one
@@ -184,8 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cpus", type=float, default=2, help="logical CPUs the server's Ray node advertises")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    if args.faq_model:
-        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(Path(args.faq_model).resolve())
+    serve_faq_model(args.faq_model)
     os.environ["SERVE_APP_IMAGES__WEIGHTS"] = args.weights  # the server inherits it
     peer, port = PEERS["serve-fast"], free_port()
     probes = [ROUTES[route](PATHS)() for route in args.routes]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import jiffies, steal_percent
-from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running, serve_faq_model
 from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.server_processes import CLOCK_TICKS, cmdline, descendants, role_of, server_pid, stat_fields
 from benchmarks.workloads import SCENARIOS
@@ -456,8 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--raw-dir", type=Path, help="keep py-spy's raw samples (one file per process) here")
     args = parser.parse_args(argv)
-    if args.faq_model:
-        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(Path(args.faq_model).resolve())
+    serve_faq_model(args.faq_model)
     if os.geteuid() != 0:
         print("py-spy needs to ptrace the server's processes: run as root (or with CAP_SYS_PTRACE)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="faq-profile-") as folder:

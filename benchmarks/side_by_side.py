@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import without_steal
-from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running
+from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running, serve_faq_model
 from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.server_processes import descendants, server_pid
 from benchmarks.workloads import SCENARIOS
@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faq-model", help="FAQ model directory for every stack (default: the demo FAQ)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    if args.faq_model:
-        local = Path(args.faq_model)
-        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(local.resolve()) if local.exists() else args.faq_model
+    serve_faq_model(args.faq_model)
     scenario = SCENARIOS[args.scenario]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as log_dir, ExitStack() as stack:

@@ -114,6 +114,15 @@ PEERS = {
 }
 
 
+def serve_faq_model(faq_model: str | None) -> None:
+    """Every stack started after this loads the FAQ model ``faq_model`` (a directory from `serve-app faq train`, or
+    a URL): the servers inherit SERVE_APP_FAQ_MODEL_URI. A local path is made absolute, since some stacks start in
+    another working directory. None: unchanged ($SERVE_APP_FAQ_MODEL_URI, else the embedded demo FAQ)."""
+    if faq_model:
+        local = Path(faq_model)
+        os.environ["SERVE_APP_FAQ_MODEL_URI"] = str(local.resolve()) if local.exists() else faq_model
+
+
 @contextmanager
 def running(
     peer: Peer,

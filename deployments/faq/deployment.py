@@ -6,6 +6,7 @@ only after it loads and verifies."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from deployments.faq.group_scoring import FaqQuery
     from deployments.faq.model import FaqModel
 
-# What a replica imports beyond this module (above): a check that the deployment can run where it is deployed
-# imports these too (serve_app.app.import_replica_modules).
+# What a replica imports beyond this module, in its constructor; a check that the deployment can run where it is
+# deployed imports these too (serve_app.app.import_replica_modules).
 REPLICA_IMPORTS = ("deployments.faq.artifact", "deployments.faq.demo", "deployments.faq.group_scoring")
 
 logger = logging.getLogger("ray.serve")
@@ -73,6 +74,9 @@ class FAQMatcher:
 
     @staticmethod
     def _load(model_uri: str | None) -> tuple[FaqModel, str]:
+        # All a request will use, imported now: a user's first request imports nothing.
+        for module in REPLICA_IMPORTS:
+            importlib.import_module(module)
         from deployments.faq.artifact import load_artifact
         from deployments.faq.demo import demo_model
 

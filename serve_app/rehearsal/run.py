@@ -22,6 +22,7 @@ import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,16 @@ def rehearse(
             probe = ["python", "-c", f"import {module}; {module}.{attribute}; {IMPORT_REPLICA_MODULES}"]
             import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.group}.log")
         say(f"ok   the application imports in every pod ({', '.join(s.group for s in pod_specs)})")
-        start = time.monotonic()
-        for spec, address in zip(pod_specs, addresses, strict=True):
+
+        def start_pod(spec: PodSpec, address: pods.PodAddress, log_name: str) -> None:
+            """KubeRay's `ray start` for ``spec``'s group in its pod (again for a remade pod)."""
             script, env = commands[spec.group]
             command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
-            running.append(pods.PodProcess(command, workdir / f"pod-{spec.group}.log"))
+            running.append(pods.PodProcess(command, workdir / log_name))
+
+        start = time.monotonic()
+        for spec, address in zip(pod_specs, addresses, strict=True):
+            start_pod(spec, address, f"pod-{spec.group}.log")
             say(f"     pod {spec.group} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
             if spec.is_head:
                 checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip, token), 120)
@@ -141,20 +147,15 @@ def rehearse(
             (f"pod {spec.group}: KubeRay's readiness probe", *checks.readiness_probe(address.name))
             for spec, address in zip(pod_specs, addresses, strict=True)
         ]
-        results += checks.client_checks(base_url, secret[SECRET_NAME]["api-keys"].split(",")[0])
+        api_key = secret[SECRET_NAME]["api-keys"].split(",")[0]
+        results += checks.client_checks(base_url, api_key)
         if token:
             results += checks.dashboard_checks(head_ip, serve_config)
         if kill_pod is not None:
             index = [spec.group for spec in pod_specs].index(kill_pod)
             spec, address = pod_specs[index], addresses[index]
-
-            def remake_pod() -> None:
-                script, env = commands[spec.group]
-                command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
-                running.append(pods.PodProcess(command, workdir / f"pod-{spec.group}-remade.log"))
-
-            api_key = secret[SECRET_NAME]["api-keys"].split(",")[0]
-            killed, record = pod_kill.pod_kill_under_load(base_url, api_key, spec.group, address.name, remake_pod)
+            remake = partial(start_pod, spec, address, f"pod-{spec.group}-remade.log")
+            killed, record = pod_kill.pod_kill_under_load(base_url, api_key, spec.group, address.name, remake)
             results += killed
             outcome.timings["pod_kill"] = record
             say(f"     pod {spec.group} killed: {json.dumps(record)}")
