@@ -3,7 +3,7 @@
     python -m benchmarks.faults [--duration 45] [--concurrency 8] [--load mixed [faq-single ...]] \\
         [--kill FAQMatcher@10 ImageClassifier@25 [Ingress@40 HAProxy@55]] [--ingress-replicas N] \\
         [--client aiohttp [httpx]] [--retry-on ours [ray-default]] [--client-timeout 120] [--max-steal 10] \\
-        [--client-retries 0] [--attempts 2] [--out benchmarks/results/faults]
+        [--client-retries 0] [--front none|nginx] [--attempts 2] [--out benchmarks/results/faults]
 
 The fast-ingress application (benchmarks.peers.servers "serve-fast", the deployed configuration, auth on)
 serves traffic (closed loop; ``--load``: mixed, 80% FAQ questions and 20% images, or faq-single, or faq-batch,
@@ -18,6 +18,8 @@ until Ray replaces its HAProxyManager actor (~30 s later, by its health checks),
 listening sockets over; runs long enough show both. Each load given runs once per ``--client`` (aiohttp, or httpx,
 which writes a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side:
 ``ours`` (serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
+``--front nginx``: the load goes through NGINX configured from kuberay/ingress.yaml (serve_app.testing.nginx_front),
+which re-sends a request whose connection failed or that got HAProxy's 502, as the AKS ingress does.
 ``--client-retries N``: the clients send a request again (after 0.2 s, 0.4 s, ...) when its connection fails
 without an answer, as docs/api.md advises: what a HAProxy death costs a client that follows that advice.
 A run during which the hypervisor took more than ``--max-steal`` % of the CPU (steal, /proc/stat) is taken again
@@ -36,6 +38,8 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,6 +52,7 @@ from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.haproxy import HAPROXY_RETRY_ON
 from serve_app.testing import AUTH_HEADERS, free_port
+from serve_app.testing.nginx_front import nginx_front, tries
 
 APP = "serve_app"
 HAPROXY = "HAProxy"  # --kill HAProxy@S kills the HAProxy process rather than a replica
@@ -175,6 +180,8 @@ async def httpx_closed_loop(
 
 
 CLIENTS = {"aiohttp": closed_loop, "httpx": httpx_closed_loop}
+FRONTS = {"none": "", "nginx": "NGINX in front (kuberay/ingress.yaml's retries), "}
+SERVE_SERVICE_ENDPOINTS = 4  # pods of kuberay/rayservice.yaml running a Serve proxy: head, cpu x 2, gpu
 
 
 async def load_with_kills(
@@ -281,8 +288,8 @@ def setting(report: dict) -> str:
     return (
         f"closed loop, concurrency {report['concurrency']}, {report['duration_s']} s, client timeout "
         f"{report['client_timeout_s']} s, client retries on a failed connection "
-        f"{report.get('client_retries', 0)}, fast ingress with {report['ingress_replicas']} ingress replica(s), "
-        f"auth on; FAQ model: {report['faq_model']}."
+        f"{report.get('client_retries', 0)}, {FRONTS[report.get('front', 'none')]}fast ingress with "
+        f"{report['ingress_replicas']} ingress replica(s), auth on; FAQ model: {report['faq_model']}."
     )
 
 
@@ -394,6 +401,12 @@ def markdown(report: dict) -> str:
             [[run["load"], run["client"], run["policy"], *row] for run in runs for row in kill_rows(run)],
         )
     for run in runs:
+        if again := run.get("front_sent_again"):
+            lines += [
+                "",
+                f"{run['load']}, {run['client']}: NGINX sent {again['requests']} request(s) again (the statuses of "
+                f"their tries: {again['tries'] or 'none'}); {again['answered']} of them answered 200.",
+            ]
         if end := run.get("haproxy_at_end"):
             lines += [
                 "",
@@ -408,6 +421,30 @@ def markdown(report: dict) -> str:
 def parse_kill(text: str) -> tuple[str, float]:
     deployment, _, at_s = text.partition("@")
     return deployment, float(at_s)
+
+
+def front_sent_again(answered: list[list[str]]) -> dict:
+    """Of the requests NGINX answered: those it sent to an upstream more than once, and how each try ended."""
+    again = [statuses for statuses in answered if len(statuses) > 1]
+    return {
+        "requests": len(again),
+        "answered": sum(statuses[-1] == "200" for statuses in again),
+        "tries": dict(Counter(", ".join(statuses) for statuses in again)),
+    }
+
+
+@contextmanager
+def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
+    """The URL the load goes to: the server's own, or an NGINX configured as kuberay/ingress.yaml in front of it,
+    with the server's port as the upstream of each pod of the shipped RayService that runs a Serve proxy (the
+    Serve service's endpoints: head, two cpu pods, one gpu pod). Here one node serves them all, so a request NGINX
+    sends again reaches the same HAProxy, where on a cluster another pod's HAProxy would take it to the same
+    ingress replicas."""
+    if front == "none":
+        yield url
+        return
+    with nginx_front(folder, [port] * SERVE_SERVICE_ENDPOINTS) as front_port:
+        yield f"http://127.0.0.1:{front_port}"
 
 
 def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan: list[tuple[str, float]]) -> dict:
@@ -425,14 +462,20 @@ def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan:
         }
         log = Path(folder) / "serve.log"
         port = free_port()  # not a fixed one: other servers run on this machine
-        with running(PEERS["serve-fast"], ("faq", "image"), probes, port, log, options, env) as url:
+        with (
+            running(PEERS["serve-fast"], ("faq", "image"), probes, port, log, options, env) as url,
+            in_front(args.front, Path(folder), port, url) as url,
+        ):
             session = server_session(port)
 
             def measure() -> dict:
                 nonlocal attempts
                 attempts += 1
+                answered_before = len(tries(Path(folder)))
                 result, kills, started = asyncio.run(load_with_kills(url, calls, client, args, plan, session))
                 report = analyse(result, kills, started)
+                if args.front == "nginx":
+                    report["front_sent_again"] = front_sent_again(tries(Path(folder))[answered_before:])
                 if any(kill["deployment"] == HAPROXY for kill in kills):
                     report["haproxy_at_end"] = haproxy_at_end(session, kills)
                 return report
@@ -467,6 +510,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=0,
         help="times a client sends a request again when its connection fails without an answer (0: never)",
     )
+    parser.add_argument(
+        "--front",
+        choices=["none", "nginx"],
+        default="none",
+        help="nginx: the load goes through NGINX configured as kuberay/ingress.yaml (its retries), as on AKS",
+    )
     parser.add_argument("--max-steal", type=float, default=10.0, help="a run with more steal (%%) is taken again")
     parser.add_argument("--attempts", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -486,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict:
         "duration_s": args.duration,
         "client_timeout_s": args.client_timeout,
         "client_retries": args.client_retries,
+        "front": args.front,
         "ingress_replicas": args.ingress_replicas,
         "faq_model": os.environ.get("SERVE_APP_FAQ_MODEL_URI") or "embedded demo FAQ",
         # One load and policy: its numbers at the top, as before; several: side by side.

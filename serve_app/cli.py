@@ -78,7 +78,7 @@ def kuberay_rehearse(args: argparse.Namespace) -> int:
     require_checkout("kuberay rehearse")
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
-    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, args.kill_pod)
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, args.kill_pod, args.client_retries)
 
 
 def capacity(args: argparse.Namespace) -> int:
@@ -183,7 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse_parser.add_argument(
         "--kill-pod",
         choices=["cpu", "gpu"],
-        help="after the checks, kill this worker group's pod under load (a node failure) and make it again",
+        help="after the checks, kill this worker group's (first) pod under load (a node failure) and make it again",
+    )
+    rehearse_parser.add_argument(
+        "--client-retries",
+        type=int,
+        default=2,
+        help="times the --kill-pod clients send a request again after a lost connection or a 502 (2, as "
+        "docs/api.md advises; 0: every such request counts as failed)",
     )
     rehearse_parser.add_argument("--out", type=Path, help="also write the checks and timings to this JSON file")
     rehearse_parser.set_defaults(run=kuberay_rehearse)

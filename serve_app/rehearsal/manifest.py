@@ -1,6 +1,7 @@
 """What the pods of a RayService would run, read from the manifest and the image's Dockerfile themselves.
 
-Each Ray group (the head and every worker group) becomes one ``PodSpec``: the ``ray start`` command KubeRay
+Each pod of a Ray group (the head; each worker group's ``replicas``, at least one) becomes a ``PodSpec``: the
+``ray start`` command KubeRay
 generates for it, the container's environment (Secret references resolved from a given Secret, Ray's token as
 KubeRay adds it, the image's ``ENV`` underneath), its user, its writable volumes and whether the root
 filesystem is read-only.
@@ -9,7 +10,7 @@ filesystem is read-only.
 import math
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class Volume:
 @dataclass
 class PodSpec:
     group: str  # "head" or the worker group's name
+    name: str  # the group's name, or with the pod's number when the group has several ("cpu-1")
     ray_start_params: dict[str, str | None]  # `ray start --KEY[=VALUE]`, without --head / --address
     env: dict[str, str]
     uid: int | None
@@ -190,6 +192,7 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool, auth_en
     security = {**pod_security, **container.get("securityContext", {})}
     return PodSpec(
         group=group_name,
+        name=group_name,
         ray_start_params=_start_params(group, container, group_name == "head", autoscaling),
         env=auth_env | _env(container, secrets),
         uid=security.get("runAsUser"),
@@ -201,7 +204,7 @@ def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool, auth_en
 
 
 def read_rayservice(path: Path, secrets: dict[str, dict[str, str]]) -> tuple[dict[str, Any], list[PodSpec]]:
-    """The RayService's serveConfigV2 and one pod per Ray group: the head first."""
+    """The RayService's serveConfigV2 and its pods: the head first, then each worker group's."""
     manifest = yaml.safe_load(path.read_text())
     if manifest.get("kind") != "RayService":
         raise ManifestError(f"{path} is not a RayService")
@@ -210,7 +213,12 @@ def read_rayservice(path: Path, secrets: dict[str, dict[str, str]]) -> tuple[dic
     autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
     auth_env = _ray_auth_env(cluster, secrets)
     pods = [_pod("head", cluster["headGroupSpec"], secrets, autoscaling, auth_env)]
-    pods += [_pod(g["groupName"], g, secrets, autoscaling, auth_env) for g in cluster.get("workerGroupSpecs", [])]
+    for group in cluster.get("workerGroupSpecs", []):
+        pod = _pod(group["groupName"], group, secrets, autoscaling, auth_env)
+        # The pods KubeRay starts (`replicas`), at least one: a group that starts at zero (the GPU group) is run
+        # once all the same, so that every route can be called.
+        count = max(1, int(group.get("replicas", 1)))
+        pods += [pod] if count == 1 else [replace(pod, name=f"{pod.group}-{i}") for i in range(count)]
     return yaml.safe_load(spec["serveConfigV2"]), pods
 
 

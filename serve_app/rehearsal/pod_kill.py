@@ -3,11 +3,12 @@
 Every process in the pod's network namespace is SIGKILLed at once (a node that loses power or is preempted: no
 graceful drain), then the pod's container is started again with the same spec right away (the operator recreates
 a worker pod it finds missing). Meanwhile closed-loop clients keep calling the service through the head, one on
-the image route and the rest on the FAQ route, each waiting up to ``CLIENT_TIMEOUT_S`` for its answer and sending a
-request again (up to ``CLIENT_RETRIES`` times) when its connection fails without an answer, as docs/api.md tells
-clients to: a request held by a process that died with the pod gets no HTTP status, and nothing server-side can
-answer it. Reported: requests sent, answered, failed (by status), those sent again, the slowest answer, and when
-failures happened.
+the image route and the rest on the FAQ route, each waiting up to ``CLIENT_TIMEOUT_S`` for its answer and sending
+a request again (up to ``client_retries`` times, ``CLIENT_RETRIES`` by default) when its connection fails without
+an answer or HAProxy answers 502, as docs/api.md tells clients to: a request held by a process that died with the
+pod gets no HTTP status, and nothing server-side can answer it. With ``client_retries`` 0 every such request counts
+as failed: what the deployment alone (its other pods) saves. Reported: requests sent, answered, failed (by status),
+those sent again, the slowest answer, and when failures happened.
 """
 
 import json
@@ -47,7 +48,9 @@ def kill_pod(network_namespace: str) -> int:
     return len(pids)
 
 
-def _client(base_url: str, api_key: str, route: str, deadline: float, began: float, sent: list[Sent]) -> None:
+def _client(
+    base_url: str, api_key: str, route: str, deadline: float, began: float, sent: list[Sent], client_retries: int
+) -> None:
     auth = {"Authorization": f"Bearer {api_key}"}
     if route == "image":
         path, body, headers = "/images/classify", jpeg_bytes(), {"Content-Type": "image/jpeg", **auth}
@@ -67,7 +70,7 @@ def _client(base_url: str, api_key: str, route: str, deadline: float, began: flo
         started, retries = time.monotonic(), 0
         status = send()
         # A lost connection, or HAProxy's 502 `ingress_lost` (docs/api.md "Retrying"), is sent again.
-        while (status == 502 or (isinstance(status, str) and status != "TimeoutError")) and retries < CLIENT_RETRIES:
+        while (status == 502 or (isinstance(status, str) and status != "TimeoutError")) and retries < client_retries:
             retries += 1
             time.sleep(0.2 * retries)
             status = send()
@@ -83,6 +86,7 @@ def pod_kill_under_load(
     duration_s: float = 90,
     kill_at_s: float = 15,
     faq_clients: int = 3,
+    client_retries: int = CLIENT_RETRIES,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
     """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load, then remade."""
     sent: list[Sent] = []
@@ -90,7 +94,9 @@ def pod_kill_under_load(
     deadline = began + duration_s
     routes = ["image"] + ["faq"] * faq_clients
     clients = [
-        threading.Thread(target=_client, args=(base_url, api_key, route, deadline, began, sent), daemon=True)
+        threading.Thread(
+            target=_client, args=(base_url, api_key, route, deadline, began, sent, client_retries), daemon=True
+        )
         for route in routes
     ]
     for client in clients:
@@ -106,6 +112,7 @@ def pod_kill_under_load(
         "killed_at_s": kill_at_s,
         "processes_killed": killed,
         "duration_s": duration_s,
+        "client_retries": client_retries,
         "sent": len(sent),
         "answered": len(sent) - len(failed),
         "failed": len(failed),
@@ -128,6 +135,10 @@ def pod_kill_under_load(
     )
     label = (
         f"pod {group} killed under load at {kill_at_s:g} s ({killed} processes) and made again: no request failed "
-        f"(clients sending lost connections again, up to {CLIENT_RETRIES} times)"
+        + (
+            f"(clients sending lost connections and 502s again, up to {client_retries} times)"
+            if client_retries
+            else "(clients never sending a request again)"
+        )
     )
     return [(label, not failed, seen)], record

@@ -74,11 +74,17 @@ def import_check(pod: PodSpec, command: list[str], log: Path) -> None:
     process = pods.PodProcess(command, log)
     code = process.process.wait(timeout=300)
     if code:
-        raise RuntimeError(f"the application does not import in the {pod.group} pod:\n{process.tail(12)}")
+        raise RuntimeError(f"the application does not import in the {pod.name} pod:\n{process.tail(12)}")
 
 
 def rehearse(
-    manifest: Path, dockerfile: Path, project: Path, workdir: Path, timeout_s: float, kill_pod: str | None = None
+    manifest: Path,
+    dockerfile: Path,
+    project: Path,
+    workdir: Path,
+    timeout_s: float,
+    kill_pod: str | None = None,
+    client_retries: int = pod_kill.CLIENT_RETRIES,
 ) -> Outcome:
     outcome = Outcome(passed=False)
     say = outcome.lines.append
@@ -109,24 +115,24 @@ def rehearse(
         for spec, address in zip(pod_specs, addresses, strict=True):
             script = pods.conditions_script(spec, image_spec, fs)
             env = pods.pod_environment(spec, image_spec, fs, address, head_ip)
-            commands[spec.group] = (script, env)
+            commands[spec.name] = (script, env)
             import_path = serve_config["applications"][0]["import_path"]
             module, _, attribute = import_path.partition(":")
             # The builder, and what the replicas import when they start (the model libraries load there, not here).
             probe = ["python", "-c", f"import {module}; {module}.{attribute}; {IMPORT_REPLICA_MODULES}"]
-            import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.group}.log")
-        say(f"ok   the application imports in every pod ({', '.join(s.group for s in pod_specs)})")
+            import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.name}.log")
+        say(f"ok   the application imports in every pod ({', '.join(s.name for s in pod_specs)})")
 
         def start_pod(spec: PodSpec, address: pods.PodAddress, log_name: str) -> None:
             """KubeRay's `ray start` for ``spec``'s group in its pod (again for a remade pod)."""
-            script, env = commands[spec.group]
+            script, env = commands[spec.name]
             command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
             running.append(pods.PodProcess(command, workdir / log_name))
 
         start = time.monotonic()
         for spec, address in zip(pod_specs, addresses, strict=True):
-            start_pod(spec, address, f"pod-{spec.group}.log")
-            say(f"     pod {spec.group} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
+            start_pod(spec, address, f"pod-{spec.name}.log")
+            say(f"     pod {spec.name} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
             if spec.is_head:
                 checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip, token), 120)
         nodes = len(pod_specs)
@@ -144,7 +150,7 @@ def rehearse(
         outcome.timings["ready_s"] = round(time.monotonic() - start, 1)
         say(f"ok   /readyz 200 {outcome.timings['ready_s']} s after the pods started")
         results = [
-            (f"pod {spec.group}: KubeRay's readiness probe", *checks.readiness_probe(address.name))
+            (f"pod {spec.name}: KubeRay's readiness probe", *checks.readiness_probe(address.name))
             for spec, address in zip(pod_specs, addresses, strict=True)
         ]
         api_key = secret[SECRET_NAME]["api-keys"].split(",")[0]
@@ -152,13 +158,16 @@ def rehearse(
         if token:
             results += checks.dashboard_checks(head_ip, serve_config)
         if kill_pod is not None:
+            # The group's first pod: with several, the others keep serving while it is gone.
             index = [spec.group for spec in pod_specs].index(kill_pod)
             spec, address = pod_specs[index], addresses[index]
-            remake = partial(start_pod, spec, address, f"pod-{spec.group}-remade.log")
-            killed, record = pod_kill.pod_kill_under_load(base_url, api_key, spec.group, address.name, remake)
+            remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade.log")
+            killed, record = pod_kill.pod_kill_under_load(
+                base_url, api_key, spec.name, address.name, remake, client_retries=client_retries
+            )
             results += killed
             outcome.timings["pod_kill"] = record
-            say(f"     pod {spec.group} killed: {json.dumps(record)}")
+            say(f"     pod {spec.name} killed: {json.dumps(record)}")
         for label, passed, seen in results:
             say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
         times.observe(checks.application_status(head_ip, app_name, token))
@@ -188,6 +197,7 @@ def main(
     keep: Path | None,
     out: Path | None = None,
     kill_pod: str | None = None,
+    client_retries: int = pod_kill.CLIENT_RETRIES,
 ) -> int:
     try:
         pods.preflight()
@@ -197,7 +207,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
         workdir = keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill_pod)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill_pod, client_retries)
     print("\n".join(outcome.lines))
     print(json.dumps(outcome.timings))
     print("rehearsal passed" if outcome.passed else "rehearsal FAILED")

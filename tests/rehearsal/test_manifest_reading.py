@@ -21,8 +21,14 @@ def test_quantities_as_kuberay_reads_them():
 
 def test_every_group_becomes_a_pod_with_kuberays_start_command():
     serve_config, pods = read_rayservice(MANIFEST, generated_secret())
-    assert [pod.group for pod in pods] == ["head", "cpu", "gpu"]
-    head, cpu, gpu = pods
+    # The cpu group's two pods (replicas: 2); the GPU group, at zero, run once.
+    assert [(pod.group, pod.name) for pod in pods] == [
+        ("head", "head"),
+        ("cpu", "cpu-0"),
+        ("cpu", "cpu-1"),
+        ("gpu", "gpu"),
+    ]
+    head, cpu, _, gpu = pods
     assert "--head" in head.ray_start_command("10.0.0.2") and head.ray_start_params["num-cpus"] == "0"
     assert "--address=10.0.0.2:6379" in cpu.ray_start_command("10.0.0.2")
     assert gpu.ray_start_params["num-gpus"] == "1"

@@ -6,7 +6,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serve_app.rehearsal.pod_kill import Sent, _client
+from serve_app.rehearsal.pod_kill import CLIENT_RETRIES, Sent, _client
 
 
 class Flaky(BaseHTTPRequestHandler):
@@ -29,7 +29,7 @@ class Flaky(BaseHTTPRequestHandler):
         pass
 
 
-def _load(drops: int, status: int = 200) -> list[Sent]:
+def _load(drops: int, status: int = 200, retries: int = CLIENT_RETRIES) -> list[Sent]:
     Flaky.drops, Flaky.status = drops, status
     server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -37,7 +37,7 @@ def _load(drops: int, status: int = 200) -> list[Sent]:
     try:
         began = time.monotonic()
         # A deadline already near: one request, with whatever retries it needs.
-        _client(f"http://127.0.0.1:{server.server_port}", "key", "faq", began + 0.01, began, sent)
+        _client(f"http://127.0.0.1:{server.server_port}", "key", "faq", began + 0.01, began, sent, retries)
     finally:
         server.shutdown()
     return sent
@@ -51,6 +51,12 @@ def test_a_connection_closed_without_an_answer_is_sent_again():
 def test_sending_again_is_bounded():
     (one,) = _load(drops=5)
     assert one.retries == 2 and one.status == "RemoteDisconnected"
+
+
+def test_a_client_told_not_to_retry_counts_a_lost_connection_as_failed():
+    first, *later = _load(drops=1, retries=0)  # failed at once: another may fit before the deadline
+    assert (first.status, first.retries) == ("RemoteDisconnected", 0)
+    assert all((one.status, one.retries) == (200, 0) for one in later)
 
 
 def test_an_http_error_is_never_sent_again():

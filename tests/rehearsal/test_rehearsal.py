@@ -60,10 +60,13 @@ def without_env(name: str):
     return change
 
 
-def test_the_shipped_rayservice_serves_every_route_as_deployed():
-    code, output = rehearse(MANIFEST)
+def test_the_shipped_rayservice_serves_every_route_as_deployed_and_loses_no_request_to_a_cpu_node_death():
+    # A CPU node dies under load (one of the cpu group's two pods), with clients that never send a request
+    # again: the other pod's ingress and FAQ replicas take over what the dead ones held.
+    code, output = rehearse(MANIFEST, "--kill-pod", "cpu", "--client-retries", "0")
     assert code == 0 and "rehearsal passed" in output
     assert "ok   POST /images/classify with a key" in output and "scheduled -> serving" in output
+    assert "ok   pod cpu-0 killed under load at 15 s" in output and "no request failed" in output
 
 
 def test_a_read_only_root_without_a_numba_cache_directory_is_caught(tmp_path: Path):
