@@ -18,7 +18,7 @@ until Ray replaces its HAProxyManager actor (~30 s later, by its health checks),
 listening sockets over; runs long enough show both. Each load given runs once per ``--client`` (aiohttp, or httpx,
 which writes a request's body apart from its headers) and ``--retry-on`` policy, each on a fresh server, side by side:
 ``ours`` (serve_app.haproxy.HAPROXY_RETRY_ON) and ``ray-default`` (Ray's ``conn-failure``).
-``--front nginx``: the load goes through NGINX configured from kuberay/ingress.yaml (serve_app.testing.nginx_front),
+``--front nginx``: the load goes through NGINX configured from kuberay/ingress.yaml (serve_app.rehearsal.nginx_front),
 which re-sends a request whose connection failed or that got HAProxy's 502, as the AKS ingress does.
 ``--client-retries N``: the clients send a request again (after 0.2 s, 0.4 s, ...) when its connection fails
 without an answer, as docs/api.md advises: what a HAProxy death costs a client that follows that advice.
@@ -51,8 +51,8 @@ from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.haproxy import HAPROXY_RETRY_ON
+from serve_app.rehearsal.nginx_front import nginx_front, sent_again, tries
 from serve_app.testing import AUTH_HEADERS, free_port
-from serve_app.testing.nginx_front import nginx_front, tries
 
 APP = "serve_app"
 HAPROXY = "HAProxy"  # --kill HAProxy@S kills the HAProxy process rather than a replica
@@ -423,16 +423,6 @@ def parse_kill(text: str) -> tuple[str, float]:
     return deployment, float(at_s)
 
 
-def front_sent_again(answered: list[list[str]]) -> dict:
-    """Of the requests NGINX answered: those it sent to an upstream more than once, and how each try ended."""
-    again = [statuses for statuses in answered if len(statuses) > 1]
-    return {
-        "requests": len(again),
-        "answered": sum(statuses[-1] == "200" for statuses in again),
-        "tries": dict(Counter(", ".join(statuses) for statuses in again)),
-    }
-
-
 @contextmanager
 def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
     """The URL the load goes to: the server's own, or an NGINX configured as kuberay/ingress.yaml in front of it,
@@ -443,8 +433,9 @@ def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
     if front == "none":
         yield url
         return
-    with nginx_front(folder, [port] * SERVE_SERVICE_ENDPOINTS) as front_port:
-        yield f"http://127.0.0.1:{front_port}"
+    listen = f"127.0.0.1:{free_port()}"
+    with nginx_front(folder, listen, [f"127.0.0.1:{port}"] * SERVE_SERVICE_ENDPOINTS):
+        yield f"http://{listen}"
 
 
 def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan: list[tuple[str, float]]) -> dict:
@@ -475,7 +466,7 @@ def run_one(args: argparse.Namespace, load: str, client: str, policy: str, plan:
                 result, kills, started = asyncio.run(load_with_kills(url, calls, client, args, plan, session))
                 report = analyse(result, kills, started)
                 if args.front == "nginx":
-                    report["front_sent_again"] = front_sent_again(tries(Path(folder))[answered_before:])
+                    report["front_sent_again"] = sent_again(tries(Path(folder))[answered_before:])
                 if any(kill["deployment"] == HAPROXY for kill in kills):
                     report["haproxy_at_end"] = haproxy_at_end(session, kills)
                 return report

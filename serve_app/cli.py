@@ -73,12 +73,14 @@ def kuberay_render(args: argparse.Namespace) -> int:
 
 def kuberay_rehearse(args: argparse.Namespace) -> int:
     from serve_app.kuberay import ROOT, require_checkout
+    from serve_app.rehearsal.run import PodKill
     from serve_app.rehearsal.run import main as rehearse
 
     require_checkout("kuberay rehearse")
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
-    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, args.kill_pod, args.client_retries)
+    kill = PodKill(args.kill_pod, args.client_retries, args.nginx_front) if args.kill_pod else None
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, kill)
 
 
 def capacity(args: argparse.Namespace) -> int:
@@ -191,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="times the --kill-pod clients send a request again after a lost connection or a 502 (2, as "
         "docs/api.md advises; 0: every such request counts as failed)",
+    )
+    rehearse_parser.add_argument(
+        "--nginx-front",
+        action="store_true",
+        help="the --kill-pod load goes through NGINX configured as kuberay/ingress.yaml, in front of every pod's "
+        "Serve port (as ingress-nginx in front of the Serve service), instead of to the head (needs nginx)",
     )
     rehearse_parser.add_argument("--out", type=Path, help="also write the checks and timings to this JSON file")
     rehearse_parser.set_defaults(run=kuberay_rehearse)

@@ -2,13 +2,14 @@
 
 Every process in the pod's network namespace is SIGKILLed at once (a node that loses power or is preempted: no
 graceful drain), then the pod's container is started again with the same spec right away (the operator recreates
-a worker pod it finds missing). Meanwhile closed-loop clients keep calling the service through the head, one on
-the image route and the rest on the FAQ route, each waiting up to ``CLIENT_TIMEOUT_S`` for its answer and sending
-a request again (up to ``client_retries`` times, ``CLIENT_RETRIES`` by default) when its connection fails without
-an answer or HAProxy answers 502, as docs/api.md tells clients to: a request held by a process that died with the
-pod gets no HTTP status, and nothing server-side can answer it. With ``client_retries`` 0 every such request counts
-as failed: what the deployment alone (its other pods) saves. Reported: requests sent, answered, failed (by status),
-those sent again, the slowest answer, and when failures happened.
+a worker pod it finds missing). Meanwhile closed-loop clients keep calling the service (the head, or NGINX in
+front of every pod), one on the image route and the rest on the FAQ route, each waiting up to
+``CLIENT_TIMEOUT_S`` for its answer and sending a request again (up to ``client_retries`` times,
+``CLIENT_RETRIES`` by default) when its connection fails without an answer or HAProxy answers 502, as docs/api.md
+tells clients to: a request held by a process that died with the pod gets no HTTP status, and nothing
+server-side can answer it. With ``client_retries`` 0 every such request counts as failed: what the deployment
+alone (its other pods, NGINX in front) saves. Reported: requests sent, answered, failed (by status), those sent
+again, the slowest answer, and when failures happened.
 """
 
 import json

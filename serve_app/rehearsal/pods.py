@@ -18,6 +18,7 @@ from serve_app.rehearsal.manifest import IMAGE_HOME, ImageSpec, PodSpec, Volume
 
 BRIDGE = "sa-rehearse"
 SUBNET = "10.213.7"  # the pods' private /24 on the bridge; the host side is .1
+HOST_ADDRESS = f"{SUBNET}.1"
 POD_PREFIX = "sa-pod"
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/opt")
 
@@ -52,7 +53,7 @@ class PodNetwork:
         _ip("netns", "add", self.switch)
         _ip(*in_switch, "link", "add", BRIDGE, "type", "bridge")
         _ip(*in_switch, "link", "set", BRIDGE, "up")
-        ends = [("sa-host", "sa-host-br", None, f"{SUBNET}.1")]
+        ends = [("sa-host", "sa-host-br", None, HOST_ADDRESS)]
         ends += [(f"sa-eth{i}", f"sa-veth{i}", pod.name, pod.ip) for i, pod in enumerate(self.pods)]
         for inner, outer, namespace, address in ends:
             _ip("link", "add", inner, "type", "veth", "peer", "name", outer)
@@ -67,7 +68,7 @@ class PodNetwork:
             _ip(*where, "link", "set", inner, "up")
             if namespace:
                 # As a pod has: Ray finds its node IP from the default route (without one it binds 127.0.0.1).
-                _ip(*where, "route", "add", "default", "via", f"{SUBNET}.1")
+                _ip(*where, "route", "add", "default", "via", HOST_ADDRESS)
 
     def down(self) -> None:
         """Kill whatever still runs in the pods' namespaces, then remove them with their links."""

@@ -20,7 +20,9 @@ import copy
 import json
 import secrets
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,11 +37,21 @@ from serve_app.rehearsal.manifest import (
     read_dockerfile,
     read_rayservice,
 )
+from serve_app.rehearsal.nginx_front import nginx_front, sent_again, tries
 
 # Run in each pod after importing the builder: the replicas' model libraries load when a replica starts, not with
 # the graph, and a pod that cannot import them (a read-only root without numba's cache directory) must fail here.
 IMPORT_REPLICA_MODULES = "import serve_app.app; serve_app.app.import_replica_modules()"
 SECRET_NAME = "serve-app-api-keys"
+
+
+@dataclass(frozen=True)
+class PodKill:
+    """A worker group's first pod killed under load after the checks (a node failure), then remade."""
+
+    group: str
+    client_retries: int = pod_kill.CLIENT_RETRIES  # times a client sends a request again (0: never)
+    nginx_front: bool = False  # the load through NGINX as kuberay/ingress.yaml configures it, to every pod
 
 
 @dataclass
@@ -77,14 +89,70 @@ def import_check(pod: PodSpec, command: list[str], log: Path) -> None:
         raise RuntimeError(f"the application does not import in the {pod.name} pod:\n{process.tail(12)}")
 
 
+def killed_under_load(
+    kill: PodKill,
+    pod_name: str,
+    address: pods.PodAddress,
+    addresses: list[pods.PodAddress],
+    remake: Callable[[], None],
+    base_url: str,
+    api_key: str,
+    workdir: Path,
+) -> tuple[list[tuple[str, bool, str]], dict]:
+    """The pod at ``address`` killed under load, sent to the head, or to NGINX in front of every pod as the Serve
+    service's endpoints: the killed pod's endpoint stays listed (a dead node's does, until Kubernetes notices),
+    and the remade pod, a new endpoint, is listed once KubeRay's readiness probe passes in it."""
+    if not kill.nginx_front:
+        return pod_kill.pod_kill_under_load(
+            base_url, api_key, pod_name, address.name, remake, client_retries=kill.client_retries
+        )
+    endpoints = [f"{pod.ip}:{checks.SERVE_PORT}" for pod in addresses]
+    killed_endpoint = f"{address.ip}:{checks.SERVE_PORT}"
+    folder = workdir / "nginx"
+    folder.mkdir(exist_ok=True)
+    listen = f"{pods.HOST_ADDRESS}:{checks.SERVE_PORT}"  # the host's end of the pods' network
+    stop = threading.Event()
+    ready_after: list[float] = []
+    with nginx_front(folder, listen, endpoints) as front:
+
+        def rejoin(began: float) -> None:
+            while not stop.is_set():
+                if checks.readiness_probe(address.name)[0]:
+                    front.set_upstreams(endpoints)
+                    ready_after.append(round(time.monotonic() - began, 1))
+                    return
+                stop.wait(1.0)
+
+        def remake_behind_front() -> None:
+            # Here the remade pod comes back at the dead one's address: it leaves the upstreams until Ready.
+            front.set_upstreams([e for e in endpoints if e != killed_endpoint])
+            began = time.monotonic()
+            remake()
+            threading.Thread(target=rejoin, args=(began,), daemon=True).start()
+
+        try:
+            killed, record = pod_kill.pod_kill_under_load(
+                f"http://{listen}",
+                api_key,
+                pod_name,
+                address.name,
+                remake_behind_front,
+                client_retries=kill.client_retries,
+            )
+        finally:
+            stop.set()
+        record["nginx_sent_again"] = sent_again(tries(folder))
+        record["remade_pod_listed_after_s"] = ready_after[0] if ready_after else None
+    return killed, record
+
+
 def rehearse(
     manifest: Path,
     dockerfile: Path,
     project: Path,
     workdir: Path,
     timeout_s: float,
-    kill_pod: str | None = None,
-    client_retries: int = pod_kill.CLIENT_RETRIES,
+    kill: PodKill | None = None,
 ) -> Outcome:
     outcome = Outcome(passed=False)
     say = outcome.lines.append
@@ -157,14 +225,12 @@ def rehearse(
         results += checks.client_checks(base_url, api_key)
         if token:
             results += checks.dashboard_checks(head_ip, serve_config)
-        if kill_pod is not None:
+        if kill is not None:
             # The group's first pod: with several, the others keep serving while it is gone.
-            index = [spec.group for spec in pod_specs].index(kill_pod)
+            index = [spec.group for spec in pod_specs].index(kill.group)
             spec, address = pod_specs[index], addresses[index]
             remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade.log")
-            killed, record = pod_kill.pod_kill_under_load(
-                base_url, api_key, spec.name, address.name, remake, client_retries=client_retries
-            )
+            killed, record = killed_under_load(kill, spec.name, address, addresses, remake, base_url, api_key, workdir)
             results += killed
             outcome.timings["pod_kill"] = record
             say(f"     pod {spec.name} killed: {json.dumps(record)}")
@@ -196,8 +262,7 @@ def main(
     timeout_s: float,
     keep: Path | None,
     out: Path | None = None,
-    kill_pod: str | None = None,
-    client_retries: int = pod_kill.CLIENT_RETRIES,
+    kill: PodKill | None = None,
 ) -> int:
     try:
         pods.preflight()
@@ -207,7 +272,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
         workdir = keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill_pod, client_retries)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill)
     print("\n".join(outcome.lines))
     print(json.dumps(outcome.timings))
     print("rehearsal passed" if outcome.passed else "rehearsal FAILED")

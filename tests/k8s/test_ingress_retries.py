@@ -2,7 +2,7 @@
 upstreams, as the controller puts the Serve service's pods behind it: a request whose pod dies before answering
 (the connection closes with no response, or HAProxy answers 502 `ingress_lost`) is sent to the other pod,
 large bodies included; without the annotations NGINX answers the client 502 itself. The annotations are mapped to
-the directives ingress-nginx writes for them (serve_app.testing.nginx_front); the Ingress object itself needs a
+the directives ingress-nginx writes for them (serve_app.rehearsal.nginx_front); the Ingress object itself needs a
 cluster."""
 
 import http.client
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.testing.nginx_front import CONTROLLER_DEFAULTS, ingress_directives, nginx_front, tries
+from serve_app.rehearsal.nginx_front import CONTROLLER_DEFAULTS, ingress_directives, nginx_front, tries
+from serve_app.testing import free_port
 
 LARGE_BODY = b"x" * (3 * 2**20)  # over HAProxy's buffer (~256 KiB): what HAProxy cannot send again itself
 
@@ -48,16 +49,23 @@ class Pod(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def pod(behaviour: str) -> Iterator[tuple[int, list[int]]]:
+def pod(behaviour: str) -> Iterator[tuple[str, list[int]]]:
     received: list[int] = []
     handler = type(f"Pod_{behaviour}", (Pod,), {"behaviour": behaviour, "received": received})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield server.server_port, received
+        yield f"127.0.0.1:{server.server_port}", received
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def front(folder: Path, upstreams: list[str], directives: list[str] | None = None) -> Iterator[int]:
+    port = free_port()
+    with nginx_front(folder, f"127.0.0.1:{port}", upstreams, directives):
+        yield port
 
 
 def post(port: int, body: bytes) -> tuple[int, bytes]:
@@ -74,9 +82,9 @@ def post(port: int, body: bytes) -> tuple[int, bytes]:
 @pytest.mark.parametrize("body", [b'{"question": "how do I clone an object"}', LARGE_BODY], ids=["small", "large"])
 def test_a_request_whose_pod_fails_is_sent_to_the_other_pod(tmp_path: Path, failure: str, body: bytes):
     with (
-        pod(failure) as (failing_port, failing_saw),
-        pod("answer") as (healthy_port, healthy_saw),
-        nginx_front(tmp_path, [failing_port, healthy_port]) as port,
+        pod(failure) as (failing, failing_saw),
+        pod("answer") as (healthy, healthy_saw),
+        front(tmp_path, [failing, healthy]) as port,
     ):
         answers = [post(port, body) for _ in range(4)]  # round robin: at least two start at the failing pod
     assert all(status == 200 for status, _ in answers), answers
@@ -94,9 +102,9 @@ def test_without_the_annotations_nginx_does_not_send_a_post_again(tmp_path: Path
     # ingress-nginx's defaults (error timeout, 3 tries: a POST is never re-sent once sent): what they change.
     others = [d for d in ingress_directives() if not d.startswith("proxy_next_upstream")]
     with (
-        pod("die") as (failing_port, _),
-        pod("answer") as (healthy_port, _),
-        nginx_front(tmp_path, [failing_port, healthy_port], CONTROLLER_DEFAULTS + others) as port,
+        pod("die") as (failing, _),
+        pod("answer") as (healthy, _),
+        front(tmp_path, [failing, healthy], CONTROLLER_DEFAULTS + others) as port,
     ):
         statuses = [post(port, LARGE_BODY)[0] for _ in range(4)]
     assert statuses.count(502) >= 2, statuses
@@ -108,7 +116,7 @@ def test_a_request_is_not_sent_again_without_end(tmp_path: Path):
     with (
         pod("die") as (first, first_saw),
         pod("die") as (second, second_saw),
-        nginx_front(tmp_path, [first, second]) as port,
+        front(tmp_path, [first, second]) as port,
     ):
         status, _ = post(port, b"{}")
     assert status == 502

@@ -1,7 +1,7 @@
 """NGINX in front, as kuberay/ingress.yaml has ingress-nginx put it in front of the Serve service's pods: its
 annotations mapped to the directives ingress-nginx writes for them (nginx.tmpl), run by a real ``nginx``.
 
-    with nginx_front(folder, [8000, 8000]) as port:  # upstreams: each pod's Serve port
+    with nginx_front(folder, "127.0.0.1:8080", ["10.0.0.2:8000", "10.0.0.3:8000"]):  # each pod's Serve port
 
 The Ingress object itself needs a cluster; what it asks of NGINX (retries, body size, timeouts) runs here.
 """
@@ -10,6 +10,7 @@ import http.client
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from serve_app.kuberay import ROOT
-from serve_app.testing.ports import free_port
 
 INGRESS = ROOT / "kuberay" / "ingress.yaml"
 ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
@@ -43,9 +43,9 @@ def ingress_directives(ingress: Path = INGRESS) -> list[str]:
     ]
 
 
-def nginx_config(folder: Path, port: int, upstream_ports: list[int], directives: list[str]) -> str:
+def nginx_config(folder: Path, listen: str, upstreams: list[str], directives: list[str]) -> str:
     # max_fails=0: every request tries its upstreams afresh, as the controller's Lua balancer does.
-    upstreams = "".join(f"server 127.0.0.1:{p} max_fails=0; " for p in upstream_ports)
+    servers = "".join(f"server {upstream} max_fails=0; " for upstream in upstreams)
     return (
         # As root NGINX's workers would run as nobody, who cannot write the body files here.
         ("user root;\n" if os.geteuid() == 0 else "")
@@ -55,8 +55,8 @@ def nginx_config(folder: Path, port: int, upstream_ports: list[int], directives:
         "http { log_format tries '$status $upstream_status';\n"
         f"  access_log {folder}/access.log tries;\n"
         f"  client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy;\n"
-        f"  upstream serve {{ {upstreams}}}\n"
-        f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://serve; {' '.join(directives)} }} }}\n"
+        f"  upstream serve {{ {servers}}}\n"
+        f"  server {{ listen {listen}; location / {{ proxy_pass http://serve; {' '.join(directives)} }} }}\n"
         "}\n"
     )
 
@@ -74,26 +74,54 @@ def tries(folder: Path) -> list[list[str]]:
     return [line.split(" ", 1)[1].replace(" ", "").split(",") for line in lines if " " in line]
 
 
+def sent_again(answered: list[list[str]]) -> dict:
+    """Of the requests NGINX answered (``tries``): those it sent to an upstream more than once, how many of them
+    were answered 200, and how their tries ended, counted."""
+    again = [statuses for statuses in answered if len(statuses) > 1]
+    return {
+        "requests": len(again),
+        "answered": sum(statuses[-1] == "200" for statuses in again),
+        "tries": dict(Counter(", ".join(statuses) for statuses in again)),
+    }
+
+
+class Front:
+    """A running NGINX (``nginx_front``) whose upstreams can change, as the Serve service's endpoints do when a
+    pod leaves or becomes Ready: the configuration is rewritten and NGINX reloads it gracefully."""
+
+    def __init__(self, folder: Path, listen: str, directives: list[str]) -> None:
+        self.folder, self.listen, self.directives = folder, listen, directives
+        self.conf = folder / "nginx.conf"
+
+    def write(self, upstreams: list[str]) -> None:
+        self.conf.write_text(nginx_config(self.folder, self.listen, upstreams, self.directives))
+
+    def set_upstreams(self, upstreams: list[str]) -> None:
+        self.write(upstreams)
+        subprocess.run(["nginx", "-p", str(self.folder), "-c", str(self.conf), "-s", "reload"], check=True)
+
+
 @contextmanager
-def nginx_front(folder: Path, upstream_ports: list[int], directives: list[str] | None = None) -> Iterator[int]:
-    """A running NGINX on a free port (yielded) in front of ``upstream_ports``, with ``directives`` (default:
-    the Ingress's); stopped on exit."""
-    port = free_port()
-    conf = folder / "nginx.conf"
-    directives = ingress_directives() if directives is None else directives
-    conf.write_text(nginx_config(folder, port, upstream_ports, directives))
-    process = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(conf)], stderr=subprocess.DEVNULL)
+def nginx_front(
+    folder: Path, listen: str, upstreams: list[str], directives: list[str] | None = None
+) -> Iterator[Front]:
+    """A running NGINX listening on ``listen`` ("host:port") in front of ``upstreams`` ("host:port"), with
+    ``directives`` (default: the Ingress's); stopped on exit."""
+    front = Front(folder, listen, ingress_directives() if directives is None else directives)
+    front.write(upstreams)
+    process = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(front.conf)], stderr=subprocess.DEVNULL)
+    host, _, port = listen.rpartition(":")
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                http.client.HTTPConnection(host, int(port), timeout=1).connect()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"nginx did not start: {error_log(folder)}") from None
                 time.sleep(0.05)
-        yield port
+        yield front
     finally:
         process.terminate()
         process.wait(10)
