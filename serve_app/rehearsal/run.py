@@ -100,8 +100,9 @@ def killed_under_load(
     workdir: Path,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
     """The pod at ``address`` killed under load, sent to the head, or to NGINX in front of every pod as the Serve
-    service's endpoints: the killed pod's endpoint stays listed (a dead node's does, until Kubernetes notices),
-    and the remade pod, a new endpoint, is listed once KubeRay's readiness probe passes in it."""
+    service's endpoints. Here the remade pod comes back at the killed one's address, so that address leaves the
+    upstreams as the pod is remade (a moment after the kill) and returns once KubeRay's readiness probe passes in
+    it, as a new pod becomes an endpoint when Ready."""
     if not kill.nginx_front:
         return pod_kill.pod_kill_under_load(
             base_url, api_key, pod_name, address.name, remake, client_retries=kill.client_retries
@@ -124,7 +125,6 @@ def killed_under_load(
                 stop.wait(1.0)
 
         def remake_behind_front() -> None:
-            # Here the remade pod comes back at the dead one's address: it leaves the upstreams until Ready.
             front.set_upstreams([e for e in endpoints if e != killed_endpoint])
             began = time.monotonic()
             remake()
