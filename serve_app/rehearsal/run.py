@@ -114,11 +114,14 @@ def killed_under_load(
     listen = f"{pods.HOST_ADDRESS}:{checks.SERVE_PORT}"  # the host's end of the pods' network
     stop = threading.Event()
     ready_after: list[float] = []
+    last_probe: list[str] = []
     with nginx_front(folder, listen, endpoints) as front:
 
         def rejoin(began: float) -> None:
             while not stop.is_set():
-                if checks.readiness_probe(address.name)[0]:
+                ready, seen = checks.readiness_probe(address.name)
+                last_probe[:] = [seen]
+                if ready:
                     front.set_upstreams(endpoints)
                     ready_after.append(round(time.monotonic() - began, 1))
                     return
@@ -143,6 +146,7 @@ def killed_under_load(
             stop.set()
         record["nginx_sent_again"] = sent_again(tries(folder))
         record["remade_pod_listed_after_s"] = ready_after[0] if ready_after else None
+        record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
     return killed, record
 
 
