@@ -51,7 +51,10 @@ from benchmarks.peers.servers import PEERS, running
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.haproxy import HAPROXY_RETRY_ON
+from serve_app.kuberay import RAYSERVICE
+from serve_app.rehearsal.manifest import read_rayservice
 from serve_app.rehearsal.nginx_front import nginx_front, sent_again, tries
+from serve_app.rehearsal.run import generated_secret
 from serve_app.testing import AUTH_HEADERS, free_port
 
 APP = "serve_app"
@@ -181,7 +184,6 @@ async def httpx_closed_loop(
 
 CLIENTS = {"aiohttp": closed_loop, "httpx": httpx_closed_loop}
 FRONTS = {"none": "", "nginx": "NGINX in front (kuberay/ingress.yaml's retries), "}
-SERVE_SERVICE_ENDPOINTS = 4  # pods of kuberay/rayservice.yaml running a Serve proxy: head, cpu x 2, gpu
 
 
 async def load_with_kills(
@@ -426,15 +428,17 @@ def parse_kill(text: str) -> tuple[str, float]:
 @contextmanager
 def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
     """The URL the load goes to: the server's own, or an NGINX configured as kuberay/ingress.yaml in front of it,
-    with the server's port as the upstream of each pod of the shipped RayService that runs a Serve proxy (the
-    Serve service's endpoints: head, two cpu pods, one gpu pod). Here one node serves them all, so a request NGINX
+    with the server's port as the upstream of each pod of the shipped RayService (the Serve service's
+    endpoints). Here one node serves them all, so a request NGINX
     sends again reaches the same HAProxy, where on a cluster another pod's HAProxy would take it to the same
     ingress replicas."""
     if front == "none":
         yield url
         return
     listen = f"127.0.0.1:{free_port()}"
-    with nginx_front(folder, listen, [f"127.0.0.1:{port}"] * SERVE_SERVICE_ENDPOINTS):
+    # Every pod of the shipped RayService runs a Serve proxy (rehearsed: head, cpu x 2, gpu).
+    _, rehearsed_pods = read_rayservice(RAYSERVICE, generated_secret())
+    with nginx_front(folder, listen, [f"127.0.0.1:{port}"] * len(rehearsed_pods)):
         yield f"http://{listen}"
 
 

@@ -9,7 +9,6 @@ The Ingress object itself needs a cluster; what it asks of NGINX (retries, body 
 import http.client
 import os
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from serve_app.kuberay import ROOT
+from serve_app.rehearsal.checks import wait_for
 
 INGRESS = ROOT / "kuberay" / "ingress.yaml"
 ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
@@ -112,15 +112,14 @@ def nginx_front(
     process = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(front.conf)], stderr=subprocess.DEVNULL)
     host, _, port = listen.rpartition(":")
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                http.client.HTTPConnection(host, int(port), timeout=1).connect()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {error_log(folder)}") from None
-                time.sleep(0.05)
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"nginx did not start: {error_log(folder)}")
+            http.client.HTTPConnection(host, int(port), timeout=1).connect()  # OSError until it listens
+            return True
+
+        wait_for("nginx listening", listening, timeout_s=10, interval_s=0.05)
         yield front
     finally:
         process.terminate()

@@ -2,8 +2,9 @@
 
 1. Build: the image's build-time products (weights in $TORCH_HOME, the compiled FAQ kernels) are made into a
    directory that every pod mounts, read-only, as the image's home.
-2. Pods: one per Ray group (head, then each worker group), each in its own network and mount namespace with
-   the container's conditions (pods.py) and the `ray start` command KubeRay generates for it (manifest.py);
+2. Pods: the head, then each worker group's ``replicas`` (at least one), each in its own network and mount
+   namespace with the container's conditions (pods.py) and the `ray start` command KubeRay generates for it
+   (manifest.py);
    the GPU group advertises its GPUs to Ray, while the model runs on the CPU.
 3. The application is first imported under each pod's conditions (a quick, clear failure), then serveConfigV2
    is deployed through the head's dashboard as the KubeRay operator does (with Ray's token when it is on),
@@ -12,8 +13,9 @@
 4. Checks, as the RayService's health checks and a client would: the application RUNNING, /readyz 200, every
    route answering with a key and refusing without one, and (with ``authOptions.mode: token``) the dashboard
    refusing a caller without Ray's token. Prints the time from start to ready and each replica's cold start
-   (actor start to serving). Not rehearsed: the Ray autoscaler (one pod per group) and the Kubernetes objects
-   around the pods (Service, Ingress, NetworkPolicy).
+   (actor start to serving). ``PodKill``: a worker pod killed under load and remade, the load sent to the head
+   or through NGINX configured as kuberay/ingress.yaml (nginx_front.py). Not rehearsed: the Ray autoscaler and
+   the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
 """
 
 import copy
