@@ -275,7 +275,7 @@ else
   rm -f -- "${WORK}/primary" "${WORK}/secondary" "${WORK}/api-keys" "${WORK}/jwt-secret"
 fi
 
-log "RayService (image ${IMAGE}), NetworkPolicy and Ingress (host ${HOST})"
+log "RayService (image ${IMAGE}), NetworkPolicy, PodDisruptionBudget and Ingress (host ${HOST})"
 sed -E "s#^([[:space:]]*image:[[:space:]]*)[^[:space:]]+/${REPOSITORY}:[^[:space:]]+#\\1${IMAGE}#" \
   "${KUBERAY_DIR}/rayservice.yaml" >"${WORK}/rayservice.yaml"
 grep -q -F "image: ${IMAGE}" "${WORK}/rayservice.yaml" || die "no serve-app image in kuberay/rayservice.yaml"
@@ -285,6 +285,7 @@ sed "s/serve-app\\.example\\.com/${HOST}/g" "${KUBERAY_DIR}/ingress.yaml" >"${WO
 grep -q -F "host: ${HOST}" "${WORK}/ingress.yaml" || die "no ${EXAMPLE_HOST} host in kuberay/ingress.yaml"
 kubectl apply --namespace "${NAMESPACE}" -f - <"${WORK}/rayservice.yaml"
 kubectl apply --namespace "${NAMESPACE}" -f "${KUBERAY_DIR}/networkpolicy.yaml"
+kubectl apply --namespace "${NAMESPACE}" -f "${KUBERAY_DIR}/disruption-budget.yaml"
 kubectl apply --namespace "${NAMESPACE}" -f - <"${WORK}/ingress.yaml"
 
 log "public IP of ingress-nginx"

@@ -284,7 +284,9 @@ def test_manifests_are_applied_with_the_registry_image_and_the_host(two_runs):
     import kubernetes_validate
 
     kubernetes_validate.validate(kinds["Ingress"], "1.33", strict=True)
-    assert any("networkpolicy.yaml" in " ".join(c["argv"]) for c in started(two_runs["first_calls"], "kubectl apply"))
+    applied_files = [" ".join(c["argv"]) for c in started(two_runs["first_calls"], "kubectl apply")]
+    assert any("networkpolicy.yaml" in argv for argv in applied_files)
+    assert any("disruption-budget.yaml" in argv for argv in applied_files)
 
 
 def test_secret_is_created_once_from_files_and_keys_never_appear_on_a_command_line(two_runs):

@@ -123,7 +123,7 @@ def test_scripts_parse_and_pass_shellcheck(script):
 def test_core_objects_validate_against_kubernetes_schemas():
     import kubernetes_validate
 
-    for name in ("ingress.yaml", "networkpolicy.yaml"):
+    for name in ("ingress.yaml", "networkpolicy.yaml", "disruption-budget.yaml"):
         for document in yaml.safe_load_all((KUBERAY / name).read_text()):
             kubernetes_validate.validate(document, "1.33", strict=True)
 
@@ -142,3 +142,23 @@ def test_the_image_retries_what_the_local_fast_ingress_retries():
     from serve_app.rehearsal.manifest import read_dockerfile
 
     assert read_dockerfile(KUBERAY / "Dockerfile").env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON
+
+
+def _kuberay_pod_labels(group: dict, node_type: str) -> dict[str, str]:
+    """The labels a pod of this group gets: its template's, and those KubeRay adds (ray.io/node-type, ray.io/group)."""
+    kuberay_labels = {"ray.io/node-type": node_type, "ray.io/group": group["groupName"]}
+    return {**group["template"]["metadata"]["labels"], **kuberay_labels}
+
+
+def test_the_disruption_budget_lets_a_drain_evict_one_cpu_pod_at_a_time():
+    from serve_app.kuberay import RAYSERVICE
+
+    budget = yaml.safe_load((KUBERAY / "disruption-budget.yaml").read_text())["spec"]
+    cluster = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
+    groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
+    pods = {name: _kuberay_pod_labels(group, "worker") for name, group in groups.items()}
+    pods["head"] = _kuberay_pod_labels({**cluster["headGroupSpec"], "groupName": "headgroup"}, "head")
+    selected = {name for name, labels in pods.items() if budget["selector"]["matchLabels"].items() <= labels.items()}
+    assert selected == {"cpu"}
+    # Below the pods the cpu group keeps: a drain can evict one; at least one: never both at once.
+    assert 1 <= budget["minAvailable"] < groups["cpu"]["minReplicas"]
