@@ -111,6 +111,18 @@ def application_status(head_ip: str, name: str, token: str | None) -> dict:
     return answer.body.get("applications", {}).get(name, {}) if answer.status == 200 else {}
 
 
+def running_replicas_by_pod(application: dict, pod_names: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Deployment -> pod name -> its RUNNING replicas there (``pod_names``: node IP -> pod name)."""
+    placement: dict[str, dict[str, int]] = {}
+    for name, deployment in application.get("deployments", {}).items():
+        counts = placement.setdefault(name, {})
+        for replica in deployment.get("replicas", []):
+            if replica.get("state") == "RUNNING":
+                pod = pod_names.get(replica.get("node_ip", ""), replica.get("node_ip", "?"))
+                counts[pod] = counts.get(pod, 0) + 1
+    return placement
+
+
 def status_report(application: dict) -> str:
     """The application's and each unhealthy deployment's message: what `serve status` would print."""
     lines = [f"application {application.get('status', 'absent')}: {application.get('message', '')}".strip()]

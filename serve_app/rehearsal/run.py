@@ -102,38 +102,52 @@ def killed_under_load(
     workdir: Path,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
     """The pod at ``address`` killed under load, sent to the head, or to NGINX in front of every pod as the Serve
-    service's endpoints. Here the remade pod comes back at the killed one's address, so that address leaves the
-    upstreams as the pod is remade (a moment after the kill) and returns once KubeRay's readiness probe passes in
-    it, as a new pod becomes an endpoint when Ready."""
+    service's endpoints; how long its remade copy takes to pass KubeRay's readiness probe is timed either way.
+    Here the remade pod comes back at the killed one's address, so behind NGINX that address leaves the
+    upstreams as the pod is remade (a moment after the kill) and returns once the probe passes in it, as a new
+    pod becomes an endpoint when Ready."""
+    stop = threading.Event()
+    ready_after: list[float] = []
+    last_probe: list[str] = []
+
+    def watch_readiness(began: float, on_ready: Callable[[], None]) -> None:
+        while not stop.is_set():
+            ready, seen = checks.readiness_probe(address.name)
+            last_probe[:] = [seen]
+            if ready:
+                on_ready()
+                ready_after.append(round(time.monotonic() - began, 1))
+                return
+            stop.wait(1.0)
+
+    def remade_and_watched(on_ready: Callable[[], None] = lambda: None) -> None:
+        began = time.monotonic()
+        remake()
+        threading.Thread(target=watch_readiness, args=(began, on_ready), daemon=True).start()
+
+    def record_readiness(record: dict) -> None:
+        record["remade_pod_ready_after_s"] = ready_after[0] if ready_after else None
+        record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
+
     if not kill.nginx_front:
-        return pod_kill.pod_kill_under_load(
-            base_url, api_key, pod_name, address.name, remake, client_retries=kill.client_retries
-        )
+        try:
+            killed, record = pod_kill.pod_kill_under_load(
+                base_url, api_key, pod_name, address.name, remade_and_watched, client_retries=kill.client_retries
+            )
+        finally:
+            stop.set()
+        record_readiness(record)
+        return killed, record
     endpoints = [f"{pod.ip}:{checks.SERVE_PORT}" for pod in addresses]
     killed_endpoint = f"{address.ip}:{checks.SERVE_PORT}"
     folder = workdir / "nginx"
     folder.mkdir(exist_ok=True)
     listen = f"{pods.HOST_ADDRESS}:{checks.SERVE_PORT}"  # the host's end of the pods' network
-    stop = threading.Event()
-    ready_after: list[float] = []
-    last_probe: list[str] = []
     with nginx_front(folder, listen, endpoints) as front:
-
-        def rejoin(began: float) -> None:
-            while not stop.is_set():
-                ready, seen = checks.readiness_probe(address.name)
-                last_probe[:] = [seen]
-                if ready:
-                    front.set_upstreams(endpoints)
-                    ready_after.append(round(time.monotonic() - began, 1))
-                    return
-                stop.wait(1.0)
 
         def remake_behind_front() -> None:
             front.set_upstreams([e for e in endpoints if e != killed_endpoint])
-            began = time.monotonic()
-            remake()
-            threading.Thread(target=rejoin, args=(began,), daemon=True).start()
+            remade_and_watched(on_ready=lambda: front.set_upstreams(endpoints))
 
         try:
             killed, record = pod_kill.pod_kill_under_load(
@@ -147,8 +161,7 @@ def killed_under_load(
         finally:
             stop.set()
         record["nginx_sent_again"] = sent_again(tries(folder))
-        record["remade_pod_listed_after_s"] = ready_after[0] if ready_after else None
-        record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
+        record_readiness(record)
     return killed, record
 
 
@@ -236,7 +249,18 @@ def rehearse(
             index = [spec.group for spec in pod_specs].index(kill.group)
             spec, address = pod_specs[index], addresses[index]
             remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade.log")
+            pod_names = {pod.ip: pod_spec.name for pod_spec, pod in zip(pod_specs, addresses, strict=True)}
+
+            def placement() -> dict[str, dict[str, int]]:
+                return checks.running_replicas_by_pod(checks.application_status(head_ip, app_name, token), pod_names)
+
+            before = placement()
             killed, record = killed_under_load(kill, spec.name, address, addresses, remake, base_url, api_key, workdir)
+            record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
+            # A pod becomes one of the Serve service's endpoints only when Ready, and its Serve proxy (which the
+            # probe asks) runs only while the pod holds a replica: a remade pod left without one serves nothing.
+            ready, seen = checks.readiness_probe(address.name)
+            killed.append((f"the remade pod {spec.name} passes KubeRay's readiness probe after the load", ready, seen))
             results += killed
             outcome.timings["pod_kill"] = record
             say(f"     pod {spec.name} killed: {json.dumps(record)}")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from serve_app.kuberay import ROOT
-from serve_app.rehearsal.checks import unschedulable
+from serve_app.rehearsal.checks import running_replicas_by_pod, unschedulable
 from serve_app.rehearsal.manifest import ManifestError, quantity_bytes, quantity_cpus, read_dockerfile, read_rayservice
 from serve_app.rehearsal.pods import Filesystem, conditions_script
 from serve_app.rehearsal.run import generated_secret, without_gpu
@@ -135,3 +135,20 @@ def test_only_a_replica_that_cannot_fit_is_unschedulable():
     without_figures = "has 1 replicas that have taken more than 30s to be scheduled"
     assert unschedulable({"deployments": {"D": {"message": without_figures}}})
     assert not unschedulable({"deployments": {"D": {"message": "Deploying new version"}}})
+
+
+def test_placement_counts_running_replicas_by_pod_name():
+    application = {
+        "deployments": {
+            "Ingress": {
+                "replicas": [
+                    {"state": "RUNNING", "node_ip": "10.0.0.3"},
+                    {"state": "RUNNING", "node_ip": "10.0.0.3"},
+                    {"state": "STARTING", "node_ip": "10.0.0.4"},  # not serving yet: not counted
+                ]
+            },
+            "FAQMatcher": {"replicas": [{"state": "RUNNING", "node_ip": "10.0.0.9"}]},  # no pod known by that IP
+        }
+    }
+    placement = running_replicas_by_pod(application, {"10.0.0.3": "cpu-0", "10.0.0.4": "cpu-1"})
+    assert placement == {"Ingress": {"cpu-0": 2}, "FAQMatcher": {"10.0.0.9": 1}}
