@@ -80,7 +80,8 @@ def kuberay_rehearse(args: argparse.Namespace) -> int:
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
     kill = PodKill(args.kill_pod, args.client_retries, args.nginx_front) if args.kill_pod else None
-    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, kill)
+    update_retries = args.client_retries if args.update_under_load else None
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, kill, update_retries)
 
 
 def capacity(args: argparse.Namespace) -> int:
@@ -191,14 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-retries",
         type=int,
         default=2,
-        help="times the --kill-pod clients send a request again after a lost connection or a 502 (2, as "
-        "docs/api.md advises; 0: every such request counts as failed)",
+        help="times the --kill-pod and --update-under-load clients send a request again after a lost connection "
+        "or a 502 (2, as docs/api.md advises; 0: every such request counts as failed)",
     )
     rehearse_parser.add_argument(
         "--nginx-front",
         action="store_true",
         help="the --kill-pod load goes through NGINX configured as kuberay/ingress.yaml, in front of every pod's "
         "Serve port (as ingress-nginx in front of the Serve service), instead of to the head (needs nginx)",
+    )
+    rehearse_parser.add_argument(
+        "--update-under-load",
+        action="store_true",
+        help="then change serveConfigV2 in place under load (every replica replaced, as KubeRay applies an edited "
+        "RayService) and check that no request failed (clients retry as --client-retries says)",
     )
     rehearse_parser.add_argument("--out", type=Path, help="also write the checks and timings to this JSON file")
     rehearse_parser.set_defaults(run=kuberay_rehearse)

@@ -78,18 +78,16 @@ def _client(
         sent.append(Sent(route, started - began, time.monotonic() - started, status, retries))
 
 
-def pod_kill_under_load(
+def under_load(
     base_url: str,
     api_key: str,
-    group: str,
-    network_namespace: str,
-    remake_pod: Callable[[], None],
-    duration_s: float = 90,
-    kill_at_s: float = 15,
+    action: Callable[[], None],
+    duration_s: float,
+    act_at_s: float,
     faq_clients: int = 3,
     client_retries: int = CLIENT_RETRIES,
-) -> tuple[list[tuple[str, bool, str]], dict]:
-    """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load, then remade."""
+) -> tuple[list[Sent], list[str]]:
+    """(what was sent, the clients' routes): ``action`` done ``act_at_s`` into ``duration_s`` of load."""
     sent: list[Sent] = []
     began = time.monotonic()
     deadline = began + duration_s
@@ -102,17 +100,17 @@ def pod_kill_under_load(
     ]
     for client in clients:
         client.start()
-    time.sleep(kill_at_s)
-    killed = kill_pod(network_namespace)
-    remake_pod()
+    time.sleep(act_at_s)
+    action()
     for client in clients:
         client.join(duration_s + CLIENT_TIMEOUT_S)
+    return sent, routes
+
+
+def load_record(sent: list[Sent], routes: list[str], client_retries: int) -> dict:
+    """Requests sent, answered, failed (by status and when), sent again, and the slowest answer by route."""
     failed = [s for s in sent if s.status != 200]
-    record = {
-        "pod": group,
-        "killed_at_s": kill_at_s,
-        "processes_killed": killed,
-        "duration_s": duration_s,
+    return {
         "client_retries": client_retries,
         "sent": len(sent),
         "answered": len(sent) - len(failed),
@@ -129,17 +127,49 @@ def pod_kill_under_load(
         },
         "answered_by_route": dict(Counter(s.route for s in sent if s.status == 200)),
     }
+
+
+def no_request_failed(what: str, record: dict) -> tuple[str, bool, str]:
+    """The check that ``what`` under load failed no request, with what the clients saw."""
     seen = (
         f"{record['sent']} sent, {record['failed']} failed {record['failed_by_status'] or ''}, "
         f"{record['answered_after_being_sent_again']} answered after being sent again, slowest answer "
         f"{record['slowest_s_by_route']} s"
     )
-    label = (
-        f"pod {group} killed under load at {kill_at_s:g} s ({killed} processes) and made again: no request failed "
-        + (
-            f"(clients sending lost connections and 502s again, up to {client_retries} times)"
-            if client_retries
-            else "(clients never sending a request again)"
-        )
+    retries = record["client_retries"]
+    clients = (
+        f"(clients sending lost connections and 502s again, up to {retries} times)"
+        if retries
+        else "(clients never sending a request again)"
     )
-    return [(label, not failed, seen)], record
+    return f"{what}: no request failed {clients}", not record["failed"], seen
+
+
+def pod_kill_under_load(
+    base_url: str,
+    api_key: str,
+    group: str,
+    network_namespace: str,
+    remake_pod: Callable[[], None],
+    duration_s: float = 90,
+    kill_at_s: float = 15,
+    faq_clients: int = 3,
+    client_retries: int = CLIENT_RETRIES,
+) -> tuple[list[tuple[str, bool, str]], dict]:
+    """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load, then remade."""
+    killed: list[int] = []
+
+    def kill_and_remake() -> None:
+        killed.append(kill_pod(network_namespace))
+        remake_pod()
+
+    sent, routes = under_load(base_url, api_key, kill_and_remake, duration_s, kill_at_s, faq_clients, client_retries)
+    record = {
+        "pod": group,
+        "killed_at_s": kill_at_s,
+        "processes_killed": killed[0],
+        "duration_s": duration_s,
+        **load_record(sent, routes, client_retries),
+    }
+    what = f"pod {group} killed under load at {kill_at_s:g} s ({killed[0]} processes) and made again"
+    return [no_request_failed(what, record)], record

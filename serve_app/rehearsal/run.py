@@ -14,8 +14,9 @@
    route answering with a key and refusing without one, and (with ``authOptions.mode: token``) the dashboard
    refusing a caller without Ray's token. Prints the time from start to ready and each replica's cold start
    (actor start to serving). ``PodKill``: a worker pod killed under load and remade, the load sent to the head
-   or through NGINX configured as kuberay/ingress.yaml (nginx_front.py). Not rehearsed: the Ray autoscaler and
-   the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
+   or through NGINX configured as kuberay/ingress.yaml (nginx_front.py). ``update_client_retries``: then
+   serveConfigV2 changed in place under load, every replica replaced (config_update.py). Not rehearsed: the Ray
+   autoscaler and the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
 """
 
 import copy
@@ -30,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from serve_app.rehearsal import checks, image, pod_kill, pods
+from serve_app.rehearsal import checks, config_update, image, pod_kill, pods
 from serve_app.rehearsal.manifest import (
     RAY_TOKEN_KEY,
     RAY_TOKEN_SECRET,
@@ -172,6 +173,7 @@ def rehearse(
     workdir: Path,
     timeout_s: float,
     kill: PodKill | None = None,
+    update_client_retries: int | None = None,
 ) -> Outcome:
     outcome = Outcome(passed=False)
     say = outcome.lines.append
@@ -244,16 +246,16 @@ def rehearse(
         results += checks.client_checks(base_url, api_key)
         if token:
             results += checks.dashboard_checks(head_ip, serve_config)
+        pod_names = {pod.ip: pod_spec.name for pod_spec, pod in zip(pod_specs, addresses, strict=True)}
+
+        def placement() -> dict[str, dict[str, int]]:
+            return checks.running_replicas_by_pod(checks.application_status(head_ip, app_name, token), pod_names)
+
         if kill is not None:
             # The group's first pod: with several, the others keep serving while it is gone.
             index = [spec.group for spec in pod_specs].index(kill.group)
             spec, address = pod_specs[index], addresses[index]
             remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade.log")
-            pod_names = {pod.ip: pod_spec.name for pod_spec, pod in zip(pod_specs, addresses, strict=True)}
-
-            def placement() -> dict[str, dict[str, int]]:
-                return checks.running_replicas_by_pod(checks.application_status(head_ip, app_name, token), pod_names)
-
             before = placement()
             killed, record = killed_under_load(kill, spec.name, address, addresses, remake, base_url, api_key, workdir)
             record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
@@ -264,6 +266,13 @@ def rehearse(
             results += killed
             outcome.timings["pod_kill"] = record
             say(f"     pod {spec.name} killed: {json.dumps(record)}")
+        if update_client_retries is not None:
+            updated, record = config_update.updated_under_load(
+                serve_config, head_ip, token, base_url, api_key, placement, update_client_retries
+            )
+            results += updated
+            outcome.timings["config_update"] = record
+            say(f"     serveConfigV2 updated: {json.dumps(record)}")
         for label, passed, seen in results:
             say(f"{'ok  ' if passed else 'FAIL'} {label}" + ("" if passed else f": {seen}"))
         times.observe(checks.application_status(head_ip, app_name, token))
@@ -293,6 +302,7 @@ def main(
     keep: Path | None,
     out: Path | None = None,
     kill: PodKill | None = None,
+    update_client_retries: int | None = None,
 ) -> int:
     try:
         pods.preflight()
@@ -302,7 +312,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
         workdir = keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill, update_client_retries)
     print("\n".join(outcome.lines))
     print(json.dumps(outcome.timings))
     print("rehearsal passed" if outcome.passed else "rehearsal FAILED")

@@ -60,13 +60,20 @@ def without_env(name: str):
     return change
 
 
-def test_the_shipped_rayservice_serves_every_route_as_deployed_and_loses_no_request_to_a_cpu_node_death():
+def test_the_shipped_rayservice_loses_no_request_to_a_cpu_node_death_or_a_config_update():
     # A CPU node dies under load (one of the cpu group's two pods), with clients that never send a request
-    # again: the other pod's ingress and FAQ replicas take over what the dead ones held.
-    code, output = rehearse(MANIFEST, "--kill-pod", "cpu", "--client-retries", "0")
+    # again: the other pod's ingress and FAQ replicas take over what the dead ones held, and the remade pod gets
+    # an ingress replica back and becomes Ready. Then serveConfigV2 changes in place under load: every replica
+    # is replaced, one at a time where max_replicas_per_node leaves no room, and no request fails.
+    code, output = rehearse(MANIFEST, "--kill-pod", "cpu", "--client-retries", "0", "--update-under-load")
     assert code == 0 and "rehearsal passed" in output
     assert "ok   POST /images/classify with a key" in output and "scheduled -> serving" in output
     assert "ok   pod cpu-0 killed under load at 15 s" in output and "no request failed" in output
+    assert "ok   the remade pod cpu-0 passes KubeRay's readiness probe after the load" in output
+    assert (
+        "ok   serveConfigV2 updated in place under load at 15 s (every replica replaced): no request failed" in output
+    )
+    assert "ok   every replica replaced and the application RUNNING" in output
 
 
 def test_a_read_only_root_without_a_numba_cache_directory_is_caught(tmp_path: Path):
