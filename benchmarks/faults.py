@@ -429,9 +429,8 @@ def parse_kill(text: str) -> tuple[str, float]:
 def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
     """The URL the load goes to: the server's own, or an NGINX configured as kuberay/ingress.yaml in front of it,
     with the server's port as the upstream of each pod of the shipped RayService (the Serve service's
-    endpoints). Here one node serves them all, so a request NGINX
-    sends again reaches the same HAProxy, where on a cluster another pod's HAProxy would take it to the same
-    ingress replicas."""
+    endpoints). Here one node serves them all, so a request NGINX sends again reaches the same HAProxy, where on
+    a cluster another pod's HAProxy would take it to the same ingress replicas."""
     if front == "none":
         yield url
         return

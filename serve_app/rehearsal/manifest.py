@@ -1,10 +1,9 @@
 """What the pods of a RayService would run, read from the manifest and the image's Dockerfile themselves.
 
 Each pod of a Ray group (the head; each worker group's ``replicas``, at least one) becomes a ``PodSpec``: the
-``ray start`` command KubeRay
-generates for it, the container's environment (Secret references resolved from a given Secret, Ray's token as
-KubeRay adds it, the image's ``ENV`` underneath), its user, its writable volumes and whether the root
-filesystem is read-only.
+``ray start`` command KubeRay generates for it, the container's environment (Secret references resolved from a
+given Secret, Ray's token as KubeRay adds it, the image's ``ENV`` underneath), its user, its writable volumes and
+whether the root filesystem is read-only.
 """
 
 import math

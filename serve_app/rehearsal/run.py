@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -126,43 +127,31 @@ def killed_under_load(
         remake()
         threading.Thread(target=watch_readiness, args=(began, on_ready), daemon=True).start()
 
-    def record_readiness(record: dict) -> None:
-        record["remade_pod_ready_after_s"] = ready_after[0] if ready_after else None
-        record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
-
-    if not kill.nginx_front:
-        try:
-            killed, record = pod_kill.pod_kill_under_load(
-                base_url, api_key, pod_name, address.name, remade_and_watched, client_retries=kill.client_retries
-            )
-        finally:
-            stop.set()
-        record_readiness(record)
-        return killed, record
-    endpoints = [f"{pod.ip}:{checks.SERVE_PORT}" for pod in addresses]
-    killed_endpoint = f"{address.ip}:{checks.SERVE_PORT}"
     folder = workdir / "nginx"
-    folder.mkdir(exist_ok=True)
     listen = f"{pods.HOST_ADDRESS}:{checks.SERVE_PORT}"  # the host's end of the pods' network
-    with nginx_front(folder, listen, endpoints) as front:
+    endpoints = [f"{pod.ip}:{checks.SERVE_PORT}" for pod in addresses]
+    if kill.nginx_front:
+        folder.mkdir(exist_ok=True)
+    with nginx_front(folder, listen, endpoints) if kill.nginx_front else nullcontext() as front:
+        url, remake_it = base_url, remade_and_watched
+        if front is not None:
+            killed_endpoint = f"{address.ip}:{checks.SERVE_PORT}"
 
-        def remake_behind_front() -> None:
-            front.set_upstreams([e for e in endpoints if e != killed_endpoint])
-            remade_and_watched(on_ready=lambda: front.set_upstreams(endpoints))
+            def remake_behind_front() -> None:
+                front.set_upstreams([e for e in endpoints if e != killed_endpoint])
+                remade_and_watched(on_ready=lambda: front.set_upstreams(endpoints))
 
+            url, remake_it = f"http://{listen}", remake_behind_front
         try:
             killed, record = pod_kill.pod_kill_under_load(
-                f"http://{listen}",
-                api_key,
-                pod_name,
-                address.name,
-                remake_behind_front,
-                client_retries=kill.client_retries,
+                url, api_key, pod_name, address.name, remake_it, client_retries=kill.client_retries
             )
         finally:
             stop.set()
+    if kill.nginx_front:
         record["nginx_sent_again"] = sent_again(tries(folder))
-        record_readiness(record)
+    record["remade_pod_ready_after_s"] = ready_after[0] if ready_after else None
+    record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
     return killed, record
 
 
