@@ -435,9 +435,10 @@ def in_front(front: str, folder: Path, port: int, url: str) -> Iterator[str]:
         yield url
         return
     listen = f"127.0.0.1:{free_port()}"
-    # Every pod of the shipped RayService runs a Serve proxy (rehearsed: head, cpu x 2, gpu).
+    # One upstream per endpoint of the shipped RayService's Serve service (rehearsed: cpu x 2, gpu; not the head).
     _, rehearsed_pods = read_rayservice(RAYSERVICE, generated_secret())
-    with nginx_front(folder, listen, [f"127.0.0.1:{port}"] * len(rehearsed_pods)):
+    endpoints = [pod for pod in rehearsed_pods if pod.serve_endpoint]
+    with nginx_front(folder, listen, [f"127.0.0.1:{port}"] * len(endpoints)):
         yield f"http://{listen}"
 
 

@@ -73,15 +73,15 @@ def kuberay_render(args: argparse.Namespace) -> int:
 
 def kuberay_rehearse(args: argparse.Namespace) -> int:
     from serve_app.kuberay import ROOT, require_checkout
-    from serve_app.rehearsal.run import PodKill
+    from serve_app.rehearsal.kill_scenario import PodKill
     from serve_app.rehearsal.run import main as rehearse
 
     require_checkout("kuberay rehearse")
     manifest = args.manifest or ROOT / "kuberay" / "rayservice.yaml"
     dockerfile = args.dockerfile or ROOT / "kuberay" / "Dockerfile"
-    kill = PodKill(args.kill_pod, args.client_retries, args.nginx_front) if args.kill_pod else None
+    kills = tuple(PodKill(group, args.client_retries, args.nginx_front) for group in args.kill_pod or ())
     update_retries = args.client_retries if args.update_under_load else None
-    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, kill, update_retries)
+    return rehearse(manifest, dockerfile, ROOT, args.timeout_s, args.keep, args.out, kills, update_retries)
 
 
 def capacity(args: argparse.Namespace) -> int:
@@ -185,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse_parser.add_argument("--keep", type=Path, help="keep the pods' logs and the built home in this folder")
     rehearse_parser.add_argument(
         "--kill-pod",
-        choices=["cpu", "gpu"],
-        help="after the checks, kill this worker group's (first) pod under load (a node failure) and make it again",
+        choices=["cpu", "gpu", "head"],
+        action="append",
+        help="after the checks, kill this group's (first) pod under load (a node failure) and make it again; "
+        "repeat to kill one after the other (head: survived only with gcsFaultToleranceOptions)",
     )
     rehearse_parser.add_argument(
         "--client-retries",

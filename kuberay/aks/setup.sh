@@ -64,6 +64,7 @@ TAG_KEY="created-by"
 TAG_VALUE="serve-app-setup"
 CREATED_TAG="${TAG_KEY}=${TAG_VALUE}"
 SECRET_NAME="serve-app-api-keys"
+REDIS_SECRET_NAME="serve-app-redis"  # kuberay/redis.yaml and the RayService read it by this name
 REPOSITORY="serve-app"
 # The placeholders in the committed manifests, replaced when applying.
 EXAMPLE_HOST="serve-app.example.com"
@@ -257,23 +258,43 @@ if [ "${NAMESPACE}" != "default" ]; then
   fi
 fi
 
+secret_exists() { kubectl get secret "$1" --namespace "${NAMESPACE}" --output name >/dev/null 2>&1; }
+# Fresh random values (32 bytes, hex) in private files under ${WORK}, one per name: never on a command line.
+random_files() { (
+  umask 077
+  for name in "$@"; do openssl rand -hex 32 | tr -d '\n' >"${WORK}/${name}"; done
+); }
+
 log "Secret ${SECRET_NAME} (API keys, primary and secondary; token signing secret)"
 # The RayService mounts it in the CPU group as files: api-keys (primary first, read through
 # SERVE_APP_API_KEYS_FILE) and jwt-secret (SERVE_APP_JWT_SECRET_FILE). Created once and never overwritten: rotation is a deliberate step (docs/kubernetes.md).
-if kubectl get secret "${SECRET_NAME}" --namespace "${NAMESPACE}" --output name >/dev/null 2>&1; then
+if secret_exists "${SECRET_NAME}"; then
   echo "exists; left unchanged (the keys are kept)"
 else
+  random_files primary secondary jwt-secret
   (
     umask 077
-    openssl rand -hex 32 | tr -d '\n' >"${WORK}/primary"
-    openssl rand -hex 32 | tr -d '\n' >"${WORK}/secondary"
-    openssl rand -hex 32 | tr -d '\n' >"${WORK}/jwt-secret"
     { cat "${WORK}/primary"; printf ','; cat "${WORK}/secondary"; } >"${WORK}/api-keys"
   )
   kubectl create secret generic "${SECRET_NAME}" --namespace "${NAMESPACE}" \
     --from-file=api-keys="${WORK}/api-keys" --from-file=jwt-secret="${WORK}/jwt-secret"
   rm -f -- "${WORK}/primary" "${WORK}/secondary" "${WORK}/api-keys" "${WORK}/jwt-secret"
 fi
+
+log "Secret ${REDIS_SECRET_NAME} and Redis (the GCS's state: the cluster survives its head pod's death)"
+# The password of kuberay/redis.yaml's Redis, which the RayService's gcsFaultToleranceOptions names. Created once:
+# a new password would lock the running GCS out of the state it keeps there.
+if secret_exists "${REDIS_SECRET_NAME}"; then
+  echo "exists; left unchanged"
+else
+  random_files redis-password
+  kubectl create secret generic "${REDIS_SECRET_NAME}" --namespace "${NAMESPACE}" \
+    --from-file=password="${WORK}/redis-password"
+  rm -f -- "${WORK}/redis-password"
+fi
+kubectl apply --namespace "${NAMESPACE}" -f "${KUBERAY_DIR}/redis.yaml"
+# The head's GCS connects at start and exits while Redis does not answer: Redis first.
+kubectl rollout status deployment/serve-app-redis --namespace "${NAMESPACE}" --timeout=10m
 
 log "RayService (image ${IMAGE}), NetworkPolicy, PodDisruptionBudget and Ingress (host ${HOST})"
 sed -E "s#^([[:space:]]*image:[[:space:]]*)[^[:space:]]+/${REPOSITORY}:[^[:space:]]+#\\1${IMAGE}#" \

@@ -105,10 +105,20 @@ class ReplicaTimes:
         )
 
 
-def application_status(head_ip: str, name: str, token: str | None) -> dict:
+def serve_details(head_ip: str, token: str | None) -> dict:
+    """The dashboard's Serve REST API answer (applications, controller), or {} while it cannot give one."""
     url = f"http://{head_ip}:{DASHBOARD_PORT}/api/serve/applications/"
     answer = http("GET", url, headers=dashboard_headers(token), timeout=10)
-    return answer.body.get("applications", {}).get(name, {}) if answer.status == 200 else {}
+    return answer.body if answer.status == 200 and isinstance(answer.body, dict) else {}
+
+
+def application_status(head_ip: str, name: str, token: str | None) -> dict:
+    return serve_details(head_ip, token).get("applications", {}).get(name, {})
+
+
+def controller_node_ip(head_ip: str, token: str | None) -> str | None:
+    """The node the Serve controller runs on, as the dashboard reports it."""
+    return (serve_details(head_ip, token).get("controller_info") or {}).get("node_ip")
 
 
 def running_replicas_by_pod(application: dict, pod_names: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -231,17 +241,24 @@ def wait_until_ready(base_url: str, timeout_s: float) -> Answer:
     return wait_for("/readyz 200", lambda: (a := http("GET", f"{base_url}/readyz")).status == 200 and a, timeout_s)
 
 
-# KubeRay's readiness probe of a RayService's Ray pods, an exec probe inside the pod: the raylet healthy, and
-# the node's Serve proxy answering /-/healthz (a pod failing it leaves the Serve Service's endpoints).
+# KubeRay's readiness probes of a RayService's Ray pods, exec probes inside the pod: a worker's raylet healthy and
+# its Serve proxy answering /-/healthz (a worker failing it leaves the Serve Service's endpoints); the head's
+# raylet and GCS.
 READINESS_URLS = ("http://localhost:52365/api/local_raylet_healthz", f"http://localhost:{SERVE_PORT}/-/healthz")
-PROBE = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+HEAD_READINESS_URLS = (READINESS_URLS[0], f"http://localhost:{DASHBOARD_PORT}/api/gcs_healthz")
+# The answer's body, or the error's last line (no traceback: it would name this machine's paths).
+PROBE = (
+    "import sys, urllib.request\n"
+    "try: print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n"
+    "except Exception as error: sys.exit(f'{type(error).__name__}: {error}')"
+)
 
 
-def readiness_probe(network_namespace: str) -> tuple[bool, str]:
+def readiness_probe(network_namespace: str, head: bool = False) -> tuple[bool, str]:
     """Run KubeRay's readiness checks from inside the pod's network namespace, as the kubelet would."""
-    for url in READINESS_URLS:
+    for url in HEAD_READINESS_URLS if head else READINESS_URLS:
         command = ["ip", "netns", "exec", network_namespace, sys.executable, "-c", PROBE, url]
         result = subprocess.run(command, capture_output=True, text=True, timeout=30)
         if result.returncode or "success" not in result.stdout:
             return False, f"{url}: {(result.stdout + result.stderr).strip()[-200:]}"
-    return True, "raylet and Serve proxy healthy"
+    return True, "raylet and GCS healthy" if head else "raylet and Serve proxy healthy"

@@ -24,6 +24,10 @@ GCS_PORT = 6379
 # The rehearsal takes it from the Secret of this name in the secrets it is given.
 RAY_TOKEN_SECRET = "kuberay-generated-ray-token"
 RAY_TOKEN_KEY = "auth_token"
+# With gcsFaultToleranceOptions KubeRay gives worker pods this long to reach a (remade) GCS, and the head's GCS a
+# Redis key namespace: the RayCluster's UID unless externalStorageNamespace says otherwise (a fixed one here).
+WORKER_GCS_RECONNECT_TIMEOUT_S = "600"
+REHEARSAL_CLUSTER_UID = "serve-app-rehearsal"
 # The Ray base image (rayproject/ray) runs as the user "ray", whose home is this.
 IMAGE_HOME = "/home/ray"
 
@@ -52,6 +56,7 @@ class PodSpec:
     read_only_root: bool
     volumes: list[Volume]
     working_dir: str | None  # the container's workingDir, else the image's WORKDIR
+    serve_endpoint: bool = True  # an endpoint of the Serve service once Ready (not the head when excluded)
 
     @property
     def is_head(self) -> bool:
@@ -134,6 +139,47 @@ def _ray_auth_env(cluster: dict[str, Any], secrets: dict[str, dict[str, str]]) -
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
+def _rayservice_env() -> dict[str, str]:
+    """What KubeRay adds to every Ray container of a RayService's cluster (ray-operator/controllers/ray/common/
+    pod.go): tighter GCS and Serve KV timeouts."""
+    return {
+        "RAY_timeout_ms_task_wait_for_death_info": "0",
+        "RAY_gcs_server_request_timeout_seconds": "5",
+        "RAY_SERVE_KV_TIMEOUT_S": "5",
+    }
+
+
+def _gcs_fault_tolerance(
+    cluster: dict[str, Any], secrets: dict[str, dict[str, str]], is_head: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(env, ray start params) KubeRay adds for ``gcsFaultToleranceOptions``: the head's GCS gets Redis's address,
+    password and a storage namespace (the RayCluster's UID unless given); workers wait up to 600 s for a GCS."""
+    options = cluster.get("gcsFaultToleranceOptions")
+    if options is None:
+        return {}, {}
+    if not is_head:
+        return {"RAY_gcs_rpc_server_reconnect_timeout_s": WORKER_GCS_RECONNECT_TIMEOUT_S}, {}
+    container = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    own = {item["name"] for item in container.get("env", [])} & {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD"}
+    if own or "redis-password" in (cluster["headGroupSpec"].get("rayStartParams") or {}):
+        # KubeRay's validation refuses the RayCluster: these come from gcsFaultToleranceOptions alone.
+        raise ManifestError(f"gcsFaultToleranceOptions with the head's own {sorted(own) or 'redis-password'}")
+    if "redisAddress" not in options:
+        raise ManifestError("gcsFaultToleranceOptions: no redisAddress (only the Redis backend is rehearsed)")
+    env = {
+        "RAY_REDIS_ADDRESS": options["redisAddress"],
+        "RAY_external_storage_namespace": options.get("externalStorageNamespace") or REHEARSAL_CLUSTER_UID,
+    }
+    password = options.get("redisPassword")
+    if password is None:
+        return env, {}
+    if "value" in password:
+        env["REDIS_PASSWORD"] = str(password["value"])
+    else:
+        env |= _env({"env": [{"name": "REDIS_PASSWORD", "valueFrom": password["valueFrom"]}]}, secrets)
+    return env, {"redis-password": env["REDIS_PASSWORD"]}
+
+
 def _same_directory(mount: dict[str, Any], mounts: list[dict[str, Any]]) -> bool:
     """A subPath mount that shows a directory already visible through another mount of its volume (the /tmp
     volume's ``ray`` at /tmp/ray): the same directory, which needs nothing more here."""
@@ -184,16 +230,19 @@ def _volumes(pod: dict[str, Any], container: dict[str, Any], secrets: dict[str, 
     return mounts
 
 
-def _pod(group_name: str, group: dict, secrets: dict, autoscaling: bool, auth_env: dict[str, str]) -> PodSpec:
+def _pod(group_name: str, group: dict, secrets: dict, cluster: dict[str, Any], auth_env: dict[str, str]) -> PodSpec:
     pod = group["template"]["spec"]
     container = pod["containers"][0]  # KubeRay runs Ray in the first container
     pod_security = pod.get("securityContext", {})
     security = {**pod_security, **container.get("securityContext", {})}
+    is_head = group_name == "head"
+    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+    ft_env, ft_params = _gcs_fault_tolerance(cluster, secrets, is_head)
     return PodSpec(
         group=group_name,
         name=group_name,
-        ray_start_params=_start_params(group, container, group_name == "head", autoscaling),
-        env=auth_env | _env(container, secrets),
+        ray_start_params=_start_params(group, container, is_head, autoscaling) | ft_params,
+        env=_rayservice_env() | ft_env | auth_env | _env(container, secrets),
         uid=security.get("runAsUser"),
         gid=security.get("runAsGroup"),
         read_only_root=bool(security.get("readOnlyRootFilesystem", False)),
@@ -209,11 +258,11 @@ def read_rayservice(path: Path, secrets: dict[str, dict[str, str]]) -> tuple[dic
         raise ManifestError(f"{path} is not a RayService")
     spec = manifest["spec"]
     cluster = spec["rayClusterConfig"]
-    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
     auth_env = _ray_auth_env(cluster, secrets)
-    pods = [_pod("head", cluster["headGroupSpec"], secrets, autoscaling, auth_env)]
+    head = _pod("head", cluster["headGroupSpec"], secrets, cluster, auth_env)
+    pods = [replace(head, serve_endpoint=not spec.get("excludeHeadPodFromServeSvc", False))]
     for group in cluster.get("workerGroupSpecs", []):
-        pod = _pod(group["groupName"], group, secrets, autoscaling, auth_env)
+        pod = _pod(group["groupName"], group, secrets, cluster, auth_env)
         # The pods KubeRay starts (`replicas`), at least one: a group that starts at zero (the GPU group) is run
         # once all the same, so that every route can be called.
         count = max(1, int(group.get("replicas", 1)))

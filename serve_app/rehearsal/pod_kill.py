@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.client import HTTPException
 
 from serve_app.rehearsal.checks import http, jpeg_bytes
 
@@ -64,7 +65,8 @@ def _client(
             return http("POST", base_url + path, body, headers, timeout=CLIENT_TIMEOUT_S).status
         except TimeoutError:  # waited the whole client timeout: not a lost connection, never sent again
             return "TimeoutError"
-        except OSError as error:  # refused, reset, closed without an answer: no HTTP status came back
+        # Refused, reset, closed without an answer or in the middle of one (IncompleteRead): no whole answer came.
+        except (OSError, HTTPException) as error:
             return type(error).__name__
 
     while time.monotonic() < deadline:

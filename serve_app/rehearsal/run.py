@@ -13,26 +13,26 @@
 4. Checks, as the RayService's health checks and a client would: the application RUNNING, /readyz 200, every
    route answering with a key and refusing without one, and (with ``authOptions.mode: token``) the dashboard
    refusing a caller without Ray's token. Prints the time from start to ready and each replica's cold start
-   (actor start to serving). ``PodKill``: a worker pod killed under load and remade, the load sent to the head
-   or through NGINX configured as kuberay/ingress.yaml (nginx_front.py). ``update_client_retries``: then
-   serveConfigV2 changed in place under load, every replica replaced (config_update.py). Not rehearsed: the Ray
-   autoscaler and the Kubernetes objects around the pods (Service, Ingress, NetworkPolicy).
+   (actor start to serving). ``kills``: pods killed under load one after the other and remade, a worker's or
+   the head's (kill_scenario.py; the load sent to a Serve endpoint that stays, or through NGINX configured as
+   kuberay/ingress.yaml). ``update_client_retries``: then serveConfigV2 changed in place under load, every
+   replica replaced (config_update.py). With ``gcsFaultToleranceOptions`` a redis-server holds the GCS's state
+   (redis_store.py). Not rehearsed: the Ray autoscaler and the Kubernetes objects around the pods (Service,
+   Ingress, NetworkPolicy).
 """
 
 import copy
 import json
 import secrets
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from serve_app.rehearsal import checks, config_update, image, pod_kill, pods
+from serve_app.rehearsal import checks, config_update, image, pods
+from serve_app.rehearsal.kill_scenario import PodKill, killed_under_load, serve_recovered
 from serve_app.rehearsal.manifest import (
     RAY_TOKEN_KEY,
     RAY_TOKEN_SECRET,
@@ -41,21 +41,13 @@ from serve_app.rehearsal.manifest import (
     read_dockerfile,
     read_rayservice,
 )
-from serve_app.rehearsal.nginx_front import nginx_front, sent_again, tries
+from serve_app.rehearsal.redis_store import RedisStore
 
 # Run in each pod after importing the builder: the replicas' model libraries load when a replica starts, not with
 # the graph, and a pod that cannot import them (a read-only root without numba's cache directory) must fail here.
 IMPORT_REPLICA_MODULES = "import serve_app.app; serve_app.app.import_replica_modules()"
 SECRET_NAME = "serve-app-api-keys"
-
-
-@dataclass(frozen=True)
-class PodKill:
-    """A worker group's first pod killed under load after the checks (a node failure), then remade."""
-
-    group: str
-    client_retries: int = pod_kill.CLIENT_RETRIES  # times a client sends a request again (0: never)
-    nginx_front: bool = False  # the load through NGINX as kuberay/ingress.yaml configures it, to every pod
+REDIS_SECRET = "serve-app-redis"  # kuberay/redis.yaml's password, as kuberay/aks/setup.sh creates it
 
 
 @dataclass
@@ -71,6 +63,7 @@ def generated_secret() -> dict[str, dict[str, str]]:
     return {
         SECRET_NAME: {"api-keys": keys, "jwt-secret": secrets.token_hex(32)},
         RAY_TOKEN_SECRET: {RAY_TOKEN_KEY: secrets.token_hex(32)},
+        REDIS_SECRET: {"password": secrets.token_hex(32)},
     }
 
 
@@ -93,66 +86,9 @@ def import_check(pod: PodSpec, command: list[str], log: Path) -> None:
         raise RuntimeError(f"the application does not import in the {pod.name} pod:\n{process.tail(12)}")
 
 
-def killed_under_load(
-    kill: PodKill,
-    pod_name: str,
-    address: pods.PodAddress,
-    addresses: list[pods.PodAddress],
-    remake: Callable[[], None],
-    base_url: str,
-    api_key: str,
-    workdir: Path,
-) -> tuple[list[tuple[str, bool, str]], dict]:
-    """The pod at ``address`` killed under load, sent to the head, or to NGINX in front of every pod as the Serve
-    service's endpoints; how long its remade copy takes to pass KubeRay's readiness probe is timed either way.
-    Here the remade pod comes back at the killed one's address, so behind NGINX that address leaves the
-    upstreams as the pod is remade (a moment after the kill) and returns once the probe passes in it, as a new
-    pod becomes an endpoint when Ready."""
-    stop = threading.Event()
-    ready_after: list[float] = []
-    last_probe: list[str] = []
-
-    def watch_readiness(began: float, on_ready: Callable[[], None]) -> None:
-        while not stop.is_set():
-            ready, seen = checks.readiness_probe(address.name)
-            last_probe[:] = [seen]
-            if ready:
-                on_ready()
-                ready_after.append(round(time.monotonic() - began, 1))
-                return
-            stop.wait(1.0)
-
-    def remade_and_watched(on_ready: Callable[[], None] = lambda: None) -> None:
-        began = time.monotonic()
-        remake()
-        threading.Thread(target=watch_readiness, args=(began, on_ready), daemon=True).start()
-
-    folder = workdir / "nginx"
-    listen = f"{pods.HOST_ADDRESS}:{checks.SERVE_PORT}"  # the host's end of the pods' network
-    endpoints = [f"{pod.ip}:{checks.SERVE_PORT}" for pod in addresses]
-    if kill.nginx_front:
-        folder.mkdir(exist_ok=True)
-    with nginx_front(folder, listen, endpoints) if kill.nginx_front else nullcontext() as front:
-        url, remake_it = base_url, remade_and_watched
-        if front is not None:
-            killed_endpoint = f"{address.ip}:{checks.SERVE_PORT}"
-
-            def remake_behind_front() -> None:
-                front.set_upstreams([e for e in endpoints if e != killed_endpoint])
-                remade_and_watched(on_ready=lambda: front.set_upstreams(endpoints))
-
-            url, remake_it = f"http://{listen}", remake_behind_front
-        try:
-            killed, record = pod_kill.pod_kill_under_load(
-                url, api_key, pod_name, address.name, remake_it, client_retries=kill.client_retries
-            )
-        finally:
-            stop.set()
-    if kill.nginx_front:
-        record["nginx_sent_again"] = sent_again(tries(folder))
-    record["remade_pod_ready_after_s"] = ready_after[0] if ready_after else None
-    record["remade_pod_last_readiness_probe"] = last_probe[0] if last_probe else None
-    return killed, record
+def shown(command: list[str]) -> list[str]:
+    """``command`` as KubeRay writes it into the pod spec: Redis's password by the variable's name."""
+    return ["--redis-password=$REDIS_PASSWORD" if arg.startswith("--redis-password=") else arg for arg in command]
 
 
 def rehearse(
@@ -161,7 +97,7 @@ def rehearse(
     project: Path,
     workdir: Path,
     timeout_s: float,
-    kill: PodKill | None = None,
+    kills: tuple[PodKill, ...] = (),
     update_client_retries: int | None = None,
 ) -> Outcome:
     outcome = Outcome(passed=False)
@@ -185,14 +121,21 @@ def rehearse(
     outcome.timings["build_s"] = round(time.monotonic() - start, 1)
     network = pods.PodNetwork(len(pod_specs))
     running: list[pods.PodProcess] = []
+    redis: RedisStore | None = None
     try:
         network.up()
         addresses = network.pods
         head_ip = addresses[0].ip
+        if "RAY_REDIS_ADDRESS" in pod_specs[0].env:
+            redis = RedisStore(pod_specs[0].env.get("REDIS_PASSWORD"), workdir)
+            named = pod_specs[0].env["RAY_REDIS_ADDRESS"]
+            say(f"ok   Redis for the GCS's state at {redis.address} (the manifest's {named})")
         commands = {}
         for spec, address in zip(pod_specs, addresses, strict=True):
             script = pods.conditions_script(spec, image_spec, fs)
             env = pods.pod_environment(spec, image_spec, fs, address, head_ip)
+            if redis is not None and spec.is_head:
+                env["RAY_REDIS_ADDRESS"] = redis.address  # the Service's name, resolved
             commands[spec.name] = (script, env)
             import_path = serve_config["applications"][0]["import_path"]
             module, _, attribute = import_path.partition(":")
@@ -210,7 +153,7 @@ def rehearse(
         start = time.monotonic()
         for spec, address in zip(pod_specs, addresses, strict=True):
             start_pod(spec, address, f"pod-{spec.name}.log")
-            say(f"     pod {spec.name} at {address.ip}: {' '.join(spec.ray_start_command(head_ip)[1:])}")
+            say(f"     pod {spec.name} at {address.ip}: {' '.join(shown(spec.ray_start_command(head_ip))[1:])}")
             if spec.is_head:
                 checks.wait_for("the head's dashboard", lambda: checks.alive_nodes(head_ip, token), 120)
         nodes = len(pod_specs)
@@ -223,12 +166,15 @@ def rehearse(
         checks.wait_until_running(head_ip, app_name, timeout_s, times, token)
         outcome.timings["running_s"] = round(time.monotonic() - start, 1)
         say(f"ok   application {app_name} RUNNING {outcome.timings['running_s']} s after the pods started")
-        base_url = f"http://{head_ip}:{checks.SERVE_PORT}"
+        # The clients call the Serve service: the first of its endpoints (the head only when it is one).
+        pairs = zip(pod_specs, addresses, strict=True)
+        endpoints = {spec.name: address for spec, address in pairs if spec.serve_endpoint}
+        base_url = f"http://{next(iter(endpoints.values())).ip}:{checks.SERVE_PORT}"
         checks.wait_until_ready(base_url, 120)
         outcome.timings["ready_s"] = round(time.monotonic() - start, 1)
         say(f"ok   /readyz 200 {outcome.timings['ready_s']} s after the pods started")
         results = [
-            (f"pod {spec.name}: KubeRay's readiness probe", *checks.readiness_probe(address.name))
+            (f"pod {spec.name}: KubeRay's readiness probe", *checks.readiness_probe(address.name, spec.is_head))
             for spec, address in zip(pod_specs, addresses, strict=True)
         ]
         api_key = secret[SECRET_NAME]["api-keys"].split(",")[0]
@@ -240,20 +186,33 @@ def rehearse(
         def placement() -> dict[str, dict[str, int]]:
             return checks.running_replicas_by_pod(checks.application_status(head_ip, app_name, token), pod_names)
 
-        if kill is not None:
+        def controller_pod() -> str | None:
+            node_ip = checks.controller_node_ip(head_ip, token)
+            return pod_names.get(node_ip or "", node_ip)
+
+        for number, kill in enumerate(kills):
             # The group's first pod: with several, the others keep serving while it is gone.
             index = [spec.group for spec in pod_specs].index(kill.group)
             spec, address = pod_specs[index], addresses[index]
-            remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade.log")
-            before = placement()
-            killed, record = killed_under_load(kill, spec.name, address, addresses, remake, base_url, api_key, workdir)
+            remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade-{number}.log")
+            stays = [a for a in endpoints.values() if a != address]
+            if not stays:
+                raise RuntimeError(f"pod {spec.name} is the Serve service's one endpoint: none serves while it is dead")
+            load_url = f"http://{stays[0].ip}:{checks.SERVE_PORT}"
+            before, controller = placement(), controller_pod()
+            old_replicas = config_update.replica_ids(checks.application_status(head_ip, app_name, token))
+            killed, record = killed_under_load(kill, spec, address, endpoints, remake, load_url, api_key, workdir)
+            if spec.is_head:
+                killed.append(serve_recovered(head_ip, app_name, token, old_replicas, record))
             record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
+            record["serve_controller_pod_before_kill"] = controller
+            record["serve_controller_pod_after"] = controller_pod()
             # A pod becomes one of the Serve service's endpoints only when Ready, and its Serve proxy (which the
             # probe asks) runs only while the pod holds a replica: a remade pod left without one serves nothing.
-            ready, seen = checks.readiness_probe(address.name)
+            ready, seen = checks.readiness_probe(address.name, spec.is_head)
             killed.append((f"the remade pod {spec.name} passes KubeRay's readiness probe after the load", ready, seen))
             results += killed
-            outcome.timings["pod_kill"] = record
+            outcome.timings.setdefault("pod_kills", []).append(record)
             say(f"     pod {spec.name} killed: {json.dumps(record)}")
         if update_client_retries is not None:
             updated, record = config_update.updated_under_load(
@@ -280,6 +239,8 @@ def rehearse(
         for process in reversed(running):
             process.stop()
         network.down()
+        if redis is not None:
+            redis.stop()
     return outcome
 
 
@@ -290,7 +251,7 @@ def main(
     timeout_s: float,
     keep: Path | None,
     out: Path | None = None,
-    kill: PodKill | None = None,
+    kills: tuple[PodKill, ...] = (),
     update_client_retries: int | None = None,
 ) -> int:
     try:
@@ -301,7 +262,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="serve-app-rehearsal-") as scratch:
         workdir = keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kill, update_client_retries)
+        outcome = rehearse(manifest, dockerfile, project, workdir, timeout_s, kills, update_client_retries)
     print("\n".join(outcome.lines))
     print(json.dumps(outcome.timings))
     print("rehearsal passed" if outcome.passed else "rehearsal FAILED")

@@ -142,7 +142,11 @@ if tool == "kubectl":
         save()
     elif args[:2] == ["get", "service"]:
         print("20.1.2.3", end="")
-    elif args[:1] in (["apply"], ["config"]) or args[:2] in (["get", "namespace"], ["create", "namespace"]):
+    elif args[:1] in (["apply"], ["config"]) or args[:2] in (
+        ["get", "namespace"],
+        ["create", "namespace"],
+        ["rollout", "status"],
+    ):
         pass
     else:
         sys.exit(f"kubectl stub: unexpected call: {args}")
@@ -289,10 +293,22 @@ def test_manifests_are_applied_with_the_registry_image_and_the_host(two_runs):
     assert any("disruption-budget.yaml" in argv for argv in applied_files)
 
 
-def test_secret_is_created_once_from_files_and_keys_never_appear_on_a_command_line(two_runs):
-    [create] = started(two_runs["first_calls"], "kubectl create secret")
-    assert not any(arg.startswith("--from-literal") for arg in create["argv"])
-    assert sum(arg.startswith("--from-file=") for arg in create["argv"]) == 2
+def test_redis_is_up_before_the_rayservice_that_keeps_its_gcs_state_there(two_runs):
+    calls = [" ".join([c["tool"], *c["argv"]]) for c in two_runs["first_calls"]]
+    redis = next(i for i, call in enumerate(calls) if call.startswith("kubectl apply") and "redis.yaml" in call)
+    waited = calls.index(next(c for c in calls if c.startswith("kubectl rollout status deployment/serve-app-redis")))
+    rayservice = next(i for i, c in enumerate(two_runs["first_calls"]) if "kind: RayService" in (c["stdin"] or ""))
+    assert calls.index(next(c for c in calls if "create secret generic serve-app-redis" in c)) < redis < waited
+    assert waited < rayservice
+
+
+def test_secrets_are_created_once_from_files_and_keys_never_appear_on_a_command_line(two_runs):
+    creates = {c["argv"][3]: c["argv"] for c in started(two_runs["first_calls"], "kubectl create secret")}
+    assert set(creates) == {"serve-app-api-keys", "serve-app-redis"}
+    assert not any(arg.startswith("--from-literal") for argv in creates.values() for arg in argv)
+    assert sum(arg.startswith("--from-file=") for arg in creates["serve-app-api-keys"]) == 2
+    redis_password = two_runs["after_first"]["secrets"]["serve-app-redis"]["password"]
+    assert re.fullmatch(r"[0-9a-f]{64}", redis_password)
     data = two_runs["after_first"]["secrets"]["serve-app-api-keys"]
     keys = data["api-keys"].split(",")
     assert len(keys) == 2 and len(set(keys)) == 2
@@ -303,7 +319,7 @@ def test_secret_is_created_once_from_files_and_keys_never_appear_on_a_command_li
     assert not any(Path(path).exists() for path in two_runs["after_first"]["secret_files"])
     every_arg = " ".join(arg for run in ("first_calls", "second_calls") for c in two_runs[run] for arg in c["argv"])
     outputs = "".join(two_runs[run].stdout + two_runs[run].stderr for run in ("first", "second"))
-    for secret in [*keys, data["jwt-secret"]]:
+    for secret in [*keys, data["jwt-secret"], redis_password]:
         assert secret not in every_arg and secret not in outputs
     assert "jsonpath='{.data.api-keys}' | base64 -d" in two_runs["first"].stdout
 

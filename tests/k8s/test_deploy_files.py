@@ -123,7 +123,7 @@ def test_scripts_parse_and_pass_shellcheck(script):
 def test_core_objects_validate_against_kubernetes_schemas():
     import kubernetes_validate
 
-    for name in ("ingress.yaml", "networkpolicy.yaml", "disruption-budget.yaml"):
+    for name in ("ingress.yaml", "networkpolicy.yaml", "disruption-budget.yaml", "redis.yaml"):
         for document in yaml.safe_load_all((KUBERAY / name).read_text()):
             kubernetes_validate.validate(document, "1.33", strict=True)
 
@@ -150,15 +150,71 @@ def _kuberay_pod_labels(group: dict, node_type: str) -> dict[str, str]:
     return {**group["template"]["metadata"]["labels"], **kuberay_labels}
 
 
+def _rayservice_pods() -> dict[str, dict[str, str]]:
+    """Each pod kind of the rendered RayService (its groups, the head, KubeRay's Redis cleanup Job) -> its labels."""
+    from serve_app.kuberay import RAYSERVICE
+
+    cluster = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
+    pods = {group["groupName"]: _kuberay_pod_labels(group, "worker") for group in cluster["workerGroupSpecs"]}
+    head_group = {**cluster["headGroupSpec"], "groupName": "headgroup"}
+    pods["head"] = _kuberay_pod_labels(head_group, "head")
+    # The cleanup Job's pod is built from the head's template, relabelled (KubeRay's buildRedisCleanupJob).
+    pods["redis-cleanup"] = _kuberay_pod_labels(head_group, "redis-cleanup")
+    return pods
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions with In / NotIn / Exists) against ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        holds = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+        }[operator]
+        if not holds:
+            return False
+    return True
+
+
 def test_the_disruption_budget_lets_a_drain_evict_one_cpu_pod_at_a_time():
     from serve_app.kuberay import RAYSERVICE
 
     budget = yaml.safe_load((KUBERAY / "disruption-budget.yaml").read_text())["spec"]
     cluster = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
     groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
-    pods = {name: _kuberay_pod_labels(group, "worker") for name, group in groups.items()}
-    pods["head"] = _kuberay_pod_labels({**cluster["headGroupSpec"], "groupName": "headgroup"}, "head")
-    selected = {name for name, labels in pods.items() if budget["selector"]["matchLabels"].items() <= labels.items()}
+    selected = {name for name, labels in _rayservice_pods().items() if _selects(budget["selector"], labels)}
     assert selected == {"cpu"}
     # Below the pods the cpu group keeps: a drain can evict one; at least one: never both at once.
     assert 1 <= budget["minAvailable"] < groups["cpu"]["minReplicas"]
+
+
+def test_the_rayservice_keeps_its_gcs_state_in_the_redis_that_only_its_head_reaches():
+    from serve_app.kuberay import RAYSERVICE
+
+    spec = yaml.safe_load(RAYSERVICE.read_text())["spec"]
+    options = spec["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    documents = {doc["kind"]: doc for doc in yaml.safe_load_all((KUBERAY / "redis.yaml").read_text())}
+    service, deployment = documents["Service"], documents["Deployment"]
+    host, port = options["redisAddress"].split(":")
+    assert host == service["metadata"]["name"] and int(port) == service["spec"]["ports"][0]["port"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # The password the RayService gives the GCS is the one Redis requires.
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    required = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
+    assert options["redisPassword"]["valueFrom"]["secretKeyRef"] == required
+    assert "--requirepass" in container["args"] and "--appendonly" in container["args"]
+    # A NewCluster upgrade runs two clusters on this Redis: each keeps to its own namespace (the RayCluster UID).
+    assert "externalStorageNamespace" not in options
+    # The head serves no traffic, so its death holds no client's connection.
+    assert spec["excludeHeadPodFromServeSvc"] is True
+    # Only the head (the GCS) and KubeRay's cleanup Job reach Redis; the Ray pods' own policy leaves Redis alone.
+    [rule] = documents["NetworkPolicy"]["spec"]["ingress"]
+    [source] = rule["from"]
+    allowed = {name for name, labels in _rayservice_pods().items() if _selects(source["podSelector"], labels)}
+    assert allowed == {"head", "redis-cleanup"}
+    assert rule["ports"] == [{"protocol": "TCP", "port": int(port)}]
+    ray_pods = yaml.safe_load((KUBERAY / "networkpolicy.yaml").read_text())["spec"]["podSelector"]
+    assert not _selects(ray_pods, deployment["spec"]["template"]["metadata"]["labels"])

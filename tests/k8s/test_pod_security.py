@@ -220,9 +220,17 @@ def test_the_dashboard_is_exposed_by_no_service_or_ingress(cluster):
         for path in rule["http"]["paths"]
     ]
     assert backends == [{"name": "serve-app-serve-svc", "port": {"number": 8000}}]
+    ray_pod_labels = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
     for path in KUBERAY.rglob("*.yaml"):
-        kinds = {(d or {}).get("kind") for d in yaml.safe_load_all(path.read_text())}
-        assert not kinds & {"Service", "Route", "HTTPRoute", "Gateway"}, f"{path}: exposes something"
+        documents = [d or {} for d in yaml.safe_load_all(path.read_text())]
+        kinds = {d.get("kind") for d in documents}
+        assert not kinds & {"Route", "HTTPRoute", "Gateway"}, f"{path}: exposes something"
+        for service in (d for d in documents if d.get("kind") == "Service"):
+            # A Service of the cluster's own (kuberay/redis.yaml's), never one in front of a Ray pod.
+            assert service["spec"].get("type", "ClusterIP") == "ClusterIP", f"{path}: exposes something"
+            selector = service["spec"]["selector"]
+            assert not selector.items() & ray_pod_labels.items(), f"{path}: selects Ray pods"
+            assert not any(key.startswith("ray.io/") for key in selector), f"{path}: selects Ray pods"
 
 
 # --- disk and memory ---------------------------------------------------------------------------------------------

@@ -98,6 +98,35 @@ def test_secrets_reach_the_pods_as_kuberay_and_the_kubelet_give_them():
         read_rayservice(MANIFEST, {"serve-app-api-keys": secrets["serve-app-api-keys"]})
 
 
+def test_gcs_fault_tolerance_reaches_the_head_and_the_workers_as_kuberay_gives_it():
+    secrets = generated_secret()
+    _, pods = read_rayservice(MANIFEST, secrets)
+    head, workers = pods[0], pods[1:]
+    password = secrets["serve-app-redis"]["password"]
+    assert head.env["RAY_REDIS_ADDRESS"] == "serve-app-redis:6379" and head.env["REDIS_PASSWORD"] == password
+    assert head.ray_start_params["redis-password"] == password and head.env["RAY_external_storage_namespace"]
+    # Workers wait up to 600 s for a remade GCS (Ray's default, 60 s, would take them down with a slow head).
+    assert all(pod.env["RAY_gcs_rpc_server_reconnect_timeout_s"] == "600" for pod in workers)
+    assert not any("RAY_REDIS_ADDRESS" in pod.env or "redis-password" in pod.ray_start_params for pod in workers)
+    # What KubeRay adds to every container of a RayService's cluster.
+    assert all(pod.env["RAY_SERVE_KV_TIMEOUT_S"] == "5" for pod in pods)
+    # excludeHeadPodFromServeSvc: the clients reach the workers only.
+    assert [pod.serve_endpoint for pod in pods] == [False, True, True, True]
+    del secrets["serve-app-redis"]
+    with pytest.raises(ManifestError, match="Secret 'serve-app-redis' has no key 'password'"):
+        read_rayservice(MANIFEST, secrets)
+
+
+def test_a_head_that_names_redis_itself_beside_gcs_fault_tolerance_is_refused_as_kuberay_refuses_it(tmp_path: Path):
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
+    head["template"]["spec"]["containers"][0]["env"].append({"name": "RAY_REDIS_ADDRESS", "value": "redis:6379"})
+    path = tmp_path / "rayservice.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ManifestError, match="RAY_REDIS_ADDRESS"):
+        read_rayservice(path, generated_secret())
+
+
 def test_a_subpath_below_its_volumes_own_mount_is_the_same_directory(tmp_path: Path):
     _, pods = read_rayservice(MANIFEST, generated_secret())
     head = pods[0]

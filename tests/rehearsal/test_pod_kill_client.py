@@ -11,6 +11,7 @@ from serve_app.rehearsal.pod_kill import CLIENT_RETRIES, Sent, _client
 
 class Flaky(BaseHTTPRequestHandler):
     drops = 0  # connections to close without an answer before answering
+    cuts = 0  # then answers to cut off in the middle of their body
     status = 200
 
     def do_POST(self) -> None:
@@ -23,14 +24,18 @@ class Flaky(BaseHTTPRequestHandler):
         self.send_response(Flaky.status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if Flaky.cuts:
+            Flaky.cuts -= 1
+            self.close_connection = True  # the headers and half the body, then the connection ends
+            body = body[: len(body) // 2]
         self.wfile.write(body)
 
     def log_message(self, *args) -> None:
         pass
 
 
-def _load(drops: int, status: int = 200, retries: int = CLIENT_RETRIES) -> list[Sent]:
-    Flaky.drops, Flaky.status = drops, status
+def _load(drops: int, status: int = 200, retries: int = CLIENT_RETRIES, cuts: int = 0) -> list[Sent]:
+    Flaky.drops, Flaky.status, Flaky.cuts = drops, status, cuts
     server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     sent: list[Sent] = []
@@ -67,3 +72,12 @@ def test_an_http_error_is_never_sent_again():
 def test_haproxys_502_ingress_lost_is_sent_again():
     sent = _load(drops=0, status=502)
     assert sent and all((one.status, one.retries) == (502, 2) for one in sent)
+
+
+def test_an_answer_cut_off_mid_body_is_a_lost_connection_not_the_end_of_the_client():
+    # A pod dying while its replica writes an answer: http.client raises IncompleteRead (no OSError), which
+    # once ended the client's thread and its share of the load.
+    (one,) = _load(drops=0, cuts=1)
+    assert (one.status, one.retries) == (200, 1)
+    first, *_ = _load(drops=0, cuts=1, retries=0)
+    assert (first.status, first.retries) == ("IncompleteRead", 0)
