@@ -185,10 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse_parser.add_argument("--keep", type=Path, help="keep the pods' logs and the built home in this folder")
     rehearse_parser.add_argument(
         "--kill-pod",
-        choices=["cpu", "gpu", "head"],
+        choices=["cpu", "gpu", "head", "redis"],
         action="append",
         help="after the checks, kill this group's (first) pod under load (a node failure) and make it again; "
-        "repeat to kill one after the other (head: survived only with gcsFaultToleranceOptions)",
+        "repeat to kill one after the other (head: survived only with gcsFaultToleranceOptions; redis: "
+        "kuberay/redis.yaml's pod, back on its volume 20 s later, the head container restarted as it exits)",
     )
     rehearse_parser.add_argument(
         "--client-retries",

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from serve_app.rehearsal import checks, config_update, pod_kill, pods
@@ -19,7 +20,8 @@ from serve_app.rehearsal.survivors import SurvivorReadiness
 @dataclass(frozen=True)
 class PodKill:
     """A group's first pod killed under load after the checks (a node failure), then remade: a worker group's, or
-    the head (which only a RayService with GCS fault tolerance survives)."""
+    the head (which only a RayService with GCS fault tolerance survives), or ``redis``: kuberay/redis.yaml's pod,
+    which the head's GCS needs (redis_kill.py)."""
 
     group: str
     client_retries: int = pod_kill.CLIENT_RETRIES  # times a client sends a request again (0: never)
@@ -35,13 +37,15 @@ def killed_under_load(
     load_url: str,
     api_key: str,
     workdir: Path,
+    kill_processes: Callable[[], int] | None = None,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
     """The pod at ``address`` killed under load, sent to ``load_url`` (a pod that stays), or to NGINX in front of
     the Serve service's ``endpoints`` (pod name -> address); how long its remade copy takes to pass KubeRay's
     readiness probe is timed either way, and the endpoints that stay are probed meanwhile. Here the remade pod
     comes back at the killed one's address, so behind NGINX that address leaves the upstreams as the pod is
     remade (a moment after the kill) and returns once the probe passes in it, as a new pod becomes an endpoint
-    when Ready."""
+    when Ready. ``kill_processes``: what dies (how many processes), by default every process of the pod at
+    ``address``; another (Redis, redis_kill.py) leaves the pod to die of it."""
     stop = threading.Event()
     ready_after: list[float] = []
     last_probe: list[str] = []
@@ -82,7 +86,12 @@ def killed_under_load(
         survivors.start()
         try:
             killed, record = pod_kill.pod_kill_under_load(
-                url, api_key, spec.name, address.name, remake_it, client_retries=kill.client_retries
+                url,
+                api_key,
+                spec.name if kill_processes is None else kill.group,
+                kill_processes or partial(pod_kill.kill_pod, address.name),
+                remake_it,
+                client_retries=kill.client_retries,
             )
         finally:
             stop.set()

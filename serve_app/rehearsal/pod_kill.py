@@ -151,18 +151,19 @@ def pod_kill_under_load(
     base_url: str,
     api_key: str,
     group: str,
-    network_namespace: str,
+    kill: Callable[[], int],
     remake_pod: Callable[[], None],
     duration_s: float = 90,
     kill_at_s: float = 15,
     faq_clients: int = 3,
     client_retries: int = CLIENT_RETRIES,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
-    """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load, then remade."""
+    """(checks, record): the pod of ``group`` killed ``kill_at_s`` into ``duration_s`` of load (``kill``: its
+    processes SIGKILLed, how many), then remade."""
     killed: list[int] = []
 
     def kill_and_remake() -> None:
-        killed.append(kill_pod(network_namespace))
+        killed.append(kill())
         remake_pod()
 
     sent, routes = under_load(base_url, api_key, kill_and_remake, duration_s, kill_at_s, faq_clients, client_retries)

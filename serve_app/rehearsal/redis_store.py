@@ -1,8 +1,10 @@
 """The Redis of kuberay/redis.yaml, for a RayService with ``gcsFaultToleranceOptions``: ``redis-server`` on the
 host's end of the pods' network, which the head pod reaches as it would the serve-app-redis Service, with the
-manifest's password. Its data stays in memory: the rehearsal kills pods, never Redis."""
+manifest's password, and its data in an append-only file as there (the PVC: a folder of the rehearsal's), so that
+``kill`` then ``start`` is the Redis pod lost and remade on its volume."""
 
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -28,31 +30,49 @@ def _answers(address: tuple[str, int], password: str | None) -> bool:
 class RedisStore:
     """One redis-server process; ``address`` is what the head's RAY_REDIS_ADDRESS becomes."""
 
-    def __init__(self, password: str | None, workdir: Path) -> None:
+    def __init__(self, password: str | None, workdir: Path, host: str = HOST_ADDRESS) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("gcsFaultToleranceOptions needs redis-server here (Debian: redis-server)")
-        port = _free_port(HOST_ADDRESS)
-        self.address = f"{HOST_ADDRESS}:{port}"
-        # The configuration on stdin (`redis-server -`), so that the password is on no command line.
-        config = [f"bind {HOST_ADDRESS}", f"port {port}", 'save ""', "appendonly no", f"dir {workdir}"]
-        config += [f"requirepass {password}"] if password else []
-        with (workdir / "redis.log").open("wb") as log:
+        self.host, self.port, self.password = host, _free_port(host), password
+        self.address = f"{host}:{self.port}"
+        self.workdir = workdir
+        self.volume = workdir / "redis-volume"
+        self.volume.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        """redis-server on the volume (the data of any earlier one read back), answering PING when this returns."""
+        # The configuration on stdin (`redis-server -`), so that the password is on no command line. `appendonly
+        # yes` as kuberay/redis.yaml's container runs it; no RDB snapshots there either.
+        config = [f"bind {self.host}", f"port {self.port}", 'save ""', "appendonly yes", f"dir {self.volume}"]
+        config += [f"requirepass {self.password}"] if self.password else []
+        with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(["redis-server", "-"], stdin=subprocess.PIPE, stdout=log, stderr=log)
         assert self.process.stdin is not None
         self.process.stdin.write(("\n".join(config) + "\n").encode())
         self.process.stdin.close()
         try:
-            wait_for("Redis answering PING", lambda: self._answering(port, password), 30)
+            wait_for("Redis answering PING", self._answering, 30)
         except (TimeoutError, RuntimeError):
             self.stop()
             raise
 
-    def _answering(self, port: int, password: str | None) -> bool:
+    def _answering(self) -> bool:
+        assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"redis-server exited ({self.process.returncode}): see redis.log")
-        return _answers((HOST_ADDRESS, port), password)
+        return _answers((self.host, self.port), self.password)
+
+    def kill(self) -> None:
+        """SIGKILL, as a lost node or an OOM kill ends it: no shutdown save."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
     def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=10)

@@ -17,11 +17,13 @@
    the head's (kill_scenario.py; the load sent to a Serve endpoint that stays, or through NGINX configured as
    kuberay/ingress.yaml). ``update_client_retries``: then serveConfigV2 changed in place under load, every
    replica replaced (config_update.py). With ``gcsFaultToleranceOptions`` a redis-server holds the GCS's state
-   (redis_store.py). Not rehearsed: the Ray autoscaler and the Kubernetes objects around the pods (Service,
-   Ingress, NetworkPolicy).
+   (redis_store.py), and a kill of ``redis`` is Redis's pod lost and remade, the head container restarted by a
+   kubelet stand-in as it exits (redis_kill.py). Not rehearsed: the Ray autoscaler and the Kubernetes objects
+   around the pods (Service, Ingress, NetworkPolicy).
 """
 
 import copy
+import itertools
 import json
 import secrets
 import tempfile
@@ -31,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from serve_app.rehearsal import checks, config_update, image, pods
+from serve_app.rehearsal import checks, config_update, image, pod_kill, pods
 from serve_app.rehearsal.kill_scenario import PodKill, killed_under_load, serve_recovered
 from serve_app.rehearsal.manifest import (
     RAY_TOKEN_KEY,
@@ -41,6 +43,7 @@ from serve_app.rehearsal.manifest import (
     read_dockerfile,
     read_rayservice,
 )
+from serve_app.rehearsal.redis_kill import Kubelet, RedisDeath
 from serve_app.rehearsal.redis_store import RedisStore
 
 # Run in each pod after importing the builder: the replicas' model libraries load when a replica starts, not with
@@ -122,6 +125,7 @@ def rehearse(
     network = pods.PodNetwork(len(pod_specs))
     running: list[pods.PodProcess] = []
     redis: RedisStore | None = None
+    deaths: list[RedisDeath] = []
     try:
         network.up()
         addresses = network.pods
@@ -144,11 +148,27 @@ def rehearse(
             import_check(spec, pods.pod_command(address, script, env, probe), workdir / f"import-{spec.name}.log")
         say(f"ok   the application imports in every pod ({', '.join(s.name for s in pod_specs)})")
 
+        latest: dict[str, pods.PodProcess] = {}  # each pod's container, the last started
+
         def start_pod(spec: PodSpec, address: pods.PodAddress, log_name: str) -> None:
             """KubeRay's `ray start` for ``spec``'s group in its pod (again for a remade pod)."""
             script, env = commands[spec.name]
             command = pods.pod_command(address, script, env, spec.ray_start_command(head_ip))
             running.append(pods.PodProcess(command, workdir / log_name))
+            latest[spec.name] = running[-1]
+
+        def redis_death(spec: PodSpec, address: pods.PodAddress, number: int) -> RedisDeath:
+            """Redis killed and remade, the head container restarted by a kubelet as it exits (redis_kill.py)."""
+            if redis is None:
+                raise RuntimeError("--kill-pod redis: the RayService has no gcsFaultToleranceOptions, so no Redis")
+            restarts = itertools.count()
+            kubelet = Kubelet(
+                exited=lambda: latest[spec.name].exited() is not None,
+                clean_up=partial(pod_kill.kill_pod, address.name),
+                restart=lambda: start_pod(spec, address, f"pod-{spec.name}-restarted-{number}-{next(restarts)}.log"),
+            )
+            deaths.append(RedisDeath(redis, kubelet))
+            return deaths[-1]
 
         start = time.monotonic()
         for spec, address in zip(pod_specs, addresses, strict=True):
@@ -191,19 +211,29 @@ def rehearse(
             return pod_names.get(node_ip or "", node_ip)
 
         for number, kill in enumerate(kills):
-            # The group's first pod: with several, the others keep serving while it is gone.
-            index = [spec.group for spec in pod_specs].index(kill.group)
+            # The group's first pod: with several, the others keep serving while it is gone. Redis's death takes
+            # the head down (its GCS exits), and the kubelet remakes it, not the rehearsal.
+            group = "head" if kill.group == "redis" else kill.group
+            index = [spec.group for spec in pod_specs].index(group)
             spec, address = pod_specs[index], addresses[index]
             remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade-{number}.log")
+            kill_processes, death = None, None
+            if kill.group == "redis":
+                death = redis_death(spec, address, number)
+                kill_processes, remake = death.kill, death.remake
             stays = [a for a in endpoints.values() if a != address]
             if not stays:
                 raise RuntimeError(f"pod {spec.name} is the Serve service's one endpoint: none serves while it is dead")
             load_url = f"http://{stays[0].ip}:{checks.SERVE_PORT}"
             before, controller = placement(), controller_pod()
             old_replicas = config_update.replica_ids(checks.application_status(head_ip, app_name, token))
-            killed, record = killed_under_load(kill, spec, address, endpoints, remake, load_url, api_key, workdir)
+            killed, record = killed_under_load(
+                kill, spec, address, endpoints, remake, load_url, api_key, workdir, kill_processes
+            )
             if spec.is_head:
                 killed.append(serve_recovered(head_ip, app_name, token, old_replicas, record))
+            if death is not None:
+                record.update(death.record())
             record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
             record["serve_controller_pod_before_kill"] = controller
             record["serve_controller_pod_after"] = controller_pod()
@@ -236,6 +266,8 @@ def rehearse(
             if process.exited() is not None:
                 say(f"     a pod's process exited ({process.exited()}):\n{process.tail(15)}")
     finally:
+        for death in deaths:
+            death.stop()
         for process in reversed(running):
             process.stop()
         network.down()

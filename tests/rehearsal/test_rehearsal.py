@@ -62,21 +62,25 @@ def without_env(name: str):
     return change
 
 
-def test_the_shipped_rayservice_loses_no_request_to_a_cpu_node_or_head_death_or_a_config_update():
+def test_the_shipped_rayservice_loses_no_request_to_a_cpu_node_head_or_redis_death_or_a_config_update():
     # A CPU node dies under load (one of the cpu group's two pods), with clients that never send a request
     # again: the other pod's ingress and FAQ replicas take over what the dead ones held, and the remade pod gets
     # an ingress replica back and becomes Ready. Then the head pod dies under load: with the GCS's state in Redis
-    # the workers keep serving, and the remade head takes them over with the Serve controller's state. Then
+    # the workers keep serving, and the remade head takes them over with the Serve controller's state. Then Redis
+    # dies and comes back on its volume: the GCS exits, the head container is restarted and recovers. Then
     # serveConfigV2 changes in place under load (through the remade head's controller): every replica is
     # replaced, one at a time where max_replicas_per_node leaves no room, and no request fails.
     code, output = rehearse(
-        MANIFEST, "--kill-pod", "cpu", "--kill-pod", "head", "--client-retries", "0", "--update-under-load"
+        MANIFEST,
+        *("--kill-pod", "cpu", "--kill-pod", "head", "--kill-pod", "redis"),
+        *("--client-retries", "0", "--update-under-load"),
     )
     assert code == 0 and "rehearsal passed" in output
     assert "ok   POST /images/classify with a key" in output and "scheduled -> serving" in output
     assert "ok   pod cpu-0 killed under load at 15 s" in output and "no request failed" in output
     assert "ok   the remade pod cpu-0 passes KubeRay's readiness probe after the load" in output
     assert "ok   pod head killed under load at 15 s" in output
+    assert "ok   pod redis killed under load at 15 s" in output
     assert "ok   the Serve application RUNNING again through the remade head, no replica started again" in output
     assert "ok   the pods that stayed passed KubeRay's readiness probe throughout" in output
     assert "ok   the remade pod head passes KubeRay's readiness probe after the load" in output

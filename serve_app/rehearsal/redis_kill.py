@@ -1,0 +1,85 @@
+"""Redis's death under load, with GCS fault tolerance: kuberay/redis.yaml's pod lost (its node, an OOM kill) and
+its Deployment making it again on the same volume ``REDIS_DOWN_S`` later.
+
+What that does to the cluster (seen with Ray 2.60): the GCS exits a few seconds after its Redis connection drops
+(ray-project/ray#46982), `ray start --block` with it, so the head container exits; the kubelet starts it again,
+with its back-off (10 s, doubling, at most 300 s), and the new GCS reads the cluster's state back from Redis once
+Redis is up. Meanwhile the workers' raylets wait for the GCS (RAY_gcs_rpc_server_reconnect_timeout_s, 600 s in
+the RayService) and their Serve replicas go on answering: that is what the rehearsal checks, with the load on a
+worker's Serve endpoint and the head's readiness timed from Redis's death (kill_scenario.py).
+"""
+
+import threading
+import time
+from collections.abc import Callable
+
+from serve_app.rehearsal.redis_store import RedisStore
+
+REDIS_DOWN_S = 20.0  # a Redis pod remade on its node; a volume moved to another node takes longer (the workers wait)
+RESTART_BACKOFF_S = 10.0  # the kubelet's first delay before it restarts an exited container, doubling per restart
+MAX_BACKOFF_S = 300.0
+HEAD_EXIT_WAIT_S = 60.0  # how long the remake waits for the head container to exit and be restarted
+
+
+class Kubelet:
+    """Starts a container again when its main process has exited, as the kubelet does (restartPolicy Always):
+    the container's other processes end with it (``clean_up``), then ``restart`` after the back-off."""
+
+    def __init__(self, exited: Callable[[], bool], clean_up: Callable[[], object], restart: Callable[[], None]):
+        self._exited, self._clean_up, self._restart = exited, clean_up, restart
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self.began = time.monotonic()
+        self.restarted_at_s: list[float] = []  # since start()
+
+    def start(self) -> None:
+        self.began = time.monotonic()
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = RESTART_BACKOFF_S
+        while not self._stop.wait(0.5):
+            if not self._exited():
+                continue
+            self._clean_up()
+            if self._stop.wait(backoff):
+                return
+            self._restart()
+            self.restarted_at_s.append(round(time.monotonic() - self.began, 1))
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+
+class RedisDeath:
+    """``kill`` and ``remake`` for kill_scenario.killed_under_load: Redis SIGKILLed, started again on its volume
+    ``down_s`` later, and the head container that exits meanwhile restarted by ``kubelet`` (until ``stop``)."""
+
+    def __init__(self, redis: RedisStore, kubelet: Kubelet, down_s: float = REDIS_DOWN_S) -> None:
+        self.redis, self.kubelet, self.down_s = redis, kubelet, down_s
+        self._redis_back = threading.Timer(down_s, redis.start)
+        self._redis_back.daemon = True
+
+    def kill(self) -> int:
+        self.kubelet.start()
+        self.redis.kill()
+        self._redis_back.start()
+        return 1
+
+    def remake(self) -> None:
+        """Returns once the head container has been restarted (or after HEAD_EXIT_WAIT_S if it never exits), so
+        that the head's readiness is timed from then on, not while the dying head still answers its probe."""
+        deadline = time.monotonic() + HEAD_EXIT_WAIT_S + RESTART_BACKOFF_S
+        while not self.kubelet.restarted_at_s and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def record(self) -> dict:
+        return {"redis_down_s": self.down_s, "head_container_restarted_at_s": list(self.kubelet.restarted_at_s)}
+
+    def stop(self) -> None:
+        if self._redis_back.ident is not None:  # started: never leave the store down, the teardown stops it
+            self._redis_back.join(timeout=self.down_s + 35)
+        self.kubelet.stop()
