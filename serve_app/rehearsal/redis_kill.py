@@ -2,11 +2,12 @@
 its Deployment making it again on the same volume ``REDIS_DOWN_S`` later.
 
 What that does to the cluster (seen with Ray 2.60): the GCS exits a few seconds after its Redis connection drops
-(ray-project/ray#46982), `ray start --block` with it, so the head container exits; the kubelet starts it again,
-with its back-off (10 s, doubling, at most 300 s), and the new GCS reads the cluster's state back from Redis once
-Redis is up. Meanwhile the workers' raylets wait for the GCS (RAY_gcs_rpc_server_reconnect_timeout_s, 600 s in
-the RayService) and their Serve replicas go on answering: that is what the rehearsal checks, with the load on a
-worker's Serve endpoint and the head's readiness timed from Redis's death (kill_scenario.py).
+(ray-project/ray#46982), `ray start --block` with it, so the head container exits; the kubelet starts it again
+(at once the first time, then after its back-off: 10 s, doubling, at most 300 s), and the new head waits for
+Redis and reads the cluster's state back. Meanwhile the workers' raylets wait for the GCS
+(RAY_gcs_rpc_server_reconnect_timeout_s, 600 s in the RayService) and their Serve replicas go on answering: that
+is what the rehearsal checks, with the load on a worker's Serve endpoint and the head's readiness timed from
+Redis's death (kill_scenario.py).
 """
 
 import threading
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from serve_app.rehearsal.redis_store import RedisStore
 
 REDIS_DOWN_S = 20.0  # a Redis pod remade on its node; a volume moved to another node takes longer (the workers wait)
-RESTART_BACKOFF_S = 10.0  # the kubelet's first delay before it restarts an exited container, doubling per restart
+# The kubelet's delays before it restarts a container that exited: none the first time, then 10 s, doubling, at
+# most 300 s (kubelet's back-off; it forgets a container that ran 10 minutes).
+FIRST_BACKOFF_S = 10.0
 MAX_BACKOFF_S = 300.0
 HEAD_EXIT_WAIT_S = 60.0  # how long the remake waits for the head container to exit and be restarted
 
@@ -31,22 +34,26 @@ class Kubelet:
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self.began = time.monotonic()
         self.restarted_at_s: list[float] = []  # since start()
+        self.error: BaseException | None = None  # what stopped it early
 
     def start(self) -> None:
         self.began = time.monotonic()
         self._thread.start()
 
     def _watch(self) -> None:
-        backoff = RESTART_BACKOFF_S
-        while not self._stop.wait(0.5):
-            if not self._exited():
-                continue
-            self._clean_up()
-            if self._stop.wait(backoff):
-                return
-            self._restart()
-            self.restarted_at_s.append(round(time.monotonic() - self.began, 1))
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        backoff = 0.0
+        try:
+            while not self._stop.wait(0.5):
+                if not self._exited():
+                    continue
+                self._clean_up()
+                if self._stop.wait(backoff):
+                    return
+                self._restart()
+                self.restarted_at_s.append(round(time.monotonic() - self.began, 1))
+                backoff = min(max(backoff * 2, FIRST_BACKOFF_S), MAX_BACKOFF_S)
+        except Exception as error:  # kept for the record: the scenario's checks show it
+            self.error = error
 
     def stop(self) -> None:
         self._stop.set()
@@ -60,8 +67,17 @@ class RedisDeath:
 
     def __init__(self, redis: RedisStore, kubelet: Kubelet, down_s: float = REDIS_DOWN_S) -> None:
         self.redis, self.kubelet, self.down_s = redis, kubelet, down_s
-        self._redis_back = threading.Timer(down_s, redis.start)
+        self._redis_back = threading.Timer(down_s, self._start_redis)
         self._redis_back.daemon = True
+        self.redis_back_at_s: float | None = None  # since the kill: Redis answering PING again
+        self.redis_error: BaseException | None = None
+
+    def _start_redis(self) -> None:
+        try:
+            self.redis.start()
+            self.redis_back_at_s = round(time.monotonic() - self.kubelet.began, 1)
+        except Exception as error:  # kept for the record: the scenario's checks show it
+            self.redis_error = error
 
     def kill(self) -> int:
         self.kubelet.start()
@@ -70,16 +86,41 @@ class RedisDeath:
         return 1
 
     def remake(self) -> None:
-        """Returns once the head container has been restarted (or after HEAD_EXIT_WAIT_S if it never exits), so
-        that the head's readiness is timed from then on, not while the dying head still answers its probe."""
-        deadline = time.monotonic() + HEAD_EXIT_WAIT_S + RESTART_BACKOFF_S
-        while not self.kubelet.restarted_at_s and time.monotonic() < deadline:
+        """Returns once the head container has been restarted (or after HEAD_EXIT_WAIT_S if it never exits): the
+        head's readiness is probed from then on, not while the dying head still answers its probe (it is timed
+        from the kill either way)."""
+        deadline = time.monotonic() + HEAD_EXIT_WAIT_S
+        while not self.kubelet.restarted_at_s and self.kubelet.error is None and time.monotonic() < deadline:
             time.sleep(0.5)
 
     def record(self) -> dict:
-        return {"redis_down_s": self.down_s, "head_container_restarted_at_s": list(self.kubelet.restarted_at_s)}
+        return {
+            "redis_down_s": self.down_s,
+            "redis_answering_again_at_s": self.redis_back_at_s,
+            "head_container_restarted_at_s": list(self.kubelet.restarted_at_s),
+        }
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """That the scenario happened as described: Redis back, and the head container restarted by itself."""
+        redis_back = self.redis_back_at_s is not None
+        restarted = bool(self.kubelet.restarted_at_s) and self.kubelet.error is None
+        return [
+            (
+                "Redis answering again on its volume",
+                redis_back,
+                f"{self.redis_error!r}" if self.redis_error else "not started again",
+            ),
+            (
+                "the head container exited with its GCS and was restarted (the kubelet stand-in)",
+                restarted,
+                f"{self.kubelet.error!r}" if self.kubelet.error else "the head never exited",
+            ),
+        ]
 
     def stop(self) -> None:
-        if self._redis_back.ident is not None:  # started: never leave the store down, the teardown stops it
-            self._redis_back.join(timeout=self.down_s + 35)
+        """The kubelet stand-in stopped (another kill of the head must not race it); Redis's restart, if still
+        waiting, cancelled: the teardown stops the store."""
         self.kubelet.stop()
+        self._redis_back.cancel()
+        if self._redis_back.ident is not None:
+            self._redis_back.join()

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from serve_app.rehearsal.checks import wait_for
@@ -36,15 +37,23 @@ class RedisStore:
         self.host, self.port, self.password = host, _free_port(host), password
         self.address = f"{host}:{self.port}"
         self.workdir = workdir
+        # A new cluster's volume: an earlier run's files (a kept --keep folder) would hand the new GCS its state.
         self.volume = workdir / "redis-volume"
-        self.volume.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.volume, ignore_errors=True)
+        self.volume.mkdir(parents=True)
         self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # start (a timer's thread) against stop (the teardown)
         self.start()
 
     def start(self) -> None:
         """redis-server on the volume (the data of any earlier one read back), answering PING when this returns."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         # The configuration on stdin (`redis-server -`), so that the password is on no command line. `appendonly
-        # yes` as kuberay/redis.yaml's container runs it; no RDB snapshots there either.
+        # yes` as kuberay/redis.yaml's container runs it (fsync every second); its RDB snapshots left out here,
+        # as the append-only file is what a restarted Redis reads.
         config = [f"bind {self.host}", f"port {self.port}", 'save ""', "appendonly yes", f"dir {self.volume}"]
         config += [f"requirepass {self.password}"] if self.password else []
         with (self.workdir / "redis.log").open("ab") as log:
@@ -55,7 +64,7 @@ class RedisStore:
         try:
             wait_for("Redis answering PING", self._answering, 30)
         except (TimeoutError, RuntimeError):
-            self.stop()
+            self._stop()
             raise
 
     def _answering(self) -> bool:
@@ -65,12 +74,18 @@ class RedisStore:
         return _answers((self.host, self.port), self.password)
 
     def kill(self) -> None:
-        """SIGKILL, as a lost node or an OOM kill ends it: no shutdown save."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+        """SIGKILL, as an OOM kill ends it: no shutdown save (what it wrote stays in the OS's cache: a lost node may
+        lose up to its last second of writes besides, which this does not rehearse)."""
+        with self._lock:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

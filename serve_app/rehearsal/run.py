@@ -28,6 +28,7 @@ import json
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -114,6 +115,9 @@ def rehearse(
         return outcome
     # The operator's token for the dashboard, when the manifest turns Ray's token authentication on.
     token = pod_specs[0].env.get("RAY_AUTH_TOKEN")
+    if any(kill.group == "redis" for kill in kills) and "RAY_REDIS_ADDRESS" not in pod_specs[0].env:
+        say("FAIL --kill-pod redis: the RayService has no gcsFaultToleranceOptions, so no Redis")
+        return outcome
     serve_config, changes = without_gpu(serve_config)
     for change in changes:
         say(f"note: {change}")
@@ -159,8 +163,7 @@ def rehearse(
 
         def redis_death(spec: PodSpec, address: pods.PodAddress, number: int) -> RedisDeath:
             """Redis killed and remade, the head container restarted by a kubelet as it exits (redis_kill.py)."""
-            if redis is None:
-                raise RuntimeError("--kill-pod redis: the RayService has no gcsFaultToleranceOptions, so no Redis")
+            assert redis is not None  # refused before the pods started otherwise
             restarts = itertools.count()
             kubelet = Kubelet(
                 exited=lambda: latest[spec.name].exited() is not None,
@@ -216,8 +219,9 @@ def rehearse(
             group = "head" if kill.group == "redis" else kill.group
             index = [spec.group for spec in pod_specs].index(group)
             spec, address = pod_specs[index], addresses[index]
-            remake = partial(start_pod, spec, address, f"pod-{spec.name}-remade-{number}.log")
-            kill_processes, death = None, None
+            remake: Callable[[], None] = partial(start_pod, spec, address, f"pod-{spec.name}-remade-{number}.log")
+            kill_processes: Callable[[], int] | None = None
+            death: RedisDeath | None = None
             if kill.group == "redis":
                 death = redis_death(spec, address, number)
                 kill_processes, remake = death.kill, death.remake
@@ -233,6 +237,8 @@ def rehearse(
             if spec.is_head:
                 killed.append(serve_recovered(head_ip, app_name, token, old_replicas, record))
             if death is not None:
+                killed += death.checks()
+                death.stop()  # its kubelet stand-in must not race a later kill of the head
                 record.update(death.record())
             record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
             record["serve_controller_pod_before_kill"] = controller
@@ -243,7 +249,7 @@ def rehearse(
             killed.append((f"the remade pod {spec.name} passes KubeRay's readiness probe after the load", ready, seen))
             results += killed
             outcome.timings.setdefault("pod_kills", []).append(record)
-            say(f"     pod {spec.name} killed: {json.dumps(record)}")
+            say(f"     pod {kill.group if death else spec.name} killed: {json.dumps(record)}")
         if update_client_retries is not None:
             updated, record = config_update.updated_under_load(
                 serve_config, head_ip, token, base_url, api_key, placement, update_client_retries

@@ -81,6 +81,8 @@ def test_the_shipped_rayservice_loses_no_request_to_a_cpu_node_head_or_redis_dea
     assert "ok   the remade pod cpu-0 passes KubeRay's readiness probe after the load" in output
     assert "ok   pod head killed under load at 15 s" in output
     assert "ok   pod redis killed under load at 15 s" in output
+    assert "ok   Redis answering again on its volume" in output
+    assert "ok   the head container exited with its GCS and was restarted" in output
     assert "ok   the Serve application RUNNING again through the remade head, no replica started again" in output
     assert "ok   the pods that stayed passed KubeRay's readiness probe throughout" in output
     assert "ok   the remade pod head passes KubeRay's readiness probe after the load" in output
