@@ -13,7 +13,7 @@ import pytest
 
 from serve_app.rehearsal import redis_kill
 from serve_app.rehearsal.redis_kill import Kubelet, RedisDeath
-from serve_app.rehearsal.redis_store import RedisStore
+from serve_app.rehearsal.redis_store import RedisStore, _answers
 
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (Debian)")
 
@@ -85,7 +85,7 @@ def test_a_redis_death_brings_redis_back_after_its_down_time(tmp_path: Path):
         death.kill()
         assert store.process is not None and store.process.poll() is not None
         time.sleep(2.5)  # the 1 s down time, then Redis's start
-        assert store.process.poll() is None and _answers_ping(store)
+        assert store.process.poll() is None and _answers((store.host, store.port), None)
         record = death.record()
         assert 1.0 <= record["redis_answering_again_at_s"] <= 2.5 and record["head_container_restarted_at_s"] == []
         # The head never exited here: the scenario's check says so.
@@ -94,9 +94,3 @@ def test_a_redis_death_brings_redis_back_after_its_down_time(tmp_path: Path):
     finally:
         death.stop()
         store.stop()
-
-
-def _answers_ping(store: RedisStore) -> bool:
-    with socket.create_connection((store.host, store.port), timeout=5) as connection:
-        connection.sendall(b"PING\r\n")
-        return connection.recv(64).startswith(b"+PONG")
