@@ -1,6 +1,7 @@
 """Test images made in code from the shared photos, in every format and colour mode the API accepts."""
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,13 @@ def decompression_bomb(pixels: int) -> bytes:
     """A tiny PNG that decodes to ``pixels`` pixels (1-bit, so building it stays cheap)."""
     side = int(pixels**0.5) + 1
     return encode(Image.new("1", (side, side)), "PNG", optimize=True)
+
+
+def rle_bmp(width: int, height: int) -> bytes:
+    """An 8-bit BMP with RLE compression, its rows each one pixel then end-of-line: tens of kilobytes for a
+    40-megapixel image that Pillow's RLE decoder (written in Python) takes seconds to decode."""
+    palette = bytes(1024)
+    pixels = b"\x01\x00\x00\x00" * height + b"\x00\x01"  # per row: a run of 1 pixel, end of line; end of image
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    offset = 14 + len(header) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + palette + pixels

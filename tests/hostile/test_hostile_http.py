@@ -218,6 +218,17 @@ def test_image_formats_the_api_does_not_list_are_refused(http):
         assert response.status_code == 422 and error_type(response) == "unsupported_image_format", image_format
 
 
+def test_an_image_whose_decoder_is_written_in_python_is_refused_at_once(http):
+    from tests.images import rle_bmp
+
+    # 26 KB of 40-megapixel RLE BMP: its decoder took 4.6 s an image when it was accepted; four such clients got 504s.
+    started = time.monotonic()
+    response = http.post("/images/classify", content=rle_bmp(6324, 6324), headers={"content-type": "image/bmp"})
+    assert response.status_code == 422 and error_type(response) == "unsupported_image_format", response.text[:200]
+    assert "RLE compression" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 2
+
+
 def test_strangers_learn_only_whether_it_is_ready(deployed):
     with httpx.Client(base_url=deployed, timeout=30) as anonymous:
         answers = {anonymous.get("/readyz").text for _ in range(50)}

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, features
+from PIL.BmpImagePlugin import BmpRleDecoder
 from torchvision.models import ResNet152_Weights
 
 from deployments.errors import InputTooLarge, InvalidInput
 from deployments.resnet import preprocess as preprocess_module
 from deployments.resnet.preprocess import check_request_pixels, decode_image, preprocess
-from tests.images import decompression_bomb, encode, sample_rgb, variants
+from tests.images import decompression_bomb, encode, rle_bmp, sample_rgb, variants
 
 LIMIT = 40_000_000
 
@@ -106,6 +107,18 @@ def test_formats_the_api_does_not_list_are_refused_naming_the_format(image_forma
         preprocess(encode(sample_rgb(), image_format), LIMIT)
     assert raised.value.kind == "unsupported_image_format"
     assert str(raised.value) == f"{image_format} images are not accepted: send JPEG, PNG, WebP, GIF or BMP"
+
+
+def test_bmp_with_rle_compression_is_refused_before_its_python_decoder_runs(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(BmpRleDecoder, "decode", lambda self, buffer: decoded.append(buffer) or (-1, 0))
+    for data in (rle_bmp(6324, 6324), rle_bmp(64, 48)):
+        with pytest.raises(InvalidInput) as raised:
+            preprocess(data, LIMIT)
+        assert raised.value.kind == "unsupported_image_format"
+        assert "BMP images with RLE compression" in str(raised.value)
+    assert decoded == []
+    assert preprocess(encode(sample_rgb(), "BMP"), LIMIT).shape == (3, 224, 224)  # uncompressed BMP still classified
 
 
 def test_no_other_format_plugin_reads_a_clients_bytes(monkeypatch):
