@@ -215,7 +215,9 @@ class Ingress:
         grouping = CallGrouping(**(faq_call_grouping or {}))
         # Every FAQ route's requests, grouped: the one batching of FAQ requests. Their wait is bounded by
         # limits.max_in_flight (serve_app.admission), which counts them from arrival.
-        self.faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
+        self.faq_calls = Coalescer(
+            self._faq_group, grouping.max_group_size, grouping.max_in_flight, grouping.slow_after_s
+        )
         # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
         self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
         self.metrics = AppMetrics()

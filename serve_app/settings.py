@@ -118,6 +118,13 @@ class CallGrouping(BaseModel):
         description="Grouped calls outstanding at once per ingress replica; requests arriving meanwhile wait and "
         "leave together in the next call.",
     )
+    slow_after_s: float | None = Field(
+        0.1,
+        gt=0,
+        le=3600,
+        description="A call outstanding this long (a large request's) stops counting against max_in_flight, so the "
+        "requests waiting behind it leave in a new call; null: a call counts until it is answered.",
+    )
 
 
 class AppArgs(BaseSettings):

@@ -65,13 +65,34 @@ def tokens(text: str) -> list[str]:
     return text.lower().split()
 
 
+def char_wb_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+    """scikit-learn's ``char_wb`` n-grams of a lower-cased text, the same list in the same order: each word padded
+    with a space on each side, its n-grams of every length, a word shorter than n once whole.
+
+    Written out because a word new to the cache pays for it: through the vectorizer's analyzer (decoding and
+    preprocessing checks around the same loop) a never-seen word cost ~16 us of which this leaves ~4, and a
+    question of 5,000 one-character words is 5,000 new words (tests/unit/test_features.py compares the two)."""
+    grams: list[str] = []
+    for word in text.split():
+        padded = f" {word} "
+        length = len(padded)
+        for n in range(min_n, max_n + 1):
+            if length <= n:
+                grams.append(padded)
+                break
+            grams.extend([padded[start : start + n] for start in range(length - n + 1)])
+    return grams
+
+
 def _in_vocabulary(terms: list[str], vocabulary: dict[str, int]) -> Counts:
-    columns, counts = [], []
-    for term, count in Counter(terms).items():
+    counts: dict[int, int] = {}
+    for term in terms:
         if (column := vocabulary.get(term)) is not None:
-            columns.append(column)
-            counts.append(count)
-    return np.array(columns, dtype=COLUMN_DTYPE), np.array(counts, dtype=np.float64)
+            counts[column] = counts.get(column, 0) + 1
+    return (
+        np.fromiter(counts.keys(), dtype=COLUMN_DTYPE, count=len(counts)),
+        np.fromiter(counts.values(), dtype=np.float64, count=len(counts)),
+    )
 
 
 class TextFeatures:
@@ -81,13 +102,20 @@ class TextFeatures:
         self.word = word
         self.char = char
         self._word_analyzer = word.build_analyzer()
-        char_analyzer = char.build_analyzer()
-        # Per instance, so the cache goes with the model that filled it.
+        min_n, max_n = char.ngram_range
+        # Per instance, so the cache goes with the model that filled it. A token is lower-cased again, exactly as
+        # the vectorizer's analyzer would.
         self._word_char_counts = WordCache(
-            lambda token: _in_vocabulary(char_analyzer(token), char.vocabulary_),
+            lambda token: _in_vocabulary(char_wb_ngrams(token.lower(), min_n, max_n), char.vocabulary_),
             WORD_CACHE_BYTES,
             MAX_CACHED_WORD_CHARS,
         )
+        # A word none of whose characters occurs in any character n-gram of the vocabulary (a script the FAQ never
+        # uses) has no n-gram in it but the padding's: its counts are known without computing or caching it, so a
+        # question of 5,000 such words neither costs 5,000 computations nor evicts the cache's real words.
+        self._known_chars = frozenset(letter for gram in char.vocabulary_ for letter in gram)
+        padding_unigrams = [" ", " "] if min_n == 1 else []  # char_wb's 1-grams of " word " include its two spaces
+        self._unknown_word_counts = _in_vocabulary(padding_unigrams, char.vocabulary_)
         self.char_offset = len(word.vocabulary_)
         self.n_features = self.char_offset + len(char.vocabulary_)
 
@@ -160,8 +188,12 @@ class TextFeatures:
         """Columns and counts of the text's character n-grams, a column once per distinct word holding it."""
         # char_wb pads each whitespace-separated word with one space on each side and never crosses words.
         columns, counts = [], []
+        known = self._known_chars
         for token, repeats in Counter(tokens(text)).items():
-            token_columns, token_counts = self._word_char_counts(token)
+            if known.isdisjoint(token) and known.isdisjoint(token.lower()):  # lowered again as the analyzer does
+                token_columns, token_counts = self._unknown_word_counts
+            else:
+                token_columns, token_counts = self._word_char_counts(token)
             columns.append(token_columns)
             counts.append(token_counts if repeats == 1 else token_counts * repeats)
         if not columns:

@@ -18,6 +18,9 @@ _PROSE = (
 ORDINARY_TEXT = (_PROSE * (MAX_CHARS // len(_PROSE) + 1))[:MAX_CHARS]
 
 
+UNKNOWN_SCRIPT_LETTERS = "".join(chr(code) for code in range(0x20000, 0x2A6E0))
+
+
 def _fill(unit: str, chars: int = MAX_CHARS) -> str:
     return (unit * (chars // len(unit) + 1))[:chars]
 
@@ -47,7 +50,10 @@ def worst_questions() -> dict[str, str]:
         "urls": _fill("http://a.b/c www."),
         "one 10,000-letter word": "a" * MAX_CHARS,
         "one random 10,000-letter word": _random_words(1, MAX_CHARS),
+        "distinct 3-letter words": _random_words(5, 3),
         "distinct 5-letter words": _random_words(2, 5),
+        # 5,000 words, nearly all distinct, of a script the FAQ never uses (CJK Extension B).
+        "distinct 1-character words, unknown script": _random_words(4, 1, UNKNOWN_SCRIPT_LETTERS),
         "distinct 64-letter words": _random_words(3, 64),
         "repeated bigram": _fill("sort array "),
         "combining marks": _fill("e\u0301\u0302\u0303"),

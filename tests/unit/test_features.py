@@ -2,26 +2,52 @@ import random
 import tracemalloc
 
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH
-from deployments.faq.features import TextFeatures
+from deployments.faq.features import TextFeatures, char_wb_ngrams
 from deployments.faq.text import clean_text
 from deployments.faq.word_cache import WordCache
 
+# Words of a script the demo FAQ never uses (CJK Extension B), alone and beside known letters.
+UNKNOWN_SCRIPT = " ".join(chr(0x20000 + i) for i in range(50)) + " a\U00020001b \U00020002x"
 
-def test_fast_transform_equals_scikit_learn():
+
+@pytest.mark.parametrize("char_ngrams", [(1, 4), (3, 6), (2, 2)])
+def test_fast_transform_equals_scikit_learn(char_ngrams):
     dataset = load_jsonl(DEMO_FAQ_PATH)
     texts = [clean_text(o.text) for o in dataset.originals] + [clean_text(d.text) for d in dataset.duplicates]
-    features = TextFeatures.fit(texts, word_max_df=0.3, char_ngrams=(1, 4), char_max_df=0.5)
+    features = TextFeatures.fit(texts, word_max_df=0.3, char_ngrams=char_ngrams, char_max_df=0.5)
     questions = [*texts[:40], "", "   ", "only-unknown-∰∰∰", "x" * 5000, "== vs ===, and what about !== ?"]
     # Not cleaned: upper case, tabs and newlines, Unicode spaces, repeated words, a dotted capital I.
-    questions += ["Why  IS\tthis\n\nNULL null NULL?", "a\u00a0b\u2003c  a a a", "İstanbul ŞEHİR", "x"]
+    questions += ["Why  IS\tthis\n\nNULL null NULL?", "a\u00a0b\u2003c  a a a", "İstanbul ŞEHİR", "x", UNKNOWN_SCRIPT]
     fast, reference = features.transform(questions), features.reference_transform(questions)
     assert fast.shape == reference.shape == (len(questions), features.n_features)
     assert np.abs((fast - reference).toarray()).max() < 1e-12
     norms = np.sqrt(np.asarray(fast.multiply(fast).sum(axis=1))).ravel()
     assert np.allclose(norms[norms > 0], 1.0)
+
+
+@given(st.text(max_size=40), st.sampled_from([(1, 1), (1, 4), (2, 2), (3, 6)]))
+def test_character_ngrams_are_scikit_learns(text, ngram_range):
+    analyzer = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range).build_analyzer()
+    assert char_wb_ngrams(text.lower(), *ngram_range) == analyzer(text)
+
+
+@pytest.mark.parametrize("char_max_df", [0.5, 1.0])  # the space 1-gram dropped as too common, and kept
+def test_words_of_a_script_the_vocabulary_lacks_are_neither_computed_nor_cached(char_max_df):
+    dataset = load_jsonl(DEMO_FAQ_PATH)
+    features = TextFeatures.fit([clean_text(o.text) for o in dataset.originals], 0.3, (1, 4), char_max_df)
+    assert (" " in features.char.vocabulary_) == (char_max_df == 1.0)
+    question = [UNKNOWN_SCRIPT.split(" a")[0]]  # the 50 unknown words alone
+    rows = features.transform(question)
+    info = features._word_char_counts.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (0, 0, 0)
+    assert np.abs((rows - features.reference_transform(question)).toarray()).max() < 1e-12
 
 
 def test_operators_are_words():
