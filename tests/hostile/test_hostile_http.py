@@ -100,6 +100,36 @@ def test_a_body_slower_than_the_timeout_gets_408(deployed, auth_headers):
     assert BODY_TIMEOUT_S - 0.5 <= waited_s < BODY_TIMEOUT_S + 10
 
 
+def _raw_exchange(deployed: str, request: bytes) -> str:
+    url = urlparse(deployed)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(request)
+        return read_response(sock)
+
+
+def test_a_credential_sent_after_the_body_is_not_a_credential(deployed, auth_headers):
+    # Trailer fields (after a chunked body) are not headers: no proxy in front reads them.
+    body = b'{"question": "how do I loop over an array"}'
+    request = (
+        b"POST /faq/match HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n%x\r\n%s\r\n0\r\nAuthorization: %s\r\n\r\n"
+        % (len(body), body, auth_headers["Authorization"].encode())
+    )
+    answer = _raw_exchange(deployed, request)
+    assert answer.startswith("HTTP/1.1 401"), answer[:300]
+    assert '"type":"unauthorized"' in answer.replace(" ", "")
+
+
+def test_a_websocket_handshake_gets_the_apis_error_and_no_answer_names_the_server(deployed, http):
+    handshake = (
+        b"GET /faq/match HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = _raw_exchange(deployed, handshake)
+    assert answer.startswith("HTTP/1.1 400") and '"type":"upgrade_not_supported"' in answer.replace(" ", "")
+    assert "server" not in http.post("/faq/match", json=QUESTION).headers
+
+
 def read_response(sock: socket.socket) -> str:
     """One whole HTTP response (headers and the Content-Length body), however the bytes are split."""
     data = b""

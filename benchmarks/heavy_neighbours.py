@@ -1,0 +1,173 @@
+"""An ordinary FAQ request beside clients sending the costliest FAQ requests the limits allow.
+
+    python -m benchmarks.heavy_neighbours [--faq-model models/faq] [--heavy-clients 2] [--duration 20] \\
+        [--rounds 2] [--out benchmarks/results/heavy_neighbours]
+
+The fast-ingress application (auth on, serve_config.yaml's defaults) runs once with ``faq_call_grouping.slow_after_s``
+as shipped and once with it at 3600 s (a grouped call holds its place until it is answered, as before the setting),
+in turns, each run on a fresh server. In each run ``--heavy-clients`` closed loops send requests of 64 questions of
+10,000 characters of random 2-4 letter words (nearly every word new to the word cache: the costliest text known,
+benchmarks/results/worst_inputs.md) while one client asks an ordinary question every 0.2 s. Reported per run: the
+ordinary requests' latency and statuses, the heavy requests' count, latency and statuses, and the hypervisor's steal.
+"""
+
+import argparse
+import asyncio
+import random
+import string
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
+from benchmarks.peers.servers import PEERS, running, serve_faq_model
+from benchmarks.report import publish, run_info, table
+from benchmarks.workloads import SCENARIOS
+from serve_app.testing import AUTH_HEADERS, free_port
+from serve_app.testing.worst_inputs import MAX_CHARS, ORDINARY_QUESTION
+
+HEAVY_QUESTIONS = 64  # limits.max_questions
+HEAVY_PAYLOADS = 6  # distinct heavy bodies, sent in turn (each word rarely seen again: the cache holds ~30,000)
+ORDINARY_EVERY_S = 0.2
+SETTINGS = {"shipped (slow_after_s 0.1)": None, "held until answered (slow_after_s 3600)": "3600"}
+
+
+def never_seen_words(rng: random.Random) -> str:
+    words, size = [], 0
+    while size < MAX_CHARS - 5:
+        word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 4)))
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)
+
+
+async def heavy_client(session: aiohttp.ClientSession, url: str, bodies: list[dict], deadline: float, out: list):
+    turn = 0
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        async with session.post(f"{url}/faq/match", json=bodies[turn % len(bodies)]) as response:
+            await response.read()
+            out.append((response.status, time.monotonic() - started))
+        turn += 1
+
+
+async def ordinary_client(session: aiohttp.ClientSession, url: str, deadline: float, out: list) -> None:
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        async with session.post(f"{url}/faq/match", json={"question": ORDINARY_QUESTION}) as response:
+            await response.read()
+            out.append((response.status, time.monotonic() - started))
+        await asyncio.sleep(max(0.0, ORDINARY_EVERY_S - (time.monotonic() - started)))
+
+
+def summary(results: list[tuple[int, float]]) -> dict:
+    latencies = [latency for status, latency in results if status == 200]
+    statuses: dict[str, int] = {}
+    for status, _ in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    def ms(q: float) -> float | None:
+        return round(float(np.percentile(latencies, q)) * 1000, 1) if latencies else None
+
+    return {"requests": len(results), "statuses": statuses, "p50_ms": ms(50), "p99_ms": ms(99), "max_ms": ms(100)}
+
+
+async def measure(url: str, bodies: list[dict], heavy_clients: int, duration_s: float) -> dict:
+    heavy: list = []
+    ordinary: list = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(headers=AUTH_HEADERS, timeout=timeout) as session:
+        deadline = time.monotonic() + duration_s
+        before = jiffies()
+        await asyncio.gather(
+            *(heavy_client(session, url, bodies, deadline, heavy) for _ in range(heavy_clients)),
+            ordinary_client(session, url, deadline, ordinary),
+        )
+        steal = steal_percent(before, jiffies())
+    return {"ordinary": summary(ordinary), "heavy": summary(heavy), "steal_percent": round(steal, 1)}
+
+
+def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -> dict:
+    env = {"SERVE_APP_IMAGES__WEIGHTS": "random:0"}
+    if setting is not None:
+        env["SERVE_APP_FAQ_CALL_GROUPING__SLOW_AFTER_S"] = setting
+    calls = SCENARIOS["faq-single"].calls(PEERS["serve-fast"].paths)
+    with tempfile.TemporaryDirectory() as folder:
+        probes = [calls() for _ in range(3)]
+        with running(PEERS["serve-fast"], ("faq",), probes, free_port(), Path(folder) / "serve.log", {}, env) as url:
+            wait_until_quiet()
+            return asyncio.run(measure(url, bodies, args.heavy_clients, args.duration))
+
+
+def markdown(report: dict) -> str:
+    rows = []
+    for run in report["runs"]:
+        ordinary, heavy = run["ordinary"], run["heavy"]
+        rows.append(
+            [
+                run["round"],
+                run["setting"],
+                run["steal_percent"],
+                ordinary["requests"],
+                ordinary["statuses"],
+                ordinary["p50_ms"],
+                ordinary["p99_ms"],
+                ordinary["max_ms"],
+                heavy["requests"],
+                heavy["statuses"],
+                heavy["p50_ms"],
+                heavy["max_ms"],
+            ]
+        )
+    header = ["round", "grouped calls", "steal %", "ordinary sent", "ordinary statuses", "ordinary p50 ms"]
+    header += ["ordinary p99 ms", "ordinary max ms", "heavy sent", "heavy statuses", "heavy p50 ms", "heavy max ms"]
+    return "\n".join(
+        [
+            "# An ordinary FAQ request beside the costliest ones",
+            "",
+            f"Command: `{report['command']}`  ",
+            f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}; FAQ model: "
+            f"{report['faq_model'] or 'embedded demo FAQ'}  ",
+            f"{report['heavy_clients']} closed-loop clients send {HEAVY_QUESTIONS} questions of {MAX_CHARS:,} "
+            f"characters of random 2-4 letter words per request, while one client asks `{ORDINARY_QUESTION}` every "
+            f"{ORDINARY_EVERY_S} s; {report['duration_s']} s per run, each on a fresh fast-ingress server (auth on).",
+            "",
+            *table(header, rows),
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faq-model", help="FAQ model directory (default: the embedded demo FAQ)")
+    parser.add_argument("--heavy-clients", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    serve_faq_model(args.faq_model)
+    rng = random.Random(0)
+    bodies = [{"questions": [never_seen_words(rng) for _ in range(HEAVY_QUESTIONS)]} for _ in range(HEAVY_PAYLOADS)]
+    runs = []
+    for round_ in range(args.rounds):
+        order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))
+        for name, setting in order:
+            runs.append({"round": round_, "setting": name, **one_run(setting, bodies, args)})
+            print(runs[-1], flush=True)
+    report = {
+        **run_info("benchmarks.heavy_neighbours", argv),
+        "faq_model": args.faq_model,
+        "heavy_clients": args.heavy_clients,
+        "duration_s": args.duration,
+        "runs": runs,
+    }
+    publish(report, markdown(report), args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
