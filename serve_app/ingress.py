@@ -9,6 +9,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -133,6 +134,14 @@ class CachedState:
             self._in_flight = None
 
 
+# A question of nothing but these has nothing to match: whitespace, control characters, zero-width and direction
+# marks, byte-order marks and lone surrogates (JSON can carry "\\udfff"). A regular expression: linear, in C.
+BLANK = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+    r"\ufeff\ufff9-\ufffb\ud800-\udfff]*"
+)
+
+
 def _check_questions(questions: list[str], limits: Limits, single_field: str | None = None) -> None:
     """422 naming the offending field: ``single_field`` when the request sent one question under that name,
     else ``questions.N``."""
@@ -142,8 +151,8 @@ def _check_questions(questions: list[str], limits: Limits, single_field: str | N
         raise invalid("questions", f"at most {limits.max_questions} questions per request, got {len(questions)}")
     for index, question in enumerate(questions):
         field = single_field or f"questions.{index}"
-        if not question.strip():
-            raise invalid(field, "must not be empty")
+        if BLANK.fullmatch(question):
+            raise invalid(field, "must not be empty (nor only whitespace, control or invisible formatting characters)")
         if len(question) > limits.max_question_chars:
             raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
 

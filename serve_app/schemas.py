@@ -27,8 +27,10 @@ def _exactly_one(single: object, several: object, message: str) -> None:
 class MatchRequest(BaseModel):
     """One question, or a list of questions answered in order."""
 
+    # strict: "top_k": "3" or true is a 422, as on the image route, not silently 3 or 1.
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"question": "How do I deep-copy an object?", "top_k": 3}]},
     )
 
