@@ -54,13 +54,16 @@ async def heavy_client(session: aiohttp.ClientSession, url: str, bodies: list[di
         turn += 1
 
 
-async def ordinary_client(session: aiohttp.ClientSession, url: str, deadline: float, out: list) -> None:
+async def ordinary_client(
+    session: aiohttp.ClientSession, url: str, deadline: float, out: list, every_s: float = ORDINARY_EVERY_S
+) -> None:
+    """An ordinary question every ``every_s`` (0: one after the other, a closed loop)."""
     while time.monotonic() < deadline:
         started = time.monotonic()
         async with session.post(f"{url}/faq/match", json={"question": ORDINARY_QUESTION}) as response:
             await response.read()
             out.append((response.status, time.monotonic() - started))
-        await asyncio.sleep(max(0.0, ORDINARY_EVERY_S - (time.monotonic() - started)))
+        await asyncio.sleep(max(0.0, every_s - (time.monotonic() - started)))
 
 
 def summary(results: list[tuple[int, float]]) -> dict:
@@ -75,19 +78,25 @@ def summary(results: list[tuple[int, float]]) -> dict:
     return {"requests": len(results), "statuses": statuses, "p50_ms": ms(50), "p99_ms": ms(99), "max_ms": ms(100)}
 
 
-async def measure(url: str, bodies: list[dict], heavy_clients: int, duration_s: float) -> dict:
+async def measure(url: str, bodies: list[dict], args: argparse.Namespace) -> dict:
     heavy: list = []
     ordinary: list = []
+    # --ordinary-concurrency above 1: that many closed loops of ordinary questions, to see the setting's effect on
+    # ordinary load alone (with --heavy-clients 0).
+    closed = args.ordinary_concurrency > 1
+    every_s = 0.0 if closed else ORDINARY_EVERY_S
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(headers=AUTH_HEADERS, timeout=timeout) as session:
-        deadline = time.monotonic() + duration_s
+    connector = aiohttp.TCPConnector(limit=args.heavy_clients + args.ordinary_concurrency)
+    async with aiohttp.ClientSession(headers=AUTH_HEADERS, timeout=timeout, connector=connector) as session:
+        deadline = time.monotonic() + args.duration
         before = jiffies()
         await asyncio.gather(
-            *(heavy_client(session, url, bodies, deadline, heavy) for _ in range(heavy_clients)),
-            ordinary_client(session, url, deadline, ordinary),
+            *(heavy_client(session, url, bodies, deadline, heavy) for _ in range(args.heavy_clients)),
+            *(ordinary_client(session, url, deadline, ordinary, every_s) for _ in range(args.ordinary_concurrency)),
         )
         steal = steal_percent(before, jiffies())
-    return {"ordinary": summary(ordinary), "heavy": summary(heavy), "steal_percent": round(steal, 1)}
+    ordinary_summary = summary(ordinary) | {"requests_per_s": round(len(ordinary) / args.duration, 1)}
+    return {"ordinary": ordinary_summary, "heavy": summary(heavy), "steal_percent": round(steal, 1)}
 
 
 def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -> dict:
@@ -99,7 +108,12 @@ def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -
         probes = [calls() for _ in range(3)]
         with running(PEERS["serve-fast"], ("faq",), probes, free_port(), Path(folder) / "serve.log", {}, env) as url:
             wait_until_quiet()
-            return asyncio.run(measure(url, bodies, args.heavy_clients, args.duration))
+            return asyncio.run(measure(url, bodies, args))
+
+
+def ordinary_load(report: dict) -> str:
+    concurrency = report.get("ordinary_concurrency", 1)
+    return f"{concurrency} closed-loop clients" if concurrency > 1 else f"one client every {ORDINARY_EVERY_S} s"
 
 
 def markdown(report: dict) -> str:
@@ -112,6 +126,7 @@ def markdown(report: dict) -> str:
                 run["setting"],
                 run["steal_percent"],
                 ordinary["requests"],
+                ordinary.get("requests_per_s"),
                 ordinary["statuses"],
                 ordinary["p50_ms"],
                 ordinary["p99_ms"],
@@ -122,7 +137,8 @@ def markdown(report: dict) -> str:
                 heavy["max_ms"],
             ]
         )
-    header = ["round", "grouped calls", "steal %", "ordinary sent", "ordinary statuses", "ordinary p50 ms"]
+    header = ["round", "grouped calls", "steal %", "ordinary sent", "ordinary req/s", "ordinary statuses"]
+    header += ["ordinary p50 ms"]
     header += ["ordinary p99 ms", "ordinary max ms", "heavy sent", "heavy statuses", "heavy p50 ms", "heavy max ms"]
     return "\n".join(
         [
@@ -132,8 +148,9 @@ def markdown(report: dict) -> str:
             f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}; FAQ model: "
             f"{report['faq_model'] or 'embedded demo FAQ'}  ",
             f"{report['heavy_clients']} closed-loop clients send {HEAVY_QUESTIONS} questions of {MAX_CHARS:,} "
-            f"characters of random 2-4 letter words per request, while one client asks `{ORDINARY_QUESTION}` every "
-            f"{ORDINARY_EVERY_S} s; {report['duration_s']} s per run, each on a fresh fast-ingress server (auth on).",
+            f"characters of random 2-4 letter words per request, while the ordinary question `{ORDINARY_QUESTION}` "
+            f"comes from {ordinary_load(report)}; {report['duration_s']} s per run, each on a fresh fast-ingress "
+            "server (auth on).",
             "",
             *table(header, rows),
             "",
@@ -145,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faq-model", help="FAQ model directory (default: the embedded demo FAQ)")
     parser.add_argument("--heavy-clients", type=int, default=2)
+    parser.add_argument(
+        "--ordinary-concurrency", type=int, default=1, help="1: one question every 0.2 s; N > 1: N closed loops"
+    )
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -162,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         **run_info("benchmarks.heavy_neighbours", argv),
         "faq_model": args.faq_model,
         "heavy_clients": args.heavy_clients,
+        "ordinary_concurrency": args.ordinary_concurrency,
         "duration_s": args.duration,
         "runs": runs,
     }

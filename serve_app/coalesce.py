@@ -28,6 +28,7 @@ class Coalescer(Generic[Item, Result]):
         max_group: int,
         max_in_flight: int,
         slow_after_s: float | None = None,
+        on_slow: Callable[[], object] | None = None,
     ) -> None:
         if max_group < 1 or max_in_flight < 1:
             raise ValueError("max_group and max_in_flight must be >= 1")
@@ -37,12 +38,14 @@ class Coalescer(Generic[Item, Result]):
         self.max_group = max_group
         self.max_in_flight = max_in_flight
         self.slow_after_s = slow_after_s
+        self.on_slow = on_slow  # called once for each group that outlives slow_after_s (a metric)
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0  # groups in flight that still hold a place: not yet answered, nor slow
         self._tasks: set[asyncio.Task] = set()
         self.groups = 0
         self.items = 0
         self.largest_group = 0
+        self.slow_groups = 0
 
     async def submit(self, item: Item, timeout_s: float | None = None) -> Result:
         """The result of ``item``'s group.
@@ -74,7 +77,14 @@ class Coalescer(Generic[Item, Result]):
             self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
             task.add_done_callback(self._tasks.discard)
             if self.slow_after_s is not None:
-                place.timer = loop.call_later(self.slow_after_s, self._release, place)
+                place.timer = loop.call_later(self.slow_after_s, self._became_slow, place)
+
+    def _became_slow(self, place: "_Place") -> None:
+        if place.held:
+            self.slow_groups += 1
+            if self.on_slow is not None:
+                self.on_slow()
+        self._release(place)
 
     def _release(self, place: "_Place") -> None:
         """The group's place goes to the requests waiting (its answer is still awaited)."""
@@ -103,7 +113,12 @@ class Coalescer(Generic[Item, Result]):
             self._release(place)
 
     def stats(self) -> dict[str, int]:
-        return {"groups": self.groups, "requests": self.items, "largest_group": self.largest_group}
+        return {
+            "groups": self.groups,
+            "requests": self.items,
+            "largest_group": self.largest_group,
+            "slow_groups": self.slow_groups,
+        }
 
 
 class _Place:

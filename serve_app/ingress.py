@@ -221,15 +221,19 @@ class Ingress:
         # Built here, in the replica: the keys come from this process's environment (the Kubernetes Secret),
         # and a malformed key or secret stops the replica with a clear error instead of serving open.
         self.authenticator = Authenticator(self.auth)
+        self.metrics = AppMetrics()
         grouping = CallGrouping(**(faq_call_grouping or {}))
         # Every FAQ route's requests, grouped: the one batching of FAQ requests. Their wait is bounded by
         # limits.max_in_flight (serve_app.admission), which counts them from arrival.
         self.faq_calls = Coalescer(
-            self._faq_group, grouping.max_group_size, grouping.max_in_flight, grouping.slow_after_s
+            self._faq_group,
+            grouping.max_group_size,
+            grouping.max_in_flight,
+            grouping.slow_after_s,
+            on_slow=self.metrics.faq_slow_calls.inc,
         )
         # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
         self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
-        self.metrics = AppMetrics()
         self.collection = CollectionSettings(**(collection or {}))
         self.collector: Collector | None = None
         if self.collection.enabled:

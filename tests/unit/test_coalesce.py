@@ -31,7 +31,7 @@ def test_requests_arriving_during_a_call_leave_together_and_get_their_own_result
     groups, results, stats = asyncio.run(scenario())
     assert results == [2 * i for i in range(10)]
     assert groups == [[0], list(range(1, 10))]  # the first goes at once; the rest waited for it
-    assert stats == {"groups": 2, "requests": 10, "largest_group": 9}
+    assert stats == {"groups": 2, "requests": 10, "largest_group": 9, "slow_groups": 0}
 
 
 def test_group_size_and_calls_in_flight_are_bounded():
@@ -126,14 +126,19 @@ async def _behind_slow_groups(coalescer: Coalescer, downstream: SlowOnNegative) 
 
 
 def test_a_slow_group_gives_up_its_place_so_the_requests_behind_it_do_not_wait_for_it():
+    slow: list[bool] = []
+
     async def scenario():
         downstream = SlowOnNegative(slow_s=1.0)
-        coalescer = Coalescer(downstream, max_group=64, max_in_flight=2, slow_after_s=0.05)
-        return await _behind_slow_groups(coalescer, downstream)
+        coalescer = Coalescer(
+            downstream, max_group=64, max_in_flight=2, slow_after_s=0.05, on_slow=lambda: slow.append(True)
+        )
+        return await _behind_slow_groups(coalescer, downstream), coalescer.stats()
 
-    waited, answer, groups = asyncio.run(scenario())
+    (waited, answer, groups), stats = asyncio.run(scenario())
     assert answer == 10
     assert groups == [[-1], [-2], [5]]
+    assert stats["slow_groups"] == 2 and len(slow) == 2  # the two slow ones, not the ordinary one
     assert waited < 0.5  # ~0.05 s for a place, then its own call: not the slow groups' second
 
 
