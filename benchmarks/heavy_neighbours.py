@@ -3,18 +3,17 @@
     python -m benchmarks.heavy_neighbours [--faq-model models/faq] [--heavy-clients 2] [--duration 20] \\
         [--rounds 2] [--out benchmarks/results/heavy_neighbours]
 
-The fast-ingress application (auth on, serve_config.yaml's defaults) runs once with ``faq_call_grouping.slow_after_s``
-as shipped and once with it at 3600 s (a grouped call holds its place until it is answered, as before the setting),
-in turns, each run on a fresh server. In each run ``--heavy-clients`` closed loops send requests of 64 questions of
-10,000 characters of random 2-4 letter words (nearly every word new to the word cache: the costliest text known,
-benchmarks/results/worst_inputs.md) while one client asks an ordinary question every 0.2 s. Reported per run: the
-ordinary requests' latency and statuses, the heavy requests' count, latency and statuses, and the hypervisor's steal.
+The fast-ingress application (auth on, serve_config.yaml's defaults) runs once with large requests grouped apart
+(``faq_call_grouping.large_request_chars`` as shipped) and once with every request in one group, in turns, each run
+on a fresh server. In each run ``--heavy-clients`` closed loops send requests of 64 questions of 10,000 characters
+of random 2-4 letter words (most words new to the word cache: the costliest text known,
+benchmarks/results/worst_inputs_questions.md) while ordinary questions come from one client every 0.2 s (or, with
+``--ordinary-concurrency N``, N closed loops). Reported per run: the ordinary requests' rate, latency and statuses,
+the heavy requests' count, latency and statuses, and the hypervisor's steal.
 """
 
 import argparse
 import asyncio
-import random
-import string
 import tempfile
 import time
 from pathlib import Path
@@ -27,21 +26,13 @@ from benchmarks.peers.servers import PEERS, running, serve_faq_model
 from benchmarks.report import publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
-from serve_app.testing.worst_inputs import MAX_CHARS, ORDINARY_QUESTION
+from serve_app.testing.worst_inputs import MAX_CHARS, ORDINARY_QUESTION, never_seen_questions
 
 HEAVY_QUESTIONS = 64  # limits.max_questions
 HEAVY_PAYLOADS = 6  # distinct heavy bodies, sent in turn (each word rarely seen again: the cache holds ~30,000)
 ORDINARY_EVERY_S = 0.2
-SETTINGS = {"shipped (slow_after_s 0.1)": None, "held until answered (slow_after_s 3600)": "3600"}
-
-
-def never_seen_words(rng: random.Random) -> str:
-    words, size = [], 0
-    while size < MAX_CHARS - 5:
-        word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 4)))
-        words.append(word)
-        size += len(word) + 1
-    return " ".join(words)
+# Large requests grouped apart (as shipped), or every request in one group (no request is over 1,000,000 characters).
+SETTINGS = {"large apart (large_request_chars 20000)": None, "one group (large_request_chars 1000000)": "1000000"}
 
 
 async def heavy_client(session: aiohttp.ClientSession, url: str, bodies: list[dict], deadline: float, out: list):
@@ -102,7 +93,7 @@ async def measure(url: str, bodies: list[dict], args: argparse.Namespace) -> dic
 def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -> dict:
     env = {"SERVE_APP_IMAGES__WEIGHTS": "random:0"}
     if setting is not None:
-        env["SERVE_APP_FAQ_CALL_GROUPING__SLOW_AFTER_S"] = setting
+        env["SERVE_APP_FAQ_CALL_GROUPING__LARGE_REQUEST_CHARS"] = setting
     calls = SCENARIOS["faq-single"].calls(PEERS["serve-fast"].paths)
     with tempfile.TemporaryDirectory() as folder:
         probes = [calls() for _ in range(3)]
@@ -170,8 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     serve_faq_model(args.faq_model)
-    rng = random.Random(0)
-    bodies = [{"questions": [never_seen_words(rng) for _ in range(HEAVY_QUESTIONS)]} for _ in range(HEAVY_PAYLOADS)]
+    bodies = [{"questions": never_seen_questions(HEAVY_QUESTIONS, seed)} for seed in range(HEAVY_PAYLOADS)]
     runs = []
     for round_ in range(args.rounds):
         order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))

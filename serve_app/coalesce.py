@@ -5,10 +5,6 @@ routing, request bookkeeping), a few milliseconds on small machines: more than s
 Requests that arrive while earlier groups are in flight wait and leave together in the next group, so
 under load the fixed cost is paid once per group; an idle service sends each request at once (no timer).
 
-A group in flight for longer than ``slow_after_s`` (a large request's: 64 questions of 10,000 never-seen words take
-seconds) stops holding one of the ``max_in_flight`` places, so the requests behind it leave in a new group instead
-of waiting for it: without that, two clients looping such requests held an ordinary one-question request ~2.6 s.
-
 The queue of waiting calls has no bound of its own: the caller bounds the calls it makes at once (the ingress's
 admission limit counts every request from its arrival).
 """
@@ -27,25 +23,18 @@ class Coalescer(Generic[Item, Result]):
         send: Callable[[list[Item]], Awaitable[list[Result]]],
         max_group: int,
         max_in_flight: int,
-        slow_after_s: float | None = None,
-        on_slow: Callable[[], object] | None = None,
     ) -> None:
         if max_group < 1 or max_in_flight < 1:
             raise ValueError("max_group and max_in_flight must be >= 1")
-        if slow_after_s is not None and slow_after_s <= 0:
-            raise ValueError("slow_after_s must be > 0 (or None: a group holds its place until it is answered)")
         self.send = send
         self.max_group = max_group
         self.max_in_flight = max_in_flight
-        self.slow_after_s = slow_after_s
-        self.on_slow = on_slow  # called once for each group that outlives slow_after_s (a metric)
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._in_flight = 0  # groups in flight that still hold a place: not yet answered, nor slow
+        self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
         self.groups = 0
         self.items = 0
         self.largest_group = 0
-        self.slow_groups = 0
 
     async def submit(self, item: Item, timeout_s: float | None = None) -> Result:
         """The result of ``item``'s group.
@@ -71,31 +60,11 @@ class Coalescer(Generic[Item, Result]):
             self.groups += 1
             self.items += len(group)
             self.largest_group = max(self.largest_group, len(group))
-            loop = asyncio.get_running_loop()
-            place = _Place()
-            task = loop.create_task(self._run(group, place))
+            task = asyncio.get_running_loop().create_task(self._run(group))
             self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
             task.add_done_callback(self._tasks.discard)
-            if self.slow_after_s is not None:
-                place.timer = loop.call_later(self.slow_after_s, self._became_slow, place)
 
-    def _became_slow(self, place: "_Place") -> None:
-        if place.held:
-            self.slow_groups += 1
-            if self.on_slow is not None:
-                self.on_slow()
-        self._release(place)
-
-    def _release(self, place: "_Place") -> None:
-        """The group's place goes to the requests waiting (its answer is still awaited)."""
-        if place.held:
-            place.held = False
-            if place.timer is not None:
-                place.timer.cancel()
-            self._in_flight -= 1
-            self._dispatch()
-
-    async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]], place: "_Place") -> None:
+    async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self.send([item for item, _ in group])
             if len(results) != len(group):
@@ -110,22 +79,8 @@ class Coalescer(Generic[Item, Result]):
             if not isinstance(error, Exception):
                 raise
         finally:
-            self._release(place)
+            self._in_flight -= 1
+            self._dispatch()
 
     def stats(self) -> dict[str, int]:
-        return {
-            "groups": self.groups,
-            "requests": self.items,
-            "largest_group": self.largest_group,
-            "slow_groups": self.slow_groups,
-        }
-
-
-class _Place:
-    """A group's hold on one of the places in flight, released when it is answered or becomes slow."""
-
-    __slots__ = ("held", "timer")
-
-    def __init__(self) -> None:
-        self.held = True
-        self.timer: asyncio.TimerHandle | None = None
+        return {"groups": self.groups, "requests": self.items, "largest_group": self.largest_group}

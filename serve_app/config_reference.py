@@ -44,8 +44,8 @@ Every setting of the application, as the code defines it. The application's sett
 column is their YAML path under `args`. With `serve run serve_app:graph` they come from the environment variable
 in the **env var** column instead (`{prefix}` prefix, `{delimiter}` between levels), or from the builder's
 arguments: `serve run serve_app:build_app faq_model_uri=models/so-faq`. Lists go in environment variables as
-JSON (`SERVE_APP_AUTH__OPEN_PATHS='["/healthz"]'`). Values outside the bounds are refused when the application
-starts.
+JSON (`SERVE_APP_AUTH__OPEN_PATHS='["/healthz"]'`), and `null` as the word `null`. Values outside the bounds are
+refused when the application starts.
 
 Each deployment's `user_config` (batching, hot model updates) is set in `serve_config.yaml`'s `deployments`
 section; `serve deploy` with a changed `user_config` re-tunes running replicas without a restart. With

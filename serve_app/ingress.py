@@ -9,7 +9,6 @@ import itertools
 import logging
 import math
 import os
-import re
 import socket
 import time
 import uuid
@@ -43,6 +42,7 @@ from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV, BodyLimits, RequestIds, i
 from serve_app.image_input import read_image_request
 from serve_app.metrics import ARRIVED_AT, AppMetrics, RequestMetrics
 from serve_app.probes import DEMO_PATH, LIVENESS_PATH, READINESS_PATH
+from serve_app.questions import check_questions
 from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
 from serve_app.schemas import (
     DEFAULT_TOP_K,
@@ -134,29 +134,6 @@ class CachedState:
             self._in_flight = None
 
 
-# A question of nothing but these has nothing to match: whitespace, control characters, zero-width and direction
-# marks, byte-order marks and lone surrogates (JSON can carry "\\udfff"). A regular expression: linear, in C.
-BLANK = re.compile(
-    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
-    r"\ufeff\ufff9-\ufffb\ud800-\udfff]*"
-)
-
-
-def _check_questions(questions: list[str], limits: Limits, single_field: str | None = None) -> None:
-    """422 naming the offending field: ``single_field`` when the request sent one question under that name,
-    else ``questions.N``."""
-    if not questions:
-        raise invalid("questions", "must contain at least one question")
-    if len(questions) > limits.max_questions:
-        raise invalid("questions", f"at most {limits.max_questions} questions per request, got {len(questions)}")
-    for index, question in enumerate(questions):
-        field = single_field or f"questions.{index}"
-        if BLANK.fullmatch(question):
-            raise invalid(field, "must not be empty (nor only whitespace, control or invisible formatting characters)")
-        if len(question) > limits.max_question_chars:
-            raise invalid(field, f"longer than the limit of {limits.max_question_chars} characters")
-
-
 def _request_id() -> str:
     """The id Serve gave the request being answered (its X-Request-Id response header); outside Serve (the unit
     tests), a fresh one."""
@@ -224,14 +201,13 @@ class Ingress:
         self.metrics = AppMetrics()
         grouping = CallGrouping(**(faq_call_grouping or {}))
         # Every FAQ route's requests, grouped: the one batching of FAQ requests. Their wait is bounded by
-        # limits.max_in_flight (serve_app.admission), which counts them from arrival.
-        self.faq_calls = Coalescer(
-            self._faq_group,
-            grouping.max_group_size,
-            grouping.max_in_flight,
-            grouping.slow_after_s,
-            on_slow=self.metrics.faq_slow_calls.inc,
-        )
+        # limits.max_in_flight (serve_app.admission), which counts them from arrival. Large requests (64 questions
+        # of 10,000 never-seen words take seconds) are grouped apart, in their own calls: ordinary requests never
+        # wait for theirs (two clients looping them held an ordinary question ~1.3 s at the median; now ~0.1 s:
+        # benchmarks/results/heavy_neighbours.md). The FAQ replica scores the calls' chunks in turns.
+        self.faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
+        self.large_faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
+        self.large_request_chars = grouping.large_request_chars
         # /readyz is open to anyone: its answers come from here, so probes never fan out to the models.
         self.readiness = CachedState(self._statuses, self.limits.readiness_cache_s)
         self.collection = CollectionSettings(**(collection or {}))
@@ -332,7 +308,9 @@ class Ingress:
         """The answer to one request's questions, sent with the other requests waiting then, within the work budget
         (WorkBudgetExceeded past it)."""
         deadline = time.monotonic() + self.limits.work_budget
-        answer = await self.faq_calls.submit((query, deadline), self.limits.upstream_timeout_s)
+        large = self.large_request_chars is not None and sum(map(len, query[0])) > self.large_request_chars
+        calls = self.large_faq_calls if large else self.faq_calls
+        answer = await calls.submit((query, deadline), self.limits.upstream_timeout_s)
         if isinstance(answer["results"], WorkBudgetExceeded):
             raise answer["results"]
         return answer
@@ -441,7 +419,7 @@ class Ingress:
             """Best-matching FAQ originals with calibrated probabilities; one question or a list of them."""
             single = request.question is not None
             questions = [request.question] if single else request.questions or []
-            _check_questions(questions, self.limits, "question" if single else None)
+            check_questions(questions, self.limits, "question" if single else None)
             _check_top_k(request.top_k, self.limits)
             answer = await self._ask_faq((questions, request.top_k))
             ranked = [([m["id"] for m in matches], [m["score"] for m in matches]) for matches in answer["results"]]
@@ -454,7 +432,7 @@ class Ingress:
         @app.post("/score", responses=ERROR_RESPONSES)
         async def score(request: ScoreRequest, http_request: Request) -> list[list[int | str | float]]:
             """The reference service's API: ``[Id, AnswerId, probability]`` of every original, best first."""
-            _check_questions([request.input], self.limits, "input")
+            check_questions([request.input], self.limits, "input")
             answer = await self._ask_faq(([request.input], None))
             rows = answer["results"][0][:SCORE_ROWS_COLLECTED]
             ranked = [([row[0] for row in rows], [row[2] for row in rows])]

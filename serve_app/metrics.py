@@ -83,11 +83,6 @@ class AppMetrics:
             description="Questions in each grouped call from the ingress to the FAQ deployment.",
             boundaries=GROUP_SIZE_BUCKETS,
         )
-        self.faq_slow_calls = metrics.Counter(
-            "serve_app_faq_slow_calls",
-            description="Grouped FAQ calls still unanswered after faq_call_grouping.slow_after_s, which then stopped "
-            "holding back the requests behind them (large requests do this; ordinary load should not).",
-        )
         self.replica_failures = metrics.Counter(
             "serve_app_model_replica_failures",
             description="Model replicas that died or became unreachable under a call (the call went again).",

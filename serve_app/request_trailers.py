@@ -11,9 +11,14 @@ Ray builds its uvicorn server in the process that calls its middleware hook (ser
 the hook installs this there, before any request is parsed.
 """
 
+import logging
 from typing import Any
 
-from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http import auto, h11_impl, httptools_impl
+
+# Ray starts uvicorn with http="auto"; h11 keeps trailers apart on its own. Another protocol would need a look.
+SAFE_PROTOCOLS = (httptools_impl.HttpToolsProtocol, h11_impl.H11Protocol)
+logger = logging.getLogger("ray.serve")
 
 _INSTALLED = "_serve_app_drops_request_trailers"
 _IN_TRAILERS = "_serve_app_in_trailers"
@@ -24,6 +29,12 @@ def drop_request_trailers() -> None:
     protocol: Any = httptools_impl.HttpToolsProtocol
     if getattr(protocol, _INSTALLED, False):
         return
+    if auto.AutoHTTPProtocol not in SAFE_PROTOCOLS:
+        logger.warning(
+            "uvicorn's HTTP protocol is %s, not one whose handling of request trailers serve_app.request_trailers "
+            "knows: a chunked body's trailer fields may reach the app as headers",
+            auto.AutoHTTPProtocol.__name__,
+        )
     on_message_begin, on_header, on_headers_complete = (
         protocol.on_message_begin,
         protocol.on_header,

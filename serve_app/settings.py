@@ -115,22 +115,27 @@ class CallGrouping(BaseModel):
         2,
         ge=1,
         le=1024,
-        description="Grouped calls outstanding at once per ingress replica; requests arriving meanwhile wait and "
-        "leave together in the next call.",
+        description="Grouped calls outstanding at once per ingress replica, for ordinary and for large requests each; "
+        "requests arriving meanwhile wait and leave together in the next call.",
     )
-    slow_after_s: float | None = Field(
-        0.1,
-        gt=0,
-        le=3600,
-        description="A call outstanding this long (a large request's) stops counting against max_in_flight, so the "
-        "requests waiting behind it leave in a new call; null: a call counts until it is answered.",
+    large_request_chars: int | None = Field(
+        20_000,
+        ge=1,
+        le=100_000_000,
+        description="Requests with more characters of questions than this are grouped apart, in calls of their own "
+        "(max_in_flight of them too), so ordinary requests never wait behind them in the ingress; null: one group "
+        "for all.",
     )
 
 
 class AppArgs(BaseSettings):
     """Arguments of the application builder."""
 
-    model_config = SettingsConfigDict(env_prefix="SERVE_APP_", env_nested_delimiter="__", extra="forbid")
+    # env_parse_none_str: "null" in the environment means null, as in serve_config.yaml (a setting whose null is
+    # meaningful, such as faq_call_grouping.large_request_chars, can be set so from the environment too).
+    model_config = SettingsConfigDict(
+        env_prefix="SERVE_APP_", env_nested_delimiter="__", extra="forbid", env_parse_none_str="null"
+    )
 
     faq_model_uri: str | None = Field(
         None,

@@ -190,7 +190,7 @@ class TextFeatures:
         columns, counts = [], []
         known = self._known_chars
         for token, repeats in Counter(tokens(text)).items():
-            if known.isdisjoint(token) and known.isdisjoint(token.lower()):  # lowered again as the analyzer does
+            if known.isdisjoint(token):  # tokens are lower-cased, and lower() of that changes nothing
                 token_columns, token_counts = self._unknown_word_counts
             else:
                 token_columns, token_counts = self._word_char_counts(token)

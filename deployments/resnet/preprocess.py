@@ -104,7 +104,7 @@ def _refuse_python_decoders(image: Image.Image) -> None:
         raise InvalidInput(
             "unsupported_image_format",
             f"{image.format} images with {compression} are not accepted (their decoder is too slow): send it "
-            f"uncompressed, or as another of {ACCEPTED_NAMES}",
+            "without that compression, or in another accepted format",
         )
 
 

@@ -34,6 +34,20 @@ def _random_words(seed: int, length: int, alphabet: str = "abcdefghijklmnopqrstu
     return " ".join(words)[:MAX_CHARS]
 
 
+def never_seen_questions(count: int, seed: int = 0) -> list[str]:
+    """``count`` questions of MAX_CHARS characters of random 2-4 letter words: most of their words are new to any
+    word cache (about 475,000 such words exist; a cache holds ~30,000), the costliest text known to score."""
+    rng = random.Random(seed)
+    questions = []
+    for _ in range(count):
+        words, size = [], 0
+        while size < MAX_CHARS - 5:
+            words.append("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 4))))
+            size += len(words[-1]) + 1
+        questions.append(" ".join(words))
+    return questions
+
+
 def worst_questions() -> dict[str, str]:
     """Name -> a question of at most MAX_CHARS characters built to be slow in one step of the text path."""
     return {

@@ -53,9 +53,11 @@ def test_unparsable_json_is_a_400(http, case, body):
     assert error_type(response) == "invalid_json"
 
 
-def test_lone_surrogates_and_control_characters_are_just_text(http):
-    response = http.post("/faq/match", content=b'{"question": "\\ud800 loop \\u0000 over \\u202e array"}', headers=JSON)
+def test_control_characters_are_just_text_and_a_lone_surrogate_is_refused(http):
+    response = http.post("/faq/match", content=b'{"question": "loop \\u0000 over \\u202e array"}', headers=JSON)
     assert response.status_code == 200
+    response = http.post("/faq/match", content=b'{"question": "\\ud800 loop over array"}', headers=JSON)
+    assert response.status_code == 422 and "lone surrogate" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -128,6 +130,29 @@ def test_a_websocket_handshake_gets_the_apis_error_and_no_answer_names_the_serve
     answer = _raw_exchange(deployed, handshake)
     assert answer.startswith("HTTP/1.1 400") and '"type":"upgrade_not_supported"' in answer.replace(" ", "")
     assert "server" not in http.post("/faq/match", json=QUESTION).headers
+
+
+def test_an_ordinary_question_does_not_wait_behind_the_costliest_requests(deployed, auth_headers):
+    from serve_app.testing.worst_inputs import never_seen_questions
+
+    async def scenario() -> tuple[float, list[bool], list[int]]:
+        async with httpx.AsyncClient(base_url=deployed, headers=auth_headers, timeout=120) as client:
+            heavy = [
+                asyncio.create_task(client.post("/faq/match", json={"questions": never_seen_questions(64, seed)}))
+                for seed in (101, 102)  # two calls: as many as the ingress sends at once (max_in_flight)
+            ]
+            await asyncio.sleep(0.5)  # both are being scored
+            started = time.monotonic()
+            ordinary = await client.post("/faq/match", json=QUESTION)
+            waited = time.monotonic() - started
+            still_running = [not task.done() for task in heavy]
+            statuses = [ordinary.status_code] + [(await task).status_code for task in heavy]
+            return waited, still_running, statuses
+
+    waited, still_running, statuses = asyncio.run(scenario())
+    assert statuses == [200, 200, 200]
+    # Answered while both were still being scored (each takes seconds); it used to wait for one of them to finish.
+    assert all(still_running), f"the ordinary question took {waited:.2f} s"
 
 
 def read_response(sock: socket.socket) -> str:

@@ -31,7 +31,7 @@ def test_requests_arriving_during_a_call_leave_together_and_get_their_own_result
     groups, results, stats = asyncio.run(scenario())
     assert results == [2 * i for i in range(10)]
     assert groups == [[0], list(range(1, 10))]  # the first goes at once; the rest waited for it
-    assert stats == {"groups": 2, "requests": 10, "largest_group": 9, "slow_groups": 0}
+    assert stats == {"groups": 2, "requests": 10, "largest_group": 9}
 
 
 def test_group_size_and_calls_in_flight_are_bounded():
@@ -94,63 +94,6 @@ def test_limits_must_be_positive():
         Coalescer(Downstream(), max_group=0, max_in_flight=1)
     with pytest.raises(ValueError):
         Coalescer(Downstream(), max_group=1, max_in_flight=0)
-    with pytest.raises(ValueError):
-        Coalescer(Downstream(), max_group=1, max_in_flight=1, slow_after_s=0)
-
-
-class SlowOnNegative(Downstream):
-    """Items below zero take ``slow_s`` (a large request), the others ``delay_s``."""
-
-    def __init__(self, slow_s: float) -> None:
-        super().__init__(delay_s=0.01)
-        self.slow_s = slow_s
-
-    async def __call__(self, items: list[int]) -> list[int]:
-        if min(items) < 0:
-            self.groups.append(items)
-            await asyncio.sleep(self.slow_s)
-            return [2 * item for item in items]
-        return await super().__call__(items)
-
-
-async def _behind_slow_groups(coalescer: Coalescer, downstream: SlowOnNegative) -> tuple[float, float, list]:
-    """Two slow groups take both places; an ordinary item arrives behind them: (its wait, its answer, the groups)."""
-    slow = [asyncio.ensure_future(coalescer.submit(item)) for item in (-1, -2)]
-    await asyncio.sleep(0.01)
-    loop = asyncio.get_running_loop()
-    arrived = loop.time()
-    answer = await coalescer.submit(5)
-    waited = loop.time() - arrived
-    assert await asyncio.gather(*slow) == [-2, -4]  # the slow groups are answered all the same
-    return waited, answer, downstream.groups
-
-
-def test_a_slow_group_gives_up_its_place_so_the_requests_behind_it_do_not_wait_for_it():
-    slow: list[bool] = []
-
-    async def scenario():
-        downstream = SlowOnNegative(slow_s=1.0)
-        coalescer = Coalescer(
-            downstream, max_group=64, max_in_flight=2, slow_after_s=0.05, on_slow=lambda: slow.append(True)
-        )
-        return await _behind_slow_groups(coalescer, downstream), coalescer.stats()
-
-    (waited, answer, groups), stats = asyncio.run(scenario())
-    assert answer == 10
-    assert groups == [[-1], [-2], [5]]
-    assert stats["slow_groups"] == 2 and len(slow) == 2  # the two slow ones, not the ordinary one
-    assert waited < 0.5  # ~0.05 s for a place, then its own call: not the slow groups' second
-
-
-def test_without_slow_after_s_a_group_holds_its_place_until_it_is_answered():
-    async def scenario():
-        downstream = SlowOnNegative(slow_s=0.3)
-        coalescer = Coalescer(downstream, max_group=64, max_in_flight=2)
-        return await _behind_slow_groups(coalescer, downstream)
-
-    waited, answer, groups = asyncio.run(scenario())
-    assert answer == 10 and groups == [[-1], [-2], [5]]
-    assert waited >= 0.25
 
 
 def test_the_timeout_bounds_the_wait_behind_groups_in_flight_and_a_timed_out_item_is_never_sent():

@@ -274,6 +274,19 @@ def raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+def read_one_answer(sock: socket.socket) -> bytes:
+    """One response with a Content-Length on a connection that stays open."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+        answer.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0
+    ):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
 def test_every_error_is_the_apis_json_whoever_answers_it(tmp_path):
     ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
     threading.Thread(target=ingress.serve_forever, daemon=True).start()
@@ -308,6 +321,16 @@ def test_every_error_is_the_apis_json_whoever_answers_it(tmp_path):
             )
             status, headers, body = raw_answer(port, handshake.encode())
             assert status == 400 and json.loads(body)["error"]["type"] == "upgrade_not_supported"
+            # An h2c upgrade offered (curl --http2, Java's HttpClient on plain HTTP) is dropped: served as HTTP/1.1.
+            h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+            status, headers, body = raw_answer(
+                port, get.format("/echo", h2c.replace("Connection: ", "X-Was: ")).encode()
+            )
+            assert status == 200 and "upgrade" not in json.loads(body)
+            offered = f"GET /echo HTTP/1.1\r\nHost: t\r\n{h2c}\r\n"
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(offered.encode())
+                assert read_one_answer(sock).startswith(b"HTTP/1.1 200")
             status, headers, body = raw_answer(port, get.format("/echo", "").encode())
             assert status == 200 and "server" not in headers  # the server's software is nobody's business
     finally:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from serve_app.request_trailers import drop_request_trailers
+from serve_app.request_trailers import SAFE_PROTOCOLS, drop_request_trailers
 
 
 async def echo(scope: dict, receive, send) -> None:
@@ -78,3 +78,10 @@ def test_trailer_fields_do_not_become_request_headers_and_the_next_request_keeps
     assert "x-mine" in names and first["body_bytes"] == 5
     assert not names & {"authorization", "x-request-id", "content-type"}, first["headers"]
     assert ["authorization", "Bearer own"] in second["headers"]  # a request's own headers still count
+
+
+def test_uvicorns_automatic_choice_is_a_protocol_whose_trailers_are_handled():
+    # Ray runs uvicorn with http="auto": if a later uvicorn picks another protocol, the patch no longer applies.
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    assert AutoHTTPProtocol in SAFE_PROTOCOLS
