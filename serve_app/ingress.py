@@ -31,6 +31,7 @@ from ray.serve.exceptions import (
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
+from deployments.transport import CALL_SIZE_ENV
 from serve_app.admission import BodyBytesInFlight, InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
@@ -104,7 +105,7 @@ DEMO_PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-INGRESS_RUNTIME_ENV = {"env_vars": {PROXY_HOOK_ENV: PROXY_HOOK}}
+INGRESS_RUNTIME_ENV = {"env_vars": {PROXY_HOOK_ENV: PROXY_HOOK, **CALL_SIZE_ENV}}
 
 
 class CachedState:

@@ -15,6 +15,7 @@ from ray import serve
 
 from deployments.errors import ModelUnavailable, WorkBudgetExceeded
 from deployments.faq.settings import FaqUserConfig
+from deployments.transport import RUNTIME_ENV
 
 # The model's modules (numpy, scipy, scikit-learn, numba) are imported where a replica uses them, never when this
 # module is: the driver of `serve run serve_app:graph` (and the process building the app on a cluster) imports it
@@ -32,7 +33,7 @@ logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
+    ray_actor_options={"num_cpus": 0.5, "runtime_env": RUNTIME_ENV},
     max_ongoing_requests=64,
     # Callers (the ingress) get BackPressureError -> 503 at once beyond this many queued calls.
     max_queued_requests=256,

@@ -27,6 +27,7 @@ from ray import serve
 
 from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
+from deployments.transport import RUNTIME_ENV
 
 # torch and torchvision are imported where a replica uses them, never when this module is: the driver of
 # `serve run serve_app:graph` (and the process building the app on a cluster) imports it only to bind the graph,
@@ -65,7 +66,7 @@ def decode_within(deadline: float, decode: Callable[[], torch.Tensor]) -> torch.
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 1},
+    ray_actor_options={"num_cpus": 1, "runtime_env": RUNTIME_ENV},
     # At least a few batches' worth, or batches could never fill.
     max_ongoing_requests=4 * DEFAULT_BATCHING.max_batch_size,
     # Beyond this many queued calls, callers (the ingress) get BackPressureError -> 503 at once.

@@ -155,6 +155,32 @@ def test_an_ordinary_question_does_not_wait_behind_the_costliest_requests(deploy
     assert all(still_running), f"the ordinary question took {waited:.2f} s"
 
 
+def test_calls_between_deployments_larger_than_grpcs_default_4_mib_are_answered(deployed, auth_headers, http):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    # One image body over 4 MiB (within limits.max_image_body_bytes): it crosses to the classifier whole.
+    noise = np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG", compress_level=0)
+    assert buffer.tell() > 4 * 1024 * 1024
+    image = http.post("/images/classify", content=buffer.getvalue(), headers={"content-type": "image/png"})
+    assert image.status_code == 200, image.text[:300]
+
+    # Six FAQ requests of ~1.9 MB sent at once: two calls go singly, the other four grouped into one of ~7.7 MB.
+    cjk = "".join(chr(0x4E00 + i % 20000) for i in range(10_000))
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(base_url=deployed, headers=auth_headers, timeout=120) as client:
+            bodies = [{"questions": [cjk[n:] + cjk[:n] for n in range(64)]} for _ in range(6)]
+            answers = await asyncio.gather(*(client.post("/faq/match", json=body) for body in bodies))
+            return [answer.status_code for answer in answers]
+
+    assert asyncio.run(scenario()) == [200] * 6
+
+
 def read_response(sock: socket.socket) -> str:
     """One whole HTTP response (headers and the Content-Length body), however the bytes are split."""
     data = b""
