@@ -66,3 +66,25 @@ def rle_bmp(width: int, height: int) -> bytes:
     header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
     offset = 14 + len(header) + len(palette)
     return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + palette + pixels
+
+
+def many_scan_jpeg(side: int, repeats: int) -> bytes:
+    """A progressive grayscale JPEG whose last scan (with the Huffman tables before it) comes ``repeats`` more times:
+    libjpeg decodes every one over the whole image, so a few hundred bytes per scan buy seconds of decoding."""
+    data = encode(Image.new("L", (side, side), 128), "JPEG", progressive=True, quality=90)
+    segments: list[tuple[int, bytes]] = []  # (marker, bytes), an SOS with its entropy-coded data
+    at = 2
+    while data[at + 1] != 0xD9:
+        marker = data[at + 1]
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if marker == 0xDA:  # the scan's data runs to the next marker that is not a stuffed FF or a restart
+            while not (data[end] == 0xFF and data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7):
+                end += 1
+        segments.append((marker, data[at:end]))
+        at = end
+    last = len(segments) - 1
+    first = last
+    while segments[first - 1][0] == 0xC4:  # DHT segments belong to the scan after them
+        first -= 1
+    unit = b"".join(segment for _, segment in segments[first:])
+    return data[:2] + b"".join(segment for _, segment in segments) + unit * repeats + data[at:]

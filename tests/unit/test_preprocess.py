@@ -10,7 +10,7 @@ from torchvision.models import ResNet152_Weights
 from deployments.errors import InputTooLarge, InvalidInput
 from deployments.resnet import preprocess as preprocess_module
 from deployments.resnet.preprocess import check_request_pixels, decode_image, preprocess
-from tests.images import decompression_bomb, encode, rle_bmp, sample_rgb, variants
+from tests.images import decompression_bomb, encode, many_scan_jpeg, rle_bmp, sample_rgb, variants
 
 LIMIT = 40_000_000
 
@@ -119,6 +119,15 @@ def test_bmp_with_rle_compression_is_refused_before_its_python_decoder_runs(monk
         assert "BMP images with RLE compression" in str(raised.value)
     assert decoded == []
     assert preprocess(encode(sample_rgb(), "BMP"), LIMIT).shape == (3, 224, 224)  # uncompressed BMP still classified
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding_and_ordinary_progressive_ones_are_not():
+    with pytest.raises(InvalidInput) as raised:
+        preprocess(many_scan_jpeg(2000, 1000), LIMIT)  # took 2.3 s to decode when accepted
+    assert raised.value.kind == "image_too_complex" and "over the limit of 32" in str(raised.value)
+    assert preprocess(many_scan_jpeg(64, 10), LIMIT).shape == (3, 224, 224)  # 16 scans: fine
+    for mode in ("L", "RGB", "CMYK"):  # libjpeg's progressive JPEGs: 6, 10 and 18 scans
+        assert preprocess(encode(sample_rgb().convert(mode), "JPEG", progressive=True), LIMIT).shape == (3, 224, 224)
 
 
 def test_no_other_format_plugin_reads_a_clients_bytes(monkeypatch):
