@@ -35,10 +35,10 @@ class ImageRequest:
 def _parse_top_k(value: str | None, field: str) -> int | None:
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise invalid(field, f"must be an integer, got {echo(value)}") from None
+    # Digits only: int() would also take "1_0", " 3", "+3" and other scripts' digits ("٣").
+    if not (value.isascii() and value.isdigit() and len(value) <= 6):
+        raise invalid(field, f"must be an integer, got {echo(value)}")
+    return int(value)
 
 
 def _multipart_error(message: str, limits: Limits) -> RequestError | InvalidInput:

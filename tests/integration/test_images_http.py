@@ -182,6 +182,15 @@ BAD_IMAGES = [
     ),
     ("top_k too large", {"json": {"image": "AAAA", "top_k": 21}}, 422, "validation_error"),
     ("top_k not a number", {"json": {"image": "AAAA", "top_k": "five"}}, 422, "validation_error"),
+    *[
+        (
+            f"multipart top_k {value!r}",
+            {"files": {"image": ("p.jpg", b"x", "image/jpeg")}, "data": {"top_k": value}},
+            422,
+            "validation_error",
+        )
+        for value in ("1_0", " 3", "+3", "\u0663")  # int() would take each
+    ],
     ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),
     ("invalid JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
     # Decoded and classified (200) before: formats docs/api.md does not list are refused before any decoder runs.

@@ -310,6 +310,7 @@ def test_every_error_is_the_apis_json_whoever_answers_it(tmp_path):
                 (get.format("/plain-400", "").encode(), (400, "malformed_request")),
                 (get.format("/plain-500", "").encode(), (500, "internal_error")),
                 (get.format("/json-400", "").encode(), (400, "validation_error")),
+                (get.format("*", "").replace("GET", "OPTIONS").encode(), (404, "not_found")),  # Ray's text/plain 404
             ]:
                 status_got, headers, body = raw_answer(port, request)
                 assert (status_got, headers["content-type"]) == (status, "application/json"), request[:60]
