@@ -204,7 +204,7 @@ class Ingress:
         # Every FAQ route's requests, grouped: the one batching of FAQ requests. Their wait is bounded by
         # limits.max_in_flight (serve_app.admission), which counts them from arrival. Large requests (64 questions
         # of 10,000 never-seen words take seconds) are grouped apart, in their own calls: ordinary requests never
-        # wait for theirs (two clients looping them held an ordinary question ~1.3 s at the median; now ~0.1 s:
+        # wait for theirs (two clients looping them held an ordinary question ~1.4 s at the median; now ~0.1 s:
         # benchmarks/results/heavy_neighbours.md). The FAQ replica scores the calls' chunks in turns.
         self.faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
         self.large_faq_calls = Coalescer(self._faq_group, grouping.max_group_size, grouping.max_in_flight)
