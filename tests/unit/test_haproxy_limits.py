@@ -239,7 +239,13 @@ class Ingress(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
+    def do_POST(self) -> None:  # /early: an overloaded ingress's 503, sent before reading the body
+        self.close_connection = True
+        self._answer(503, "application/json", b'{"error":{"type":"overloaded","message":"m","details":[]}}')
+
     def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(3)
         if self.path in ("/plain-400", "/plain-500"):
             self._answer(int(self.path[-3:]), "text/plain; charset=utf-8", b"Invalid HTTP request received.")
         elif self.path == "/json-400":
@@ -346,3 +352,26 @@ def test_the_real_binary_is_found_again_once_the_wrapper_is_in_the_environment(m
     second = haproxy_with_limits_env()
     assert second["SERVE_APP_HAPROXY_BINARY"] == first["SERVE_APP_HAPROXY_BINARY"] != str(HAPROXY_WITH_LIMITS)
     assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WITH_LIMITS)  # left as it was
+
+
+def test_a_client_that_stalls_an_upload_after_an_early_answer_frees_its_slot_after_the_client_timeout(tmp_path):
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    limits = {"SERVE_APP_HAPROXY_SERVER_MAXCONN": "1", "SERVE_APP_HAPROXY_CLIENT_TIMEOUT_S": "2"}
+    get = b"GET /%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    try:
+        with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
+            assert "timeout client 2s" in (tmp_path / "haproxy.cfg.limited").read_text()
+            time.sleep(1)  # the server's first health check
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+                head = b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n"
+                stalled.sendall(head + b"x" * 300_000)  # over HAProxy's buffer: streamed on, then silence
+                assert stalled.recv(12) == b"HTTP/1.1 503"
+                assert raw_answer(port, get % b"echo")[0] == 503  # its one slot is still held: queued, refused
+                time.sleep(2.5)  # the stalled client's silence passes the client timeout
+                assert raw_answer(port, get % b"echo")[0] == 200
+            # Waiting for the server's answer is not client silence: a 3 s answer is not cut at 2 s.
+            started = time.monotonic()
+            assert raw_answer(port, get % b"slow")[0] == 200 and time.monotonic() - started >= 3
+    finally:
+        ingress.shutdown()
