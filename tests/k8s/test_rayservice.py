@@ -103,6 +103,9 @@ def test_every_ray_pod_is_hardened_and_fast(manifest):
             env = {variable["name"]: variable for variable in container["env"]}
             assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1"
             assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"]["value"] == "1"
+            # NGINX is HAProxy's only client here: per-client limits would count every user as one.
+            assert env["SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT"]["value"] == "0"
+            assert env["SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT"]["value"] == "0"
 
 
 def test_ray_version_matches_pyproject(manifest):

@@ -147,6 +147,19 @@ def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
     assert not limited.exists()
 
 
+@pytest.mark.parametrize(
+    "setting", ["SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT", "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT"]
+)
+def test_a_per_client_limit_is_an_integer_and_0_lifts_it(tmp_path, setting):
+    done, limited = rewrite(tmp_path, {setting: "-1"})
+    assert done.returncode == 2 and "0: no limit" in done.stderr
+    assert not limited.exists()
+    done, limited = rewrite(tmp_path, {setting: "0"})
+    assert done.returncode == 0, done.stderr
+    table = "per_client_connections" if "CONNECTIONS" in setting else "per_client_uploads"
+    assert table not in limited.read_text()
+
+
 def test_raises_the_buffer_so_uploads_are_held_whole_but_keeps_a_larger_one(tmp_path):
     done, limited = rewrite(tmp_path, {"SERVE_APP_HAPROXY_BUFSIZE": "131072"})
     assert done.returncode == 0, done.stdout + done.stderr
@@ -239,9 +252,13 @@ class Ingress(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # /early: an overloaded ingress's 503, sent before reading the body
-        self.close_connection = True
-        self._answer(503, "application/json", b'{"error":{"type":"overloaded","message":"m","details":[]}}')
+    def do_POST(self) -> None:
+        if self.path == "/early":  # an overloaded ingress's 503, sent before reading the body
+            self.close_connection = True
+            self._answer(503, "application/json", b'{"error":{"type":"overloaded","message":"m","details":[]}}')
+        else:  # the body read whole, its length answered
+            body = self.rfile.read(int(self.headers["content-length"]))
+            self._answer(200, "application/json", json.dumps({"length": len(body)}).encode())
 
     def do_GET(self) -> None:
         if self.path == "/slow":
@@ -373,5 +390,43 @@ def test_a_client_that_stalls_an_upload_after_an_early_answer_frees_its_slot_aft
             # Waiting for the server's answer is not client silence: a 3 s answer is not cut at 2 s.
             started = time.monotonic()
             assert raw_answer(port, get % b"slow")[0] == 200 and time.monotonic() - started >= 3
+    finally:
+        ingress.shutdown()
+
+
+def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_path):
+    """One address's idle connections filled HAProxy's maxconn (4096) and its stalled uploads every server slot."""
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    limits = {"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT": "3", "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT": "1"}
+    get = b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    upload = b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"
+    small = b"POST /read HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+    try:
+        with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
+            time.sleep(1)  # the server's first health check
+            idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+            time.sleep(0.2)  # counted once a thread of HAProxy has taken each over from the one that accepted it
+            with pytest.raises((ConnectionError, IndexError)):  # closed at once, without an answer
+                raw_answer(port, get)
+            idle.pop().close()
+            time.sleep(0.2)
+            assert raw_answer(port, get)[0] == 200
+            for sock in idle:
+                sock.close()
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as first:
+                first.sendall(upload + b"x" * 300_000)  # over HAProxy's buffer: an upload in progress
+                time.sleep(0.3)
+                status, headers, body = raw_answer(port, upload + b"x" * 300_000)
+                assert status == 429 and json.loads(body)["error"]["type"] == "too_many_uploads"
+                assert headers["retry-after"] == "1" and "more than 1 uploads" in json.loads(body)["error"]["message"]
+                assert raw_answer(port, small)[0] == 200  # a body HAProxy holds whole is no upload in progress
+                first.sendall(b"x" * 700_000)
+                assert json.loads(read_one_answer(first).partition(b"\r\n\r\n")[2]) == {"length": 1_000_000}
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as second:  # the first one ended
+                second.sendall(upload + b"x" * 1_000_000)
+                assert read_one_answer(second).startswith(b"HTTP/1.1 200")
     finally:
         ingress.shutdown()
