@@ -206,7 +206,8 @@ def test_ten_thousand_connections_opened_and_dropped(deployed, auth_headers):
         pytest.skip(f"this machine allows {hard} open files; 10,000 connections need more")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 10_500), hard))
     url = urlparse(deployed)
-    outcome = asyncio.run(open_and_drop(url.hostname, url.port, 10_000))
+    # From 25 client addresses (any 127/8 address is this machine), each under HAProxy's per-client cap (512).
+    outcome = asyncio.run(open_and_drop(url.hostname, url.port, 10_000, addresses=25))
     print(f"10,000 concurrent connections: {dict(outcome)}")
     assert outcome["opened"] >= 5_000, outcome
     with httpx.Client(base_url=deployed, headers=auth_headers, timeout=30) as http:
@@ -215,13 +216,15 @@ def test_ten_thousand_connections_opened_and_dropped(deployed, auth_headers):
         assert time.monotonic() - started < 10
 
 
-async def open_and_drop(host: str, port: int, count: int) -> Counter:
-    """Open ``count`` connections at once (half of them send a partial request), hold them, drop them all."""
+async def open_and_drop(host: str, port: int, count: int, addresses: int) -> Counter:
+    """Open ``count`` connections at once from 127.0.0.2 and the next ``addresses - 1`` addresses (half of them
+    send a partial request), hold them, drop them all."""
     writers, outcome = [], Counter()
 
     async def one(index: int) -> None:
+        source = (f"127.0.0.{2 + index % addresses}", 0)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=source), timeout=10)
         except (OSError, TimeoutError) as error:
             outcome[type(error).__name__] += 1
             return
@@ -239,6 +242,47 @@ async def open_and_drop(host: str, port: int, count: int) -> Counter:
 
 
 # --- found by a hostile client: each class with its fix (docs/security.md "Hostile input") ---
+
+
+def test_one_client_cannot_take_every_connection_or_upload_slot(deployed, auth_headers):
+    """4,100 idle connections from one address filled HAProxy's 4,096 for 30 s, and 66 stalled half-sent uploads
+    held every server slot: every other client waited or got 503s (benchmarks/results/connection_hogs.md)."""
+    url = urlparse(deployed)
+    upload = (
+        b"POST /images/classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n"
+        b"Authorization: %s\r\n\r\n" % auth_headers["Authorization"].encode()
+    ) + b"\xff" * 300_000  # over HAProxy's buffer, so streamed on; the rest never comes
+    hog: list[socket.socket] = []
+    try:
+        for _ in range(18):  # SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT: 16
+            sock = socket.create_connection((url.hostname, url.port), timeout=10, source_address=("127.0.0.3", 0))
+            sock.sendall(upload)
+            hog.append(sock)
+        # The 16 in progress end with the ingress's 408 (the body never comes) or its early 503 (at its own limit).
+        answers = [read_response(sock) for sock in hog]
+        assert Counter(answer[9:12] for answer in answers)["429"] == 2, [answer[:12] for answer in answers]
+        assert sum('"type":"too_many_uploads"' in answer.replace(" ", "") for answer in answers) == 2
+        for _ in range(520):  # SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT: 512, idle ones included
+            hog.append(socket.create_connection((url.hostname, url.port), 5, source_address=("127.0.0.4", 0)))
+        time.sleep(0.5)
+        with httpx.Client(base_url=deployed, headers=auth_headers, timeout=30) as http:  # from 127.0.0.1
+            started = time.monotonic()
+            assert http.post("/faq/match", json=QUESTION).status_code == 200
+            assert time.monotonic() - started < 5
+        closed = 0
+        for sock in hog[18:]:
+            sock.settimeout(0.01)
+            try:
+                closed += sock.recv(1) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed += 1
+        assert closed >= 8  # the service closed those over the cap (520 opened, 1 or 2 counted late)
+    finally:
+        for sock in hog:
+            sock.close()
+
 
 PUNCTUATION_RUN = "." * 9_999 + "x"  # 0.9 s of FAQ scoring before (quadratic regular expressions), ~10 ms now
 UNCLOSED_TAGS = "<a>" * 3_333 + "x"

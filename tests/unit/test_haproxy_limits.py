@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -430,3 +431,32 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
                 assert read_one_answer(second).startswith(b"HTTP/1.1 200")
     finally:
         ingress.shutdown()
+
+
+def test_haproxy_stops_when_rays_manager_dies_without_stopping_it(tmp_path):
+    """`ray stop --force` can kill Ray's HAProxyManager actor after the raylet, which would have killed the
+    actor's children: haproxy then outlived Ray, parent 1, holding the port for the next `serve run`."""
+    port = free_port()
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(RAY_CONFIG.format(folder=tmp_path).replace("127.0.0.1:18080", f"127.0.0.1:{port}"))
+    env = {**os.environ, **haproxy_with_limits_env()}
+    # Stands in for the actor: starts the wrapper as Ray does, then is killed with SIGKILL (no shutdown).
+    starter = "import subprocess, sys, time; print(subprocess.Popen(sys.argv[1:]).pid, flush=True); time.sleep(600)"
+    command = [sys.executable, "-c", starter, str(HAPROXY_WITH_LIMITS), "-db", "-f", str(config)]
+    manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    haproxy = int(manager.stdout.readline())
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline, "haproxy did not listen"
+            time.sleep(0.05)
+        manager.kill()
+        manager.wait()
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) == 0:
+            assert time.monotonic() < deadline, "haproxy outlived its manager"
+            time.sleep(0.1)
+    finally:
+        if Path(f"/proc/{haproxy}").exists():
+            os.kill(haproxy, 9)
