@@ -329,6 +329,9 @@ def test_every_error_is_the_apis_json_whoever_answers_it(tmp_path):
             ]
             for request in early:
                 assert raw_answer(port, request)[0] == 400, request[:60]
+            # A coding besides chunked: its HTML 422 (an `errorfile 422` is not used there either).
+            gzip = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            assert raw_answer(port, gzip)[0] == 422
             # The server's own plain-text 400 and 500 become the API's; its JSON errors pass as they are.
             for request, (status, error_type) in [
                 (get.format("/plain-400", "").encode(), (400, "malformed_request")),
