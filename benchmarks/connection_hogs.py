@@ -29,7 +29,7 @@ import aiohttp
 from benchmarks.heavy_neighbours import ORDINARY_EVERY_S, ordinary_client, summary
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.peers.servers import PEERS, running, serve_faq_model
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
 
@@ -147,9 +147,7 @@ def markdown(report: dict) -> str:
         [
             "# Ordinary requests while one client holds connections",
             "",
-            f"Command: `{report['command']}`  ",
-            f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}; FAQ model: "
-            f"{report['faq_model'] or 'embedded demo FAQ'}  ",
+            *provenance(report, f"FAQ model: {report['faq_model'] or 'embedded demo FAQ'}"),
             f"The hog ({HOG_ADDRESS}) holds {attacks}, each opened again {report['reopen_after_s']} s after the "
             f"service ends it; the ordinary question comes from {ORDINARY_ADDRESS} every {ORDINARY_EVERY_S} s for "
             f"{report['duration_s']} s, {report['settle_s']} s after the hog started. Each run on a fresh "

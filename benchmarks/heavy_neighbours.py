@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.peers.servers import PEERS, running, serve_faq_model
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
 from serve_app.testing.worst_inputs import MAX_CHARS, ORDINARY_QUESTION, never_seen_questions
@@ -135,9 +135,7 @@ def markdown(report: dict) -> str:
         [
             "# An ordinary FAQ request beside the costliest ones",
             "",
-            f"Command: `{report['command']}`  ",
-            f"Machine: {report['machine']}; {report['date']}; commit {report['commit']}; FAQ model: "
-            f"{report['faq_model'] or 'embedded demo FAQ'}  ",
+            *provenance(report, f"FAQ model: {report['faq_model'] or 'embedded demo FAQ'}"),
             f"{report['heavy_clients']} closed-loop clients send {HEAVY_QUESTIONS} questions of {MAX_CHARS:,} "
             f"characters of random 2-4 letter words per request, while the ordinary question `{ORDINARY_QUESTION}` "
             f"comes from {ordinary_load(report)}; {report['duration_s']} s per run, each on a fresh fast-ingress "
