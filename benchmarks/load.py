@@ -181,11 +181,12 @@ async def open_loop(
     timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
     max_outstanding: int = 10_000,
-    connections: int = 2048,
+    connections: int = 2000,
 ) -> LoadResult:
     """Requests start on a fixed schedule of ``rate`` per second, whether or not earlier ones finished.
 
-    At most ``connections`` are open at once, as that many users would hold: a request waits for a free one,
+    At most ``connections`` are open at once (the default under HAProxy's per-client cap, 2,048, with room for
+    the readiness checks of the same machine), as that many users would hold: a request waits for a free one,
     and the wait counts in its latency (measured from its scheduled start). Unbounded, a client lagging for a
     moment on these shared cores opens thousands at once; past HAProxy's global maxconn (4,096) the new ones
     sit unaccepted while the client keeps its earlier ones idle in its pool, and requests stall for the
