@@ -329,6 +329,10 @@ def test_every_error_is_the_apis_json_whoever_answers_it(tmp_path):
             ]
             for request in early:
                 assert raw_answer(port, request)[0] == 400, request[:60]
+            # Cleartext HTTP/2 (prior knowledge) is not spoken: its preface is not HTTP/1.1.
+            preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            status, headers, body = raw_answer(port, preface)
+            assert status == 400 and json.loads(body)["error"]["type"] == "malformed_request"
             # A coding besides chunked: its HTML 422 (an `errorfile 422` is not used there either).
             gzip = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
             assert raw_answer(port, gzip)[0] == 422
@@ -426,6 +430,9 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
                 assert status == 429 and json.loads(body)["error"]["type"] == "too_many_uploads"
                 assert headers["retry-after"] == "1" and "more than 1 uploads" in json.loads(body)["error"]["message"]
                 assert raw_answer(port, small)[0] == 200  # a body HAProxy holds whole is no upload in progress
+                # A body of no declared length (chunked; an HTTP/2 stream without Content-Length) counts too.
+                chunked = b"POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 300_000
+                assert raw_answer(port, chunked + b"x" * 300_000)[0] == 429
                 first.sendall(b"x" * 700_000)
                 assert json.loads(read_one_answer(first).partition(b"\r\n\r\n")[2]) == {"length": 1_000_000}
             time.sleep(0.2)
