@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.settings import Limits
+from serve_app.settings import MAX_LIST_ITEMS, Limits
 
 DEFAULT_TOP_K = 5
 DEFAULT_LIMITS = Limits()
@@ -37,7 +37,9 @@ class MatchRequest(BaseModel):
     question: str | None = Field(
         None, description=f"The question to match, of at most {_limit('max_question_chars')} characters."
     )
-    questions: list[str] | None = Field(None, description=f"Several questions, at most {_limit('max_questions')}.")
+    questions: list[str] | None = Field(
+        None, max_length=MAX_LIST_ITEMS, description=f"Several questions, at most {_limit('max_questions')}."
+    )
     top_k: int = Field(
         DEFAULT_TOP_K, description=f"How many matches to return per question, 1 to {_limit('max_top_k')}."
     )
@@ -86,7 +88,9 @@ class ClassifyRequest(BaseModel):
 
     image: str | None = Field(None, description="One base64-encoded image file.")
     images: list[str] | None = Field(
-        None, description=f"Several base64-encoded image files, at most {_limit('max_images')}."
+        None,
+        max_length=MAX_LIST_ITEMS,
+        description=f"Several base64-encoded image files, at most {_limit('max_images')}.",
     )
     top_k: int | None = Field(
         None, description=f"Classes per image, 1 to {_limit('max_image_top_k')}; default {DEFAULT_TOP_K}."
