@@ -91,7 +91,17 @@ def _from_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[list[bytes
     return images, request.top_k, request.images is not None
 
 
-async def read_image_request(request: Request, query_top_k: int | None, limits: Limits) -> ImageRequest:
+def _query_top_k(request: Request) -> int | None:
+    """The query's top_k, digits only and given once: FastAPI's int took "3.0", " 3" and "+3", and the last of
+    several (the route still declares it, for the OpenAPI document)."""
+    given = request.query_params.getlist("top_k")
+    if len(given) > 1:
+        raise invalid("top_k", f"given {len(given)} times in the query: give it once")
+    return _parse_top_k(given[0] if given else None, "top_k")
+
+
+async def read_image_request(request: Request, limits: Limits) -> ImageRequest:
+    query_top_k = _query_top_k(request)  # before the body is read: a bad query costs nothing
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body_top_k, several = None, False
     if content_type.startswith("image/"):

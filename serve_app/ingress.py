@@ -480,7 +480,8 @@ class Ingress:
             top_k: int | None = Query(None, description=f"Classes per image (default {DEFAULT_TOP_K})."),
         ) -> JSONResponse:
             """ImageNet-1k top-k classes of one image or several (raw body, multipart or base64 JSON)."""
-            parsed = await read_image_request(request, top_k, self.limits)
+            del top_k  # declared for the OpenAPI document; read_image_request reads it from the query, strictly
+            parsed = await read_image_request(request, self.limits)
             deadline = time.monotonic() + self.limits.work_budget
             answer = await self._call(
                 "images",

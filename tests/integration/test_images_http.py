@@ -191,6 +191,10 @@ BAD_IMAGES = [
         )
         for value in ("1_0", " 3", "+3", "\u0663")  # int() would take each
     ],
+    *[
+        (f"query top_k {value!r}", {"content": b"x", "headers": JPEG, "params": value}, 422, "validation_error")
+        for value in ("top_k=3.0", "top_k=%2B3", "top_k=%203", "top_k=3&top_k=7")  # FastAPI's int took each
+    ],
     ("both image and images", {"json": {"image": "AAAA", "images": ["AAAA"]}}, 422, "validation_error"),
     ("invalid JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
     # Decoded and classified (200) before: formats docs/api.md does not list are refused before any decoder runs.
