@@ -6,6 +6,8 @@ An error names what was wrong with an input but never sends it back: at most ``M
 anything a client sent appear in one, through ``shorten``.
 """
 
+from dataclasses import dataclass
+
 MAX_ECHO_CHARS = 64  # the most of one input (value, header, key) that an error message repeats
 MAX_DETAIL_CHARS = 256  # a message about one input, whatever it is made of
 
@@ -70,3 +72,12 @@ class ModelUnavailable(RuntimeError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (self.model, self.reason))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A model call's answer when its input was refused (an InvalidInput, not the work budget): returned rather
+    than raised, because Ray logs every exception a replica raises at ERROR with its traceback, and any client
+    could fill the replica's log that way (a TIFF a request). The ingress raises ``error`` for its 4xx."""
+
+    error: InvalidInput

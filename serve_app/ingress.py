@@ -30,7 +30,7 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
+from deployments.errors import InvalidInput, ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.transport import CALL_SIZE_ENV
 from serve_app.admission import BodyBytesInFlight, InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
@@ -330,7 +330,7 @@ class Ingress:
         for attempt in itertools.count():
             response = make_call()
             try:
-                return await asyncio.wait_for(response, max(0.0, deadline - time.monotonic()))
+                answer = await asyncio.wait_for(response, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 response.cancel()
                 raise TimeoutError("the model did not answer within the upstream timeout") from None
@@ -356,6 +356,10 @@ class Ingress:
                     raise TimeoutError(f"no replica answered within the upstream timeout ({error})") from None
                 logger.warning("model call failed (%s); sending it again in %.2f s", type(error).__name__, backoff_s)
                 await asyncio.sleep(backoff_s)
+            else:
+                if isinstance(answer, Refused):  # the input's fault, returned by the replica rather than raised
+                    raise answer.error
+                return answer
 
     async def _status(self, name: str) -> dict[str, Any]:
         try:

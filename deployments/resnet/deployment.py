@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ray import serve
 
-from deployments.errors import InvalidInput, ModelUnavailable, WorkBudgetExceeded
+from deployments.errors import InvalidInput, ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 from deployments.transport import RUNTIME_ENV
 
@@ -139,11 +139,20 @@ class ImageClassifier:
             raise over_budget(budget_s, index, "forward pass")
         return probabilities
 
-    async def classify(self, images: list[bytes], k: int, budget_s: float | None = None) -> dict:
+    async def classify(self, images: list[bytes], k: int, budget_s: float | None = None) -> dict | Refused:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches.
 
         ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
+        An image the model cannot use: Refused, its InvalidInput (returned: see Refused).
         """
+        try:
+            return await self._classify(images, k, budget_s)
+        except WorkBudgetExceeded:
+            raise
+        except InvalidInput as error:
+            return Refused(error)
+
+    async def _classify(self, images: list[bytes], k: int, budget_s: float | None) -> dict:
         from deployments.resnet.model import top_k
         from deployments.resnet.preprocess import check_request_pixels
 

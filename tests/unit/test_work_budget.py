@@ -14,7 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from deployments.errors import WorkBudgetExceeded
+from deployments.errors import Refused, WorkBudgetExceeded
 from deployments.faq.demo import demo_model
 from deployments.faq.deployment import FAQMatcher
 from deployments.faq.group_scoring import GroupScoring
@@ -213,3 +213,12 @@ def test_the_ingress_sends_the_seconds_left_and_answers_an_over_budget_query_504
     assert costly.status_code == 504
     assert costly.json()["error"] == {"type": "work_budget_exceeded", "message": "ran out", "details": []}
     assert len(budgets_sent) == 3 and all(0 < budget <= 2.0 for budget in budgets_sent), budgets_sent
+
+
+def test_an_image_the_model_cannot_use_is_answered_refused_not_raised(images_replica):
+    # Raised, Ray logs it at ERROR with its traceback in the replica: any client could fill the log with TIFFs.
+    answer = asyncio.run(images_replica.classify([encode(sample_rgb(), "JPEG"), encode(sample_rgb(), "TIFF")], 3))
+    assert isinstance(answer, Refused)
+    assert (answer.error.kind, answer.error.field) == ("unsupported_image_format", "images.1")
+    copy = pickle.loads(pickle.dumps(answer)).error  # crosses Ray's handle whole
+    assert (copy.kind, copy.message, copy.field) == (answer.error.kind, answer.error.message, "images.1")
