@@ -43,10 +43,19 @@ backend http-serve_app-via-ingress-request-router
 """
 
 
-def rewrite(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path]:
+def write_ray_config(tmp_path: Path, replacements: dict[str, str] | None = None) -> Path:
+    """RAY_CONFIG with ``replacements`` made, written as Ray would (with the 500 page it names); its path."""
     (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    text = RAY_CONFIG.format(folder=tmp_path)
+    for old, new in (replacements or {}).items():
+        text = text.replace(old, new)
     config = tmp_path / "haproxy.cfg"
-    config.write_text(RAY_CONFIG.format(folder=tmp_path))
+    config.write_text(text)
+    return config
+
+
+def rewrite(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path]:
+    config = write_ray_config(tmp_path)
     # `-c` only checks the configuration: the real binary parses what the wrapper wrote, errorfile included.
     env = {**os.environ, **haproxy_with_limits_env(), **extra_env}
     done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
@@ -165,13 +174,9 @@ def test_raises_the_buffer_so_uploads_are_held_whole_but_keeps_a_larger_one(tmp_
     done, limited = rewrite(tmp_path, {"SERVE_APP_HAPROXY_BUFSIZE": "131072"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "    tune.bufsize 131072\n" not in limited.read_text()  # Ray's config sets none: nothing to raise
-    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
     for ray_bufsize, expected in [(16384, 131072), (8388608, 8388608)]:
-        config = tmp_path / "haproxy.cfg"
-        text = RAY_CONFIG.format(folder=tmp_path).replace(
-            "    maxconn 4096\n", f"    maxconn 4096\n    tune.bufsize {ray_bufsize}\n"
-        )
-        config.write_text(text)
+        bufsize = f"    maxconn 4096\n    tune.bufsize {ray_bufsize}\n"
+        config = write_ray_config(tmp_path, {"    maxconn 4096\n": bufsize})
         env = {**os.environ, **haproxy_with_limits_env(), "SERVE_APP_HAPROXY_BUFSIZE": "131072"}
         run = subprocess.run(
             [str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env
@@ -181,11 +186,7 @@ def test_raises_the_buffer_so_uploads_are_held_whole_but_keeps_a_larger_one(tmp_
 
 
 def test_a_config_without_routes_answers_a_json_503_not_404(tmp_path):
-    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        RAY_CONFIG.format(folder=tmp_path).replace("    use_backend http-serve_app if is_http-serve_app\n", "")
-    )
+    config = write_ray_config(tmp_path, {"    use_backend http-serve_app if is_http-serve_app\n": ""})
     env = {**os.environ, **haproxy_with_limits_env()}
     done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -217,10 +218,9 @@ def running_haproxy(tmp_path: Path, extra_env: dict[str, str], backend_port: int
     """The real binary on the wrapper's rewrite of RAY_CONFIG (without the wrapper's bridge: not under Ray), its
     ingress server at ``backend_port``; yields the port it listens on."""
     port = free_port()
-    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
-    config = tmp_path / "haproxy.cfg"
-    ray_config = RAY_CONFIG.format(folder=tmp_path).replace("127.0.0.1:18080", f"127.0.0.1:{port}")
-    config.write_text(ray_config.replace("127.0.0.1:20300", f"127.0.0.1:{backend_port}"))
+    config = write_ray_config(
+        tmp_path, {"127.0.0.1:18080": f"127.0.0.1:{port}", "127.0.0.1:20300": f"127.0.0.1:{backend_port}"}
+    )
     env = {**os.environ, **haproxy_with_limits_env(), **extra_env}
     done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -447,9 +447,7 @@ def test_haproxy_stops_when_rays_manager_dies_without_stopping_it(tmp_path):
     """`ray stop --force` can kill Ray's HAProxyManager actor after the raylet, which would have killed the
     actor's children: haproxy then outlived Ray, parent 1, holding the port for the next `serve run`."""
     port = free_port()
-    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(RAY_CONFIG.format(folder=tmp_path).replace("127.0.0.1:18080", f"127.0.0.1:{port}"))
+    config = write_ray_config(tmp_path, {"127.0.0.1:18080": f"127.0.0.1:{port}"})
     env = {**os.environ, **haproxy_with_limits_env()}
     # Stands in for the actor: starts the wrapper as Ray does, then is killed with SIGKILL (no shutdown).
     starter = "import subprocess, sys, time; print(subprocess.Popen(sys.argv[1:]).pid, flush=True); time.sleep(600)"
