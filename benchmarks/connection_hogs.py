@@ -1,18 +1,20 @@
-"""Ordinary FAQ requests while one client holds HAProxy's connections: idle ones, or uploads stalled half-sent.
+"""Ordinary FAQ requests while hostile clients hold HAProxy's connections: idle ones, or uploads stalled half-sent.
 
     python -m benchmarks.connection_hogs [--faq-model models/faq] [--attacks idle stalled-uploads] \\
         [--duration 15] [--rounds 1] [--out benchmarks/results/connection_hogs]
 
-The fast-ingress application (auth on) runs with HAProxy's per-client limits as shipped
-(SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT, _MAX_UPLOADS_PER_CLIENT) and with both 0 (none), in turns, each run
-on a fresh server. The hog connects from 127.0.0.2, the ordinary client from 127.0.0.1: two client addresses on
-one machine. ``idle``: 4,100 TCP connections that never send a byte (Ray's HAProxy takes 4,096); ``stalled-uploads``:
-66 connections, each declaring a 1 MB image body and sending 300 KB of it, then nothing (an ingress replica takes
-64 at once). Each hog connection the service closes or answers is opened again after ``--reopen-after`` seconds, as
-a hostile client would; answered or not, it stays open and silent until the service closes it. Once the hog's
-connections are open, an ordinary question comes every 0.2 s for ``--duration`` s. Reported per run: the ordinary
-requests' statuses and latency, the hog's connections open when the ordinary load started and ended, how the
-service answered or closed them, and the hypervisor's steal.
+The fast-ingress application (auth on) runs with HAProxy's limits as shipped
+(SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT, _MAX_UPLOADS_PER_CLIENT, _MAX_UPLOADS) and with all three 0 (none), in
+turns, each run on a fresh server. The hog connects from 127.0.0.2 (and the next addresses, where an attack uses
+several), the ordinary client from 127.0.0.1: client addresses on one machine. ``idle``: 4,100 TCP connections that
+never send a byte (Ray's HAProxy takes 4,096); ``stalled-uploads``: 66 connections, each declaring a 1 MB image body
+and sending 300 KB of it, then nothing (an ingress replica takes 64 at once); ``stalled-uploads-6-addresses``: 72
+such, 12 from each of 6 addresses (each under the per-client cap). Each hog connection the service closes or
+answers is opened again after ``--reopen-after`` seconds, as a hostile client would; answered or not, it stays open
+and silent until the service closes it. Once the hog's connections are open, an ordinary question comes every
+0.2 s for ``--duration`` s. Reported per run: the ordinary requests' statuses and latency, the hog's connections
+open when the ordinary load started and ended, how the service answered or closed them, and the hypervisor's
+steal.
 """
 
 import argparse
@@ -33,10 +35,14 @@ from benchmarks.report import provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
 
-HOG_ADDRESS = "127.0.0.2"  # any 127/8 address is this machine's loopback
+HOG_ADDRESS = "127.0.0.2"  # any 127/8 address is this machine's loopback; attacks from several take the next ones
 ORDINARY_ADDRESS = "127.0.0.1"
-NO_LIMITS = {"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT": "0", "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT": "0"}
-SETTINGS = {"per-client limits as shipped": {}, "no per-client limits": NO_LIMITS}
+NO_LIMITS = {
+    "SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT": "0",
+    "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT": "0",
+    "SERVE_APP_HAPROXY_MAX_UPLOADS": "0",
+}
+SETTINGS = {"limits as shipped": {}, "no connection or upload limits": NO_LIMITS}
 STALLED_UPLOAD = (
     b"POST /images/classify HTTP/1.1\r\nHost: hog\r\nAuthorization: "
     + AUTH_HEADERS["Authorization"].encode()
@@ -49,24 +55,34 @@ STALLED_UPLOAD = (
 class Attack:
     connections: int
     first_bytes: bytes
+    addresses: int = 1
+
+    def address(self, connection: int) -> str:
+        """The client address of the ``connection``-th connection: HOG_ADDRESS and the next ones, in turn."""
+        first = HOG_ADDRESS.rpartition(".")
+        return f"{first[0]}.{int(first[2]) + connection % self.addresses}"
 
 
-ATTACKS = {"idle": Attack(4_100, b""), "stalled-uploads": Attack(66, STALLED_UPLOAD)}
+ATTACKS = {
+    "idle": Attack(4_100, b""),
+    "stalled-uploads": Attack(66, STALLED_UPLOAD),
+    "stalled-uploads-6-addresses": Attack(72, STALLED_UPLOAD, addresses=6),
+}
 
 
 class Hog:
-    """``attack.connections`` connections from HOG_ADDRESS, each opened again ``reopen_after`` s after the service
-    answered or closed it; ``open`` counts those open now, ``outcomes`` how each one ended."""
+    """``attack.connections`` connections from the attack's addresses, each opened again ``reopen_after`` s after
+    the service answered or closed it; ``open`` counts those open now, ``outcomes`` how each one ended."""
 
     def __init__(self, port: int, attack: Attack, reopen_after: float) -> None:
         self.port, self.attack, self.reopen_after = port, attack, reopen_after
         self.open = 0
         self.outcomes: Counter[str] = Counter()
 
-    async def hold(self) -> None:
+    async def hold(self, address: str) -> None:
         while True:
             try:
-                reader, writer = await asyncio.open_connection(ORDINARY_ADDRESS, self.port, local_addr=(HOG_ADDRESS, 0))
+                reader, writer = await asyncio.open_connection(ORDINARY_ADDRESS, self.port, local_addr=(address, 0))
             except OSError:
                 self.outcomes["connect failed"] += 1
                 await asyncio.sleep(self.reopen_after)
@@ -89,7 +105,7 @@ class Hog:
 
 async def measure(port: int, attack: Attack, args: argparse.Namespace) -> dict:
     hog = Hog(port, attack, args.reopen_after)
-    slots = [asyncio.create_task(hog.hold()) for _ in range(attack.connections)]
+    slots = [asyncio.create_task(hog.hold(attack.address(index))) for index in range(attack.connections)]
     await asyncio.sleep(args.settle)  # every connection opened and, where the service does, answered or refused
     open_at_start = hog.open
     ordinary: list = []
@@ -142,16 +158,19 @@ def markdown(report: dict) -> str:
     ]
     header = ["round", "hog", "HAProxy", "steal %", "ordinary sent", "ordinary statuses", "ordinary p50 ms"]
     header += ["ordinary max ms", "hog open at start", "hog open at end", "hog's connections ended by the service"]
-    attacks = "; ".join(f"`{name}`: {ATTACKS[name].connections:,} connections" for name in report["attacks"])
+    attacks = "; ".join(
+        f"`{name}`: {ATTACKS[name].connections:,} connections from {ATTACKS[name].addresses} address(es)"
+        for name in report["attacks"]
+    )
     return "\n".join(
         [
-            "# Ordinary requests while one client holds connections",
+            "# Ordinary requests while hostile clients hold connections",
             "",
             *provenance(report, f"FAQ model: {report['faq_model'] or 'embedded demo FAQ'}"),
-            f"The hog ({HOG_ADDRESS}) holds {attacks}, each opened again {report['reopen_after_s']} s after the "
-            f"service ends it; the ordinary question comes from {ORDINARY_ADDRESS} every {ORDINARY_EVERY_S} s for "
-            f"{report['duration_s']} s, {report['settle_s']} s after the hog started. Each run on a fresh "
-            "fast-ingress server (auth on).",
+            f"The hog ({HOG_ADDRESS} and the next addresses) holds {attacks}, each opened again "
+            f"{report['reopen_after_s']} s after the service ends it; the ordinary question comes from "
+            f"{ORDINARY_ADDRESS} every {ORDINARY_EVERY_S} s for {report['duration_s']} s, {report['settle_s']} s "
+            "after the hog started. Each run on a fresh fast-ingress server (auth on).",
             "",
             *table(header, rows),
             "",

@@ -290,6 +290,35 @@ def test_one_client_cannot_take_every_connection_or_upload_slot(deployed, auth_h
             sock.close()
 
 
+def test_many_clients_together_cannot_take_every_upload_slot(deployed, auth_headers):
+    """Five addresses' 16 stalled uploads each held all 64 slots of the ingress replica, under the per-client cap."""
+    url = urlparse(deployed)
+    upload = (
+        b"POST /images/classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n"
+        b"Authorization: %s\r\n\r\n" % auth_headers["Authorization"].encode()
+    ) + b"\xff" * 300_000  # over HAProxy's buffer, so streamed on; the rest never comes
+    stalled: list[socket.socket] = []
+    try:
+        for index in range(72):  # 12 from each of 6 addresses: under the per-client cap (16), over the 64 slots
+            address = f"127.0.0.{10 + index % 6}"
+            sock = socket.create_connection((url.hostname, url.port), timeout=10, source_address=(address, 0))
+            sock.sendall(upload)
+            stalled.append(sock)
+        time.sleep(0.5)
+        with httpx.Client(base_url=deployed, headers=auth_headers, timeout=30) as http:  # from 127.0.0.1
+            started = time.monotonic()
+            assert http.post("/faq/match", json=QUESTION).status_code == 200
+            assert time.monotonic() - started < 5
+        answers = [read_response(sock) for sock in stalled]
+        # SERVE_APP_HAPROXY_MAX_UPLOADS: half the replica's 64 slots; the rest end with the ingress's 408 or 503.
+        refused = sum("uploads in progress" in answer for answer in answers)
+        assert refused >= 72 - 32, [answer[:12] for answer in answers]
+        assert all(answer[9:12] in ("408", "503") for answer in answers), [answer[:12] for answer in answers]
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 @pytest.mark.parametrize(("path", "field"), [("/faq/match", "questions"), ("/images/classify", "images")])
 def test_a_list_of_a_million_non_strings_is_refused_before_its_items(http, path, field):
     """Each item an error of its own: a million of them took the ingress 5 s of CPU on its event loop."""

@@ -106,6 +106,7 @@ def test_every_ray_pod_is_hardened_and_fast(manifest):
             # NGINX is HAProxy's only client here: per-client limits would count every user as one.
             assert env["SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT"]["value"] == "0"
             assert env["SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT"]["value"] == "0"
+            assert env["SERVE_APP_HAPROXY_MAX_UPLOADS"]["value"] == "0"  # NGINX holds each body whole
 
 
 def test_ray_version_matches_pyproject(manifest):

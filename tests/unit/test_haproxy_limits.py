@@ -158,16 +158,27 @@ def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
 
 
 @pytest.mark.parametrize(
-    "setting", ["SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT", "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT"]
+    ("setting", "table"),
+    [
+        ("SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT", "per_client_connections"),
+        ("SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT", "per_client_uploads"),
+        ("SERVE_APP_HAPROXY_MAX_UPLOADS", "all_uploads"),
+    ],
 )
-def test_a_per_client_limit_is_an_integer_and_0_lifts_it(tmp_path, setting):
+def test_an_upload_or_connection_limit_is_an_integer_and_0_lifts_it(tmp_path, setting, table):
     done, limited = rewrite(tmp_path, {setting: "-1"})
     assert done.returncode == 2 and "0: no limit" in done.stderr
     assert not limited.exists()
     done, limited = rewrite(tmp_path, {setting: "0"})
     assert done.returncode == 0, done.stderr
-    table = "per_client_connections" if "CONNECTIONS" in setting else "per_client_uploads"
     assert table not in limited.read_text()
+
+
+@pytest.mark.parametrize(("maxconn", "expected"), [("64", "gt 32 }"), ("9", "gt 5 }"), ("1", "gt 1 }")])
+def test_uploads_from_all_clients_default_to_half_an_ingress_replicas_slots(tmp_path, maxconn, expected):
+    done, limited = rewrite(tmp_path, {"SERVE_APP_HAPROXY_SERVER_MAXCONN": maxconn})
+    assert done.returncode == 0, done.stderr
+    assert f"errorfile {tmp_path}/503-too-many-uploads.http if {{ sc2_conn_cur {expected}" in limited.read_text()
 
 
 def test_raises_the_buffer_so_uploads_are_held_whole_but_keeps_a_larger_one(tmp_path):
@@ -439,6 +450,44 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
             with socket.create_connection(("127.0.0.1", port), timeout=10) as second:  # the first one ended
                 second.sendall(upload + b"x" * 1_000_000)
                 assert read_one_answer(second).startswith(b"HTTP/1.1 200")
+    finally:
+        ingress.shutdown()
+
+
+def test_uploads_in_progress_from_all_clients_together_are_capped(tmp_path):
+    """Five addresses' 16 stalled uploads each held every slot of an ingress replica: the per-client cap alone
+    stops one address only."""
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    limits = {"SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT": "1", "SERVE_APP_HAPROXY_MAX_UPLOADS": "2"}
+    upload = b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"
+    small = b"POST /read HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+
+    def connect(address: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0))
+
+    try:
+        with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
+            time.sleep(1)  # the server's first health check
+            with connect("127.0.0.2") as first, connect("127.0.0.3") as second, connect("127.0.0.4") as third:
+                for sock in (first, second):  # one each, within the per-client cap: two in progress
+                    sock.sendall(upload + b"x" * 300_000)
+                time.sleep(0.3)
+                third.sendall(upload + b"x" * 300_000)
+                answer = read_one_answer(third)
+                assert answer.startswith(b"HTTP/1.1 503")
+                error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+                assert error["type"] == "overloaded" and "uploads in progress" in error["message"]
+                assert b"\r\nretry-after: 1\r\n" in answer
+                with connect("127.0.0.4") as small_one:  # a body HAProxy holds whole needs no upload slot
+                    small_one.sendall(small)
+                    assert read_one_answer(small_one).startswith(b"HTTP/1.1 200")
+                first.sendall(b"x" * 700_000)
+                assert json.loads(read_one_answer(first).partition(b"\r\n\r\n")[2]) == {"length": 1_000_000}
+                time.sleep(0.2)
+                with connect("127.0.0.4") as again:  # the first one ended: room for one more
+                    again.sendall(upload + b"x" * 1_000_000)
+                    assert read_one_answer(again).startswith(b"HTTP/1.1 200")
     finally:
         ingress.shutdown()
 
