@@ -76,8 +76,10 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Refused:
-    """A model call's answer when its input was refused (an InvalidInput, not the work budget): returned rather
-    than raised, because Ray logs every exception a replica raises at ERROR with its traceback, and any client
-    could fill the replica's log that way (a TIFF a request). The ingress raises ``error`` for its 4xx."""
+    """A model call's answer when the replica refused it: its input (an InvalidInput, not the work budget), or
+    a model that could not be loaded (ModelUnavailable). Returned rather than raised, because Ray logs every
+    exception a replica raises at ERROR with its traceback, and any client could fill the replica's log that way
+    (a TIFF a request; any request while the model is broken, whose one load error is logged already). The
+    ingress raises ``error`` for its 4xx or 503."""
 
-    error: InvalidInput
+    error: InvalidInput | ModelUnavailable

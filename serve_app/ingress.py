@@ -357,7 +357,7 @@ class Ingress:
                 logger.warning("model call failed (%s); sending it again in %.2f s", type(error).__name__, backoff_s)
                 await asyncio.sleep(backoff_s)
             else:
-                if isinstance(answer, Refused):  # the input's fault, returned by the replica rather than raised
+                if isinstance(answer, Refused):  # bad input or no model, returned by the replica rather than raised
                     raise answer.error
                 return answer
 

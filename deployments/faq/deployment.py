@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ray import serve
 
-from deployments.errors import ModelUnavailable, WorkBudgetExceeded
+from deployments.errors import ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.faq.settings import FaqUserConfig
 from deployments.transport import RUNTIME_ENV
 
@@ -125,18 +125,19 @@ class FAQMatcher:
             "batching": dict(self.batching),
         }
 
-    async def match_many(self, queries: list[FaqQuery], budgets_s: list[float | None] | None = None) -> dict:
+    async def match_many(self, queries: list[FaqQuery], budgets_s: list[float | None] | None = None) -> dict | Refused:
         """The answers to several requests' queries in one call (the ingress groups them), in order.
 
         ``budgets_s``: each query's remaining seconds of work (None: unbounded). A query past it gets a
-        WorkBudgetExceeded in place of its results; the others are answered as usual.
+        WorkBudgetExceeded in place of its results; the others are answered as usual. No model loaded: Refused, its
+        ModelUnavailable (returned: see Refused).
         """
         from deployments.faq.group_scoring import GroupScoring
 
         # Taken once, on the loop: a hot swap while the group scores cannot mix two models in one answer.
         model, version = self.model, self.version
         if model is None:
-            raise ModelUnavailable("faq", self.load_error or "not loaded")
+            return Refused(ModelUnavailable("faq", self.load_error or "not loaded"))
         scoring = GroupScoring(model, queries, budgets_s)
         loop = asyncio.get_running_loop()
         # One chunk per turn on the scoring thread, whose queue is first come, first served: calls that arrive

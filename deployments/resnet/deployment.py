@@ -143,8 +143,11 @@ class ImageClassifier:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches.
 
         ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
-        An image the model cannot use: Refused, its InvalidInput (returned: see Refused).
+        An image the model cannot use, or no model loaded: Refused, its InvalidInput or ModelUnavailable (returned:
+        see Refused).
         """
+        if self.classifier is None:
+            return Refused(ModelUnavailable("images", self.load_error or "not loaded"))
         try:
             return await self._classify(images, k, budget_s)
         except WorkBudgetExceeded:
@@ -156,8 +159,6 @@ class ImageClassifier:
         from deployments.resnet.model import top_k
         from deployments.resnet.preprocess import check_request_pixels
 
-        if self.classifier is None:
-            raise ModelUnavailable("images", self.load_error or "not loaded")
         budget_s = math.inf if budget_s is None else budget_s
         deadline = time.monotonic() + budget_s
         # Headers only: a request over the budget is refused before any image is decoded.

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.errors import InputTooLarge, InvalidInput, ModelUnavailable
+from deployments.errors import InputTooLarge, InvalidInput, ModelUnavailable, Refused
 from serve_app.http import ClientRequestIds, client_request_id
 from serve_app.ingress import CachedState, Ingress
 from serve_app.settings import Limits
@@ -410,8 +410,8 @@ def test_a_models_invalid_input_answers_with_the_status_of_its_class(monkeypatch
 
 
 def test_a_model_that_cannot_load_answers_503_with_retry_after(monkeypatch):
-    def unavailable(queries: list, budgets_s: list) -> dict:
-        raise ModelUnavailable("faq", "metadata.json is missing")
+    def unavailable(queries: list, budgets_s: list) -> Refused:  # as FAQMatcher answers without a model
+        return Refused(ModelUnavailable("faq", "metadata.json is missing"))
 
     app = build(monkeypatch, faq=StandIn(match_many=unavailable))
     response = call(app, "POST", "/score", json={"input": "sort"})

@@ -14,7 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from deployments.errors import Refused, WorkBudgetExceeded
+from deployments.errors import ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.faq.demo import demo_model
 from deployments.faq.deployment import FAQMatcher
 from deployments.faq.group_scoring import GroupScoring
@@ -222,3 +222,15 @@ def test_an_image_the_model_cannot_use_is_answered_refused_not_raised(images_rep
     assert (answer.error.kind, answer.error.field) == ("unsupported_image_format", "images.1")
     copy = pickle.loads(pickle.dumps(answer)).error  # crosses Ray's handle whole
     assert (copy.kind, copy.message, copy.field) == (answer.error.kind, answer.error.message, "images.1")
+
+
+def test_without_a_model_both_replicas_answer_refused_not_raised(tmp_path):
+    # Raised, Ray logs every request's ModelUnavailable at ERROR with its traceback, beside the one load error.
+    faq = FAQMatcher.func_or_class(str(tmp_path / "missing"))
+    images = ImageClassifier.func_or_class({"weights": str(tmp_path / "missing.pt")})
+    faq_answer = asyncio.run(faq.match_many([(["sort an array"], 3)]))
+    images_answer = asyncio.run(images.classify([encode(sample_rgb(), "JPEG")], 3))
+    for answer, model in ((faq_answer, "faq"), (images_answer, "images")):
+        assert isinstance(answer, Refused) and isinstance(answer.error, ModelUnavailable)
+        assert answer.error.model == model and "missing" in answer.error.reason
+        assert pickle.loads(pickle.dumps(answer)).error.reason == answer.error.reason  # crosses Ray's handle whole
