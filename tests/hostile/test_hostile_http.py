@@ -245,14 +245,18 @@ async def open_and_drop(host: str, port: int, count: int, addresses: int) -> Cou
 # --- found by a hostile client: each class with its fix (docs/security.md "Hostile input") ---
 
 
+def stalled_upload(auth_headers: dict[str, str]) -> bytes:
+    """The start of an image upload: 300 KB of a declared 1 MB, over HAProxy's buffer, so streamed on to the
+    ingress; the rest never comes."""
+    head = b"POST /images/classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n"
+    return head + b"Authorization: %s\r\n\r\n" % auth_headers["Authorization"].encode() + b"\xff" * 300_000
+
+
 def test_one_client_cannot_take_every_connection_or_upload_slot(deployed, auth_headers):
     """4,100 idle connections from one address filled HAProxy's 4,096 for 30 s, and 66 stalled half-sent uploads
     held every server slot: every other client waited or got 503s (benchmarks/results/connection_hogs.md)."""
     url = urlparse(deployed)
-    upload = (
-        b"POST /images/classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n"
-        b"Authorization: %s\r\n\r\n" % auth_headers["Authorization"].encode()
-    ) + b"\xff" * 300_000  # over HAProxy's buffer, so streamed on; the rest never comes
+    upload = stalled_upload(auth_headers)
     hog: list[socket.socket] = []
     try:
         for _ in range(18):  # SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT: 16
@@ -291,12 +295,9 @@ def test_one_client_cannot_take_every_connection_or_upload_slot(deployed, auth_h
 
 
 def test_many_clients_together_cannot_take_every_upload_slot(deployed, auth_headers):
-    """Five addresses' 16 stalled uploads each held all 64 slots of the ingress replica, under the per-client cap."""
+    """Six addresses' 12 stalled uploads each held all 64 slots of the ingress replica, under the per-client cap."""
     url = urlparse(deployed)
-    upload = (
-        b"POST /images/classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n"
-        b"Authorization: %s\r\n\r\n" % auth_headers["Authorization"].encode()
-    ) + b"\xff" * 300_000  # over HAProxy's buffer, so streamed on; the rest never comes
+    upload = stalled_upload(auth_headers)
     stalled: list[socket.socket] = []
     try:
         for index in range(72):  # 12 from each of 6 addresses: under the per-client cap (16), over the 64 slots

@@ -455,7 +455,7 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
 
 
 def test_uploads_in_progress_from_all_clients_together_are_capped(tmp_path):
-    """Five addresses' 16 stalled uploads each held every slot of an ingress replica: the per-client cap alone
+    """Six addresses' 12 stalled uploads each held every slot of an ingress replica: the per-client cap alone
     stops one address only."""
     ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
     threading.Thread(target=ingress.serve_forever, daemon=True).start()
