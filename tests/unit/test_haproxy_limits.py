@@ -225,12 +225,19 @@ def http_get(port: int, target: str, headers: dict[str, str]) -> tuple[int, byte
 
 
 @contextmanager
-def running_haproxy(tmp_path: Path, extra_env: dict[str, str], backend_port: int = 20300) -> Iterator[int]:
+def running_haproxy(
+    tmp_path: Path, extra_env: dict[str, str], backend_port: int = 20300, replacements: dict[str, str] | None = None
+) -> Iterator[int]:
     """The real binary on the wrapper's rewrite of RAY_CONFIG (without the wrapper's bridge: not under Ray), its
-    ingress server at ``backend_port``; yields the port it listens on."""
+    ingress server at ``backend_port``, with further ``replacements`` in RAY_CONFIG; yields the port it listens on."""
     port = free_port()
     config = write_ray_config(
-        tmp_path, {"127.0.0.1:18080": f"127.0.0.1:{port}", "127.0.0.1:20300": f"127.0.0.1:{backend_port}"}
+        tmp_path,
+        {
+            "127.0.0.1:18080": f"127.0.0.1:{port}",
+            "127.0.0.1:20300": f"127.0.0.1:{backend_port}",
+            **(replacements or {}),
+        },
     )
     env = {**os.environ, **haproxy_with_limits_env(), **extra_env}
     done = subprocess.run([str(HAPROXY_WITH_LIMITS), "-c", "-f", str(config)], capture_output=True, text=True, env=env)
@@ -490,6 +497,31 @@ def test_uploads_in_progress_from_all_clients_together_are_capped(tmp_path):
                     assert read_one_answer(again).startswith(b"HTTP/1.1 200")
     finally:
         ingress.shutdown()
+
+
+def admin_sections(stats_port: int, metrics_port: int) -> dict[str, str]:
+    """Ray's stats page and Prometheus exporter, as its template writes them, added to RAY_CONFIG."""
+    prometheus = f"frontend prometheus\n    bind :{metrics_port}\n    mode http\n"
+    prometheus += "    http-request use-service prometheus-exporter if { path /metrics }\n    no log\n"
+    stats = f"listen stats\n  bind *:{stats_port}\n  stats enable\n  stats uri /stats\n  stats refresh 1s\n"
+    last = "backend http-serve_app-via-ingress-request-router\n"
+    return {"frontend http_frontend\n": prometheus + "frontend http_frontend\n", last: stats + last}
+
+
+@pytest.mark.parametrize(
+    ("setting", "reachable_elsewhere"), [({}, False), ({"SERVE_APP_HAPROXY_ADMIN_HOST": "0.0.0.0"}, True)]
+)
+def test_haproxys_stats_and_metrics_listen_on_loopback_only_unless_set(tmp_path, setting, reachable_elsewhere):
+    # Ray binds both on every interface: anyone reaching the node read the replicas' addresses and traffic there.
+    stats_port, metrics_port = free_port(), free_port()
+    with running_haproxy(tmp_path, setting, replacements=admin_sections(stats_port, metrics_port)):
+        for port, target in ((stats_port, "/stats"), (metrics_port, "/metrics")):
+            assert http_get(port, target, {})[0] == 200  # from this host: 127.0.0.1
+            with socket.socket() as other:  # another address of this host, as a client on the network would reach it
+                other.settimeout(5)
+                assert (other.connect_ex(("127.0.0.2", port)) == 0) is reachable_elsewhere
+    # The frontend that serves the API keeps its own address.
+    assert "bind 127.0.0.1:" in (tmp_path / "haproxy.cfg.limited").read_text().partition("frontend http_frontend")[2]
 
 
 def test_haproxy_stops_when_rays_manager_dies_without_stopping_it(tmp_path):
