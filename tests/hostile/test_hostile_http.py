@@ -2,11 +2,14 @@
 hang, and the service answers normally afterwards."""
 
 import asyncio
+import re
 import resource
 import selectors
 import socket
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -406,3 +409,29 @@ def test_strangers_learn_only_whether_it_is_ready(deployed):
     with httpx.Client(base_url=deployed, timeout=30) as anonymous:
         answers = {anonymous.get("/readyz").text for _ in range(50)}
     assert answers == {'{"status":"ready"}'}
+
+
+def test_strangers_cannot_reach_haproxys_stats_or_metrics(deployed):
+    """Ray binds HAProxy's stats page and Prometheus exporter on every interface: they told anyone reaching the
+    node the replicas' addresses, states and traffic. Checked on the config Ray generated for this server."""
+    port = urlparse(deployed).port
+    configs = [
+        text
+        for path in Path(tempfile.gettempdir()).glob("haproxy-serve-*/*/haproxy.cfg.limited")
+        if re.search(rf"^\s*bind \S+:{port}\b", text := path.read_text(), re.MULTILINE)
+    ]
+    assert len(configs) == 1, "the deployed server's HAProxy config not found"
+    sections = re.split(r"^(?=\S)", configs[0], flags=re.MULTILINE)  # each starts at its unindented header
+    admin = [
+        bind
+        for section in sections
+        if section.startswith(("listen stats", "frontend prometheus"))
+        for bind in re.findall(r"^\s+bind (\S+):(\d+)", section, re.MULTILINE)
+    ]
+    assert [host for host, _ in admin] == ["127.0.0.1", "127.0.0.1"], admin
+    for _, admin_port in admin:
+        with socket.create_connection(("127.0.0.1", int(admin_port)), timeout=5):
+            pass  # served on this host
+        with socket.socket() as stranger:  # another address of this host, as a client on the network reaches it
+            stranger.settimeout(5)
+            assert stranger.connect_ex(("127.0.0.2", int(admin_port))) != 0
