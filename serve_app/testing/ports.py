@@ -51,9 +51,13 @@ def free_port_blocks(count: int) -> list[int]:
     return blocks
 
 
+# The folder of one server's HAProxy files (private_fast_ingress_env); serve_app.testing.server removes its own.
+PRIVATE_HAPROXY_PREFIX = "haproxy-serve-"
+
+
 def private_fast_ingress_env() -> dict[str, str]:
     """RAY_SERVE_* settings that give one server's HAProxy and ingress replicas files and ports of their own."""
-    folder = tempfile.mkdtemp(prefix="haproxy-serve-")
+    folder = tempfile.mkdtemp(prefix=PRIVATE_HAPROXY_PREFIX)
     # Single ports come from a block of their own too: an ephemeral port that was free a moment ago can be
     # taken by any outgoing connection before HAProxy binds it (seen in CI: stats port "Address already in use").
     http, grpc, single = free_port_blocks(3)

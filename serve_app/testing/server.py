@@ -12,6 +12,7 @@ deploy`` through Ray's dashboard, so a later ``serve deploy`` of a changed confi
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ray import serve
 
 from serve_app.app import build_graph
 from serve_app.settings import AppArgs
+from serve_app.testing.ports import PRIVATE_HAPROXY_PREFIX
 
 
 def main() -> None:
@@ -53,6 +55,15 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        remove_private_haproxy_folder()
+
+
+def remove_private_haproxy_folder() -> None:
+    """The HAProxy files folder private_fast_ingress_env made for this server, once Ray has stopped (each test
+    server left one in the temp folder)."""
+    config = os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC")
+    if config and Path(config).parent.name.startswith(PRIVATE_HAPROXY_PREFIX):
+        shutil.rmtree(Path(config).parent, ignore_errors=True)
 
 
 def serve_deploy(config: Path, dashboard_port: int) -> None:
