@@ -2,6 +2,7 @@
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,32 @@ def many_scan_jpeg(side: int, repeats: int) -> bytes:
         first -= 1
     unit = b"".join(segment for _, segment in segments[first:])
     return data[:2] + b"".join(segment for _, segment in segments) + unit * repeats + data[at:]
+
+
+# Valid images padded with structure Pillow parses in Python, one piece at a time (deployments/resnet/structure.py).
+
+
+def png_chunk(kind: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def empty_chunks_png(count: int) -> bytes:
+    png = encode(sample_rgb((64, 64)), "PNG")
+    return png[:33] + png_chunk(b"prVt") * count + png[33:]  # after IHDR: private chunks Pillow skips one by one
+
+
+def app2_markers_jpeg(count: int) -> bytes:
+    jpeg = encode(sample_rgb((64, 64)), "JPEG")
+    return jpeg[:2] + b"\xff\xe2\x00\x02" * count + jpeg[2:]
+
+
+def junk_jpeg(junk: int) -> bytes:
+    jpeg = encode(sample_rgb((64, 64)), "JPEG")
+    return jpeg[:2] + b"\x00" * junk + jpeg[2:]
+
+
+def comment_blocks_gif(count: int) -> bytes:
+    gif = encode(Image.new("P", (8, 8), 1), "GIF")
+    table = 3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0
+    start = 13 + table
+    return gif[:start] + b"\x21\xfe" + b"\x01x" * count + b"\x00" + gif[start:]

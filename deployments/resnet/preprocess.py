@@ -23,6 +23,7 @@ from torchvision.models import ResNet152_Weights
 
 from deployments.errors import MAX_DETAIL_CHARS, InputTooLarge, InvalidInput, shorten
 from deployments.resnet.settings import ImageModelSettings
+from deployments.resnet.structure import check_structure
 
 IMAGENET_TRANSFORM = ResNet152_Weights.IMAGENET1K_V2.transforms()
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -40,6 +41,11 @@ DEFAULT_MAX_ASPECT_RATIO: float = ImageModelSettings.model_fields["max_aspect_ra
 # in sight as the file grows; 32 scans cost at most ~0.8 s there. Scans start with an SOS marker (FF DA), which
 # entropy-coded data cannot contain (an FF there is followed by 00 or a restart marker), so counting them is exact.
 MAX_JPEG_SCANS = 32
+# Declared pixels per byte of the file. A 48-byte GIF declared a 6,324 x 6,324 canvas around an 8 x 8 frame: five
+# of them (743 bytes) were 200 megapixels to decode, 3.3 s, while the admission counts bytes. Photos and drawings
+# stay far below this; only blank canvases come near it (40 megapixels of white: 1-bit PNG 2,900 pixels a byte,
+# GIF 1,300, lossless WebP 25,000, which is refused as no picture).
+MAX_PIXELS_PER_BYTE = 20_000
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -87,6 +93,7 @@ def open_header(data: bytes) -> Image.Image:
     """The image with only its header read (Pillow decodes pixels on ``load``); InvalidInput if it is not one."""
     if not data:
         raise InvalidInput("empty_image", "the image is empty (0 bytes)")
+    check_structure(data)
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
@@ -101,6 +108,13 @@ def open_header(data: bytes) -> Image.Image:
             "image_too_complex",
             f"the JPEG has {scans} scans, over the limit of {MAX_JPEG_SCANS} (each scan decodes the whole image "
             "again): re-encode it as a baseline or ordinary progressive JPEG",
+        )
+    width, height = image.size
+    if width * height > MAX_PIXELS_PER_BYTE * len(data):
+        raise InvalidInput(
+            "image_too_complex",
+            f"the image declares {width}x{height} pixels in {len(data)} bytes, over {MAX_PIXELS_PER_BYTE} pixels per "
+            "byte (only a blank canvas compresses that far): send the picture itself",
         )
     return image
 

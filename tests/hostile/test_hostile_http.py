@@ -405,6 +405,19 @@ def test_an_image_whose_decoder_is_written_in_python_is_refused_at_once(http):
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize(("padding", "content_type"), [("png-chunks", "image/png"), ("jpeg-markers", "image/jpeg")])
+def test_an_image_padded_with_empty_structure_is_refused_at_once(http, padding, content_type):
+    from tests.images import app2_markers_jpeg, empty_chunks_png
+
+    # 18 MB of empty PNG chunks or JPEG markers around a 64x64 image: Pillow parsed them one by one in Python, 7.6
+    # and 11.3 s a request (the JPEG ~590 MB), past the work budget; eight such clients starved every other image.
+    body = empty_chunks_png(1_500_000) if padding == "png-chunks" else app2_markers_jpeg(4_500_000)
+    started = time.monotonic()
+    response = http.post("/images/classify", content=body, headers={"content-type": content_type})
+    assert response.status_code == 422 and error_type(response) == "image_too_complex", response.text[:200]
+    assert time.monotonic() - started < 3
+
+
 def test_strangers_learn_only_whether_it_is_ready(deployed):
     with httpx.Client(base_url=deployed, timeout=30) as anonymous:
         answers = {anonymous.get("/readyz").text for _ in range(50)}
