@@ -524,6 +524,35 @@ def test_haproxys_stats_and_metrics_listen_on_loopback_only_unless_set(tmp_path,
     assert "bind 127.0.0.1:" in (tmp_path / "haproxy.cfg.limited").read_text().partition("frontend http_frontend")[2]
 
 
+def test_a_made_up_method_gets_a_json_501_and_one_label_in_rays_metrics(tmp_path):
+    # Ray's metrics take each request's method from HAProxy's log line: 300 made-up methods added ~7,500 series.
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log.bind(str(tmp_path / "metrics.sock"))
+    log.settimeout(5)
+    metrics_log = (
+        f"    log {tmp_path}/metrics.sock len 8192 format rfc5424 local1 debug\n"
+        '    log-format-sd "%{+Q,+E}o [serve@1 method=%HM status=%ST]"\n'
+        "    option httplog\n"  # as Ray's defaults: one line per request, not per connection
+    )
+    frontend = {"frontend http_frontend\n": "frontend http_frontend\n" + metrics_log}
+    request = b"%s /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    try:
+        with running_haproxy(tmp_path, {}, ingress.server_address[1], frontend) as port:
+            time.sleep(1)  # the server's first health check
+            status, _, body = raw_answer(port, request % b"X12345")
+            assert status == 501 and json.loads(body)["error"]["type"] == "not_implemented"
+            assert raw_answer(port, request % b"GET")[0] == 200
+            labels = []
+            while len(labels) < 2:  # the two requests' lines (not the start-up probe's empty connection)
+                labels += [line for line in [log.recv(8192).decode()] if "/echo HTTP/1.1" in line]
+    finally:
+        log.close()
+        ingress.shutdown()
+    assert [line.partition("method=")[2].split()[0] for line in labels] == ['"OTHER"', '"GET"'], labels
+
+
 def test_haproxy_stops_when_rays_manager_dies_without_stopping_it(tmp_path):
     """`ray stop --force` can kill Ray's HAProxyManager actor after the raylet, which would have killed the
     actor's children: haproxy then outlived Ray, parent 1, holding the port for the next `serve run`."""
