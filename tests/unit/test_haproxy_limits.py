@@ -19,6 +19,7 @@ from serve_app.haproxy import HAPROXY_WITH_LIMITS, haproxy_with_limits_env
 # The shape of Ray 2.60's generated config (ray/serve/_private/haproxy_templates.py), trimmed to what changes.
 RAY_CONFIG = """global
     maxconn 4096
+    stats socket {folder}/admin.sock mode 666 level admin expose-fd listeners
 defaults
     mode http
     timeout connect 5s
@@ -522,6 +523,13 @@ def test_haproxys_stats_and_metrics_listen_on_loopback_only_unless_set(tmp_path,
                 assert (other.connect_ex(("127.0.0.2", port)) == 0) is reachable_elsewhere
     # The frontend that serves the API keeps its own address.
     assert "bind 127.0.0.1:" in (tmp_path / "haproxy.cfg.limited").read_text().partition("frontend http_frontend")[2]
+
+
+def test_the_admin_socket_is_its_owners_only(tmp_path):
+    # Ray makes it mode 666 at level admin: any local user could re-point HAProxy's servers.
+    with running_haproxy(tmp_path, {}):
+        assert (tmp_path / "admin.sock").stat().st_mode & 0o777 == 0o600
+    assert "mode 600 level admin" in (tmp_path / "haproxy.cfg.limited").read_text()
 
 
 def test_a_made_up_method_gets_a_json_501_and_one_label_in_rays_metrics(tmp_path):
