@@ -113,17 +113,36 @@ def _raw_exchange(deployed: str, request: bytes) -> str:
         return read_response(sock)
 
 
-def test_a_credential_sent_after_the_body_is_not_a_credential(deployed, auth_headers):
-    # Trailer fields (after a chunked body) are not headers: no proxy in front reads them.
+def trailer_credential(auth_headers: dict[str, str]) -> bytes:
+    """A question whose credential (and a client's request id) comes only in the trailers, after a chunked body."""
     body = b'{"question": "how do I loop over an array"}'
-    request = (
+    return (
         b"POST /faq/match HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-        b"Connection: close\r\n\r\n%x\r\n%s\r\n0\r\nAuthorization: %s\r\n\r\n"
+        b"X-Request-Id: attacker-chosen-id\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\nAuthorization: %s\r\n\r\n"
         % (len(body), body, auth_headers["Authorization"].encode())
     )
-    answer = _raw_exchange(deployed, request)
+
+
+def test_a_credential_sent_after_the_body_is_not_a_credential(deployed, auth_headers):
+    # Trailer fields (after a chunked body) are not headers: no proxy in front reads them.
+    answer = _raw_exchange(deployed, trailer_credential(auth_headers))
     assert answer.startswith("HTTP/1.1 401"), answer[:300]
     assert '"type":"unauthorized"' in answer.replace(" ", "")
+
+
+def test_serves_own_proxy_behind_haproxy_keeps_the_same_rules(deployed, auth_headers):
+    """HAProxy sends requests to Serve's own proxy (its backup server) while no ingress replica passes its health
+    checks: without the project's hook there, a credential in the trailers was honoured and a client's
+    X-Request-Id became the request's id."""
+    fallback = re.search(
+        r"^\s*server SERVE_PROXY_ACTOR\S* (\S+):(\d+) .*backup", haproxy_config(deployed), re.MULTILINE
+    )
+    assert fallback, "no backup server in HAProxy's config"
+    answer = _raw_exchange(f"http://{fallback[1]}:{fallback[2]}", trailer_credential(auth_headers))
+    assert answer.startswith("HTTP/1.1 401"), answer[:300]
+    lines = answer.partition("\r\n\r\n")[0].split("\r\n")[1:]
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    assert headers["x-request-id"] != "attacker-chosen-id"  # the client's is kept beside it, as x-client-request-id
 
 
 def test_a_websocket_handshake_gets_the_apis_error_and_no_answer_names_the_server(deployed, http):
