@@ -88,7 +88,14 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for_path(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity"):
+            # Not decoded anywhere: a gzip JSON body got a 400 saying it was not UTF-8, an image a 422.
+            message = "request bodies are not decoded: send it without Content-Encoding (compression)"
+            await error_response(415, "unsupported_content_encoding", message)(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
@@ -267,7 +274,9 @@ def install_error_handlers(app: FastAPI) -> None:
             )
             return error_response(400, "invalid_json", message)
         error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
-        return error_response(error.status_code, error_type, str(error.detail))
+        response = error_response(error.status_code, error_type, str(error.detail))
+        response.headers.update(error.headers or {})  # a 405's Allow (RFC 9110 requires it)
+        return response
 
     async def on_client_disconnect(request: Request, _: ClientDisconnect) -> JSONResponse:
         # The client's doing, not ours (no one reads this answer; it keeps the logs' 500s for our own faults).

@@ -395,6 +395,9 @@ class Ingress:
             title="serve-app: real-time scoring",
             summary="FAQ matching (scikit-learn) and image classification (ResNet-152) on Ray Serve",
             version=version("serve-app"),
+            # A path with a trailing slash is not found: the redirect Starlette answers instead had no JSON body
+            # and pointed at whatever Host the client sent, in http:// even behind TLS.
+            redirect_slashes=False,
         )
         install_error_handlers(app)
         # Innermost: only a body within its size limit, from an authenticated caller, takes a share of the budget.
@@ -444,13 +447,15 @@ class Ingress:
             self._collect_questions(http_request, [request.input], answer, ranked)
             return answer["results"][0]
 
-        @app.get(LIVENESS_PATH)
+        # HEAD too: a load balancer probing with HEAD saw a 405, a service down.
+        @app.api_route(LIVENESS_PATH, methods=["GET", "HEAD"])
         async def healthz() -> dict[str, str]:
             """Liveness: the ingress answers."""
             return {"status": "ok"}
 
-        @app.get(
+        @app.api_route(
             READINESS_PATH,
+            methods=["GET", "HEAD"],
             response_model=ReadinessResponse | ProbeResponse,
             responses={503: {"model": ReadinessResponse | ProbeResponse}},
         )

@@ -468,3 +468,38 @@ def test_a_chunked_image_body_is_counted_as_it_arrives(monkeypatch):
 def test_the_bytes_in_flight_must_hold_one_body_within_its_limit():
     with pytest.raises(ValueError, match="max_image_bytes_in_flight"):
         Limits(max_image_body_bytes=4096, max_image_bytes_in_flight=2048)
+
+
+# --- HTTP details a hostile client found (round 4) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP "])
+def test_a_compressed_body_is_refused_415_whatever_the_route(monkeypatch, encoding):
+    # Not decoded anywhere: a gzip JSON body got a 400 saying it was not UTF-8.
+    app = build(monkeypatch)
+    for path, kwargs in (("/faq/match", {"json": {"question": "sort"}}), ("/images/classify", {"content": b"x"})):
+        response = call(app, "POST", path, headers={"Content-Encoding": encoding}, **kwargs)
+        assert response.status_code == 415 and response.json()["error"]["type"] == "unsupported_content_encoding"
+    identity = call(app, "POST", "/faq/match", json={"question": "sort"}, headers={"Content-Encoding": "identity"})
+    assert identity.status_code == 200
+
+
+def test_a_trailing_slash_is_not_found_rather_than_redirected_to_the_clients_host(monkeypatch):
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match/", json={"question": "sort"}, headers={"Host": "evil.example"})
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+    assert "location" not in response.headers
+
+
+def test_a_method_the_route_lacks_gets_405_naming_the_allowed_ones(monkeypatch):
+    response = call(build(monkeypatch), "PUT", "/faq/match", json={"question": "sort"})
+    assert response.status_code == 405 and response.json()["error"]["type"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_head_without_a_credential(monkeypatch, path):
+    # A load balancer probing with HEAD saw a 405: a service down.
+    app = build(monkeypatch)
+    head, get = call(app, "HEAD", path, authorized=False), call(app, "GET", path, authorized=False)
+    assert head.status_code == get.status_code == 200 and head.content == b""
