@@ -41,6 +41,7 @@ from serve_app.errors import (
     error_body,
     status_of,
 )
+from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
 
 logger = logging.getLogger("ray.serve")
@@ -163,6 +164,7 @@ def proxy_middlewares() -> list[Middleware]:
     """Ray Serve's hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): middlewares in front of its HTTP server,
     called in the process that runs that server, before it serves: where its parser is fixed too."""
     drop_request_trailers()
+    limit_request_heads()
     return [Middleware(ClientRequestIds)]
 
 

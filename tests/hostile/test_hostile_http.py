@@ -480,3 +480,21 @@ def test_a_made_up_method_is_refused_and_labels_rays_metrics_as_other(deployed):
     assert answer.startswith("HTTP/1.1 501") and '"type":"not_implemented"' in answer.replace(" ", ""), answer[:300]
     config = haproxy_config(deployed)
     assert "method=%[var(txn.method)]" in config and "method=%HM" not in config
+
+
+def test_an_ingress_replicas_own_port_bounds_a_requests_head(deployed):
+    """The ingress replicas listen on every interface for HAProxy, and nothing bounded a header sent there
+    directly: two 150 MB ones stalled the replica's loop for 57 s (every request through HAProxy a 504)."""
+    replica = re.search(r"^\s*server SERVE_REPLICA\S*Ingress\S* (\S+):(\d+) ", haproxy_config(deployed), re.MULTILINE)
+    assert replica, "no ingress replica in HAProxy's config"
+    started = time.monotonic()
+    with socket.create_connection((replica[1], int(replica[2])), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: ")
+        try:
+            for _ in range(100):  # up to 10 MB: answered long before
+                sock.sendall(b"a" * 100_000)
+        except OSError:
+            pass  # closed under the sender
+        answer = read_response(sock)
+    assert answer.startswith("HTTP/1.1 431") and '"type": "headers_too_large"' in answer, answer[:300]
+    assert time.monotonic() - started < 5

@@ -1,0 +1,58 @@
+"""serve_app.request_head_limit against a real uvicorn server on httptools, installed by the hook as Ray runs it."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from serve_app.http import proxy_middlewares
+from serve_app.request_head_limit import DEFAULT_MAX_HEAD_BYTES
+from tests.unit.test_request_trailers import answers, echo
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    proxy_middlewares()  # what Ray's hook call does in the server's process, before it serves
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(echo, host="127.0.0.1", port=free, http="httptools", log_level="error"))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield free
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_head_over_the_limit_gets_a_json_431_and_the_connection_closed(port):
+    # One 150 MB header stalled an ingress replica's loop for 57 s and took it from 250 to 897 MB.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: ")
+        received = b""
+        try:
+            for _ in range(200):  # up to 2 MB, 10 KB at a time: it is answered long before
+                sock.sendall(b"a" * 10_000)
+        except OSError:
+            pass  # closed under the sender
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431") and b"connection: close" in head
+    assert json.loads(body)["error"]["type"] == "headers_too_large"
+
+
+def test_heads_under_the_limit_and_bodies_of_any_size_are_served(port):
+    near = b"GET /a HTTP/1.1\r\nHost: t\r\nX-A: " + b"a" * (DEFAULT_MAX_HEAD_BYTES - 1000) + b"\r\n\r\n"
+    large_body = b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 3_000_000
+    following = b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n"
+    first, second, third = answers(port, near + large_body + following, 3)
+    assert first["body_bytes"] == 0 and second["body_bytes"] == 3_000_000 and third["body_bytes"] == 0
