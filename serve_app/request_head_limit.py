@@ -22,6 +22,7 @@ DEFAULT_MAX_HEAD_BYTES = 65536
 _INSTALLED = "_serve_app_limits_request_heads"
 _HEAD_OPEN = "_serve_app_head_open"  # a request's head is arriving (or the next one's may start)
 _HEAD_BYTES = "_serve_app_head_bytes"
+_HEADS_ENDED = "_serve_app_heads_ended"  # how many request heads have ended on this connection
 
 
 def max_head_bytes() -> int:
@@ -52,11 +53,13 @@ def limit_request_heads() -> None:
     )
 
     def received(self: Any, data: bytes) -> None:
-        open_before = getattr(self, _HEAD_OPEN, True)
+        open_before, ended_before = getattr(self, _HEAD_OPEN, True), getattr(self, _HEADS_ENDED, 0)
         data_received(self, data)
-        # Counted only while a head stays open across the whole read: a read where one request ends and the next
-        # begins is not (under by at most one read; a long head spans many).
-        if open_before and getattr(self, _HEAD_OPEN, True) and not self.transport.is_closing():
+        # Counted only when no head ended within the read (a whole request may fit in one) and one is still open:
+        # a read where a request ends and the next begins is not (under by at most one read; a long head spans
+        # many).
+        ended = getattr(self, _HEADS_ENDED, 0) != ended_before
+        if open_before and not ended and getattr(self, _HEAD_OPEN, True) and not self.transport.is_closing():
             total = getattr(self, _HEAD_BYTES, 0) + len(data)
             setattr(self, _HEAD_BYTES, total)
             if total > limit:
@@ -66,6 +69,7 @@ def limit_request_heads() -> None:
     def headers_complete(self: Any) -> None:
         setattr(self, _HEAD_OPEN, False)
         setattr(self, _HEAD_BYTES, 0)
+        setattr(self, _HEADS_ENDED, getattr(self, _HEADS_ENDED, 0) + 1)
         on_headers_complete(self)
 
     def message_complete(self: Any) -> None:

@@ -56,3 +56,15 @@ def test_heads_under_the_limit_and_bodies_of_any_size_are_served(port):
     following = b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n"
     first, second, third = answers(port, near + large_body + following, 3)
     assert first["body_bytes"] == 0 and second["body_bytes"] == 3_000_000 and third["body_bytes"] == 0
+
+
+def test_whole_requests_each_in_one_read_are_not_counted_as_a_head(port):
+    # A keep-alive connection whose every read held a whole request (head and 185 KB body) got a 431 on the second.
+    request = b"POST /d HTTP/1.1\r\nHost: t\r\nContent-Length: 185000\r\n\r\n" + b"x" * 185_000
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            answer = b""
+            while b"body_bytes" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
