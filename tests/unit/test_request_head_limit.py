@@ -1,36 +1,21 @@
 """serve_app.request_head_limit against a real uvicorn server on httptools, installed by the hook as Ray runs it."""
 
-import asyncio
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from serve_app.http import proxy_middlewares
 from serve_app.request_head_limit import DEFAULT_MAX_HEAD_BYTES
-from tests.unit.test_request_trailers import answers, echo
+from tests.unit.test_request_trailers import answers, running_echo_server
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     proxy_middlewares()  # what Ray's hook call does in the server's process, before it serves
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(echo, host="127.0.0.1", port=free, http="httptools", log_level="error"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield free
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_echo_server() as free:
+        yield free
 
 
 def send_a_long_head(host: str, port: int, total: int, piece: int) -> tuple[int, bytes]:

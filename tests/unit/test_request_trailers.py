@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import uvicorn
@@ -29,10 +30,9 @@ async def echo(scope: dict, receive, send) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    drop_request_trailers()
-    drop_request_trailers()  # a second call changes nothing
+@contextmanager
+def running_echo_server() -> Iterator[int]:
+    """``echo`` served by uvicorn on httptools in a thread of this process; yields its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
@@ -43,9 +43,19 @@ def port() -> Iterator[int]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield free
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield free
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    drop_request_trailers()
+    drop_request_trailers()  # a second call changes nothing
+    with running_echo_server() as free:
+        yield free
 
 
 def answers(port: int, data: bytes, count: int) -> list[dict]:
