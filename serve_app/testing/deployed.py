@@ -17,8 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from serve_app.haproxy import haproxy_with_limits_env
-from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV
+from serve_app.ray_env import ray_process_env
 from serve_app.testing.ports import free_port, private_fast_ingress_env
 from serve_app.testing.process import Launch, running
 
@@ -39,10 +38,9 @@ def fast_ingress_env() -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        # HAProxy with per-replica limits and JSON 503s (serve_app/bin/haproxy-with-limits), as deployed.
-        **haproxy_with_limits_env(),
-        # Serve's own proxy, HAProxy's backup server, with the project's hook, as the image sets it.
-        PROXY_HOOK_ENV: PROXY_HOOK,
+        # As the image sets them: HAProxy with per-replica limits and JSON 503s (serve_app/bin/haproxy-with-limits),
+        # and the project's hook in Serve's own proxy (HAProxy's backup server).
+        **ray_process_env(fast_ingress=True),
         # Tests and benchmarks stop the app right after they are done with it; production keeps the 30 s drain.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         **private_fast_ingress_env(),  # several servers run side by side in a test session
