@@ -44,7 +44,7 @@ from serve_app.image_input import read_image_request
 from serve_app.metrics import ARRIVED_AT, AppMetrics, RequestMetrics
 from serve_app.probes import DEMO_PATH, LIVENESS_PATH, READINESS_PATH
 from serve_app.questions import check_questions
-from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings
+from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings, caller_key
 from serve_app.schemas import (
     DEFAULT_TOP_K,
     BatchMatchResponse,
@@ -492,9 +492,10 @@ class Ingress:
             del top_k  # declared for the OpenAPI document; read_image_request reads it from the query, strictly
             parsed = await read_image_request(request, self.limits)
             deadline = time.monotonic() + self.limits.work_budget
+            caller = caller_key(request.scope)  # callers take turns at the replica (deployments.resnet.fair_queue)
             answer = await self._call(
                 "images",
-                lambda: self.images.classify.remote(parsed.images, parsed.top_k, _seconds_left([deadline])[0]),
+                lambda: self.images.classify.remote(parsed.images, parsed.top_k, _seconds_left([deadline])[0], caller),
             )
             if self.collector is not None:
                 privacy = self.collection.privacy

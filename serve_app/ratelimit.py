@@ -66,7 +66,7 @@ class RateLimitMiddleware:
         if self.buckets is None or scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        wait_s = self.buckets.take(_caller(scope))
+        wait_s = self.buckets.take(caller_key(scope))
         if wait_s == 0.0:
             await self.app(scope, receive, send)
             return
@@ -75,7 +75,8 @@ class RateLimitMiddleware:
         await send_error(send, 429, "rate_limited", message, {"retry-after": retry_after})
 
 
-def _caller(scope: Scope) -> str:
+def caller_key(scope: Scope) -> str:
+    """Who sent the request, as far as this replica can tell: ``kind:subject`` of its credential, else its address."""
     principal = scope.get("state", {}).get("principal")
     if principal is not None:
         return f"{principal.kind}:{principal.subject}"

@@ -19,13 +19,14 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 from ray import serve
 
 from deployments.errors import InvalidInput, ModelUnavailable, Refused, WorkBudgetExceeded
+from deployments.resnet.fair_queue import JOB_OVERHEAD_PIXELS, FairQueue
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 from deployments.transport import RUNTIME_ENV
 
@@ -43,6 +44,7 @@ REPLICA_IMPORTS = ("deployments.resnet.model", "deployments.resnet.preprocess")
 
 logger = logging.getLogger("ray.serve")
 DEFAULT_BATCHING = ImageUserConfig()
+ANONYMOUS = "anonymous"  # a caller the ingress did not name: one turn for all of them
 
 
 def forward_pass(classifier: ResNetClassifier, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -65,6 +67,16 @@ def decode_within(deadline: float, decode: Callable[[], torch.Tensor]) -> torch.
     return None if time.monotonic() >= deadline else decode()
 
 
+@dataclass(frozen=True)
+class ImageWork:
+    """One image of a request, with what its decoding costs (pixels, from its header) and whose it is."""
+
+    caller: str
+    index: int
+    data: bytes
+    pixels: int
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "runtime_env": RUNTIME_ENV},
     # At least a few batches' worth, or batches could never fill.
@@ -79,6 +91,10 @@ class ImageClassifier:
         self.settings = ImageModelSettings(**(settings or {}))
         # Decoding and resizing release the GIL in PIL and torch, so threads use the replica's cores.
         self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
+        # Callers take turns on those threads by pixels, and at places in the batches by images
+        # (deployments.resnet.fair_queue): one caller's queue of images is not another's wait.
+        self.decode_turns = FairQueue(self.settings.decode_threads)
+        self.batch_turns = FairQueue(DEFAULT_BATCHING.max_batch_size)
         # One batch at a time (torch uses every core for it): memory stays bounded by one batch's activations.
         self.forward_thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self.classifier: ResNetClassifier | None = None
@@ -105,6 +121,8 @@ class ImageClassifier:
         self.batch_config = ImageUserConfig(**user_config)
         self._forward.set_max_batch_size(self.batch_config.max_batch_size)
         self._forward.set_batch_wait_timeout_s(self.batch_config.batch_wait_timeout_s)
+        # One batch's worth at a time: a caller arriving while a batch runs joins the next one.
+        self.batch_turns.slots = self.batch_config.max_batch_size
 
     def status(self) -> dict:
         import torch
@@ -119,13 +137,17 @@ class ImageClassifier:
             "batching": {**self.batching, **self.batch_config.model_dump()},
         }
 
-    async def _preprocess(self, index: int, data: bytes, deadline: float, budget_s: float) -> torch.Tensor:
+    async def _preprocess(self, work: ImageWork, deadline: float, budget_s: float) -> torch.Tensor:
         from deployments.resnet.preprocess import preprocess
 
         settings = self.settings
+        index, data = work.index, work.data
         decode = partial(preprocess, data, settings.max_image_pixels, settings.max_aspect_ratio)
+        cost = work.pixels + JOB_OVERHEAD_PIXELS
         try:
-            tensor = await asyncio.get_running_loop().run_in_executor(self.decode_pool, decode_within, deadline, decode)
+            tensor = await self.decode_turns.run(
+                work.caller, cost, partial(self._on_decode_thread, decode_within, deadline, decode)
+            )
         except InvalidInput as error:
             raise error.at(f"images.{index}") from None
         if tensor is None:
@@ -133,29 +155,37 @@ class ImageClassifier:
             raise over_budget(budget_s, index, "decoding")
         return tensor
 
-    async def _classify_one(self, index: int, tensor: torch.Tensor, deadline: float, budget_s: float) -> torch.Tensor:
-        probabilities = await self._forward((tensor, deadline))
+    def _on_decode_thread(self, job: Callable, *args: object) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self.decode_pool, job, *args)
+
+    async def _classify_one(
+        self, work: ImageWork, tensor: torch.Tensor, deadline: float, budget_s: float
+    ) -> torch.Tensor:
+        probabilities = await self.batch_turns.run(work.caller, 1, partial(self._forward, (tensor, deadline)))
         if probabilities is None:
-            raise over_budget(budget_s, index, "forward pass")
+            raise over_budget(budget_s, work.index, "forward pass")
         return probabilities
 
-    async def classify(self, images: list[bytes], k: int, budget_s: float | None = None) -> dict | Refused:
+    async def classify(
+        self, images: list[bytes], k: int, budget_s: float | None = None, caller: str = ANONYMOUS
+    ) -> dict | Refused:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches.
 
         ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
+        ``caller``: who sent it (serve_app.ratelimit.caller_key); callers take turns at decoding, by pixels.
         An image the model cannot use, or no model loaded: Refused, its InvalidInput or ModelUnavailable (returned:
         see Refused).
         """
         if self.classifier is None:
             return Refused(ModelUnavailable("images", self.load_error or "not loaded"))
         try:
-            return await self._classify(images, k, budget_s)
+            return await self._classify(images, k, budget_s, caller)
         except WorkBudgetExceeded:
             raise
         except InvalidInput as error:
             return Refused(error)
 
-    async def _classify(self, images: list[bytes], k: int, budget_s: float | None) -> dict:
+    async def _classify(self, images: list[bytes], k: int, budget_s: float | None, caller: str) -> dict:
         from deployments.resnet.model import top_k
         from deployments.resnet.preprocess import check_request_pixels
 
@@ -163,17 +193,18 @@ class ImageClassifier:
         deadline = time.monotonic() + budget_s
         # Headers only: a request over the budget is refused before any image is decoded.
         check = partial(check_request_pixels, images, self.settings.max_request_pixels)
-        await asyncio.get_running_loop().run_in_executor(self.decode_pool, check)
+        pixels = await self.decode_turns.run(
+            caller, JOB_OVERHEAD_PIXELS * len(images), partial(self._on_decode_thread, check)
+        )
+        work = [ImageWork(caller, i, data, pixels[i]) for i, data in enumerate(images)]
         # Every image's decoding settles before the request fails: the error named is the first image's in order
         # (not whichever thread finished first), and each skipped image is counted before the answer leaves.
-        decoded = await asyncio.gather(
-            *(self._preprocess(i, data, deadline, budget_s) for i, data in enumerate(images)), return_exceptions=True
-        )
+        decoded = await asyncio.gather(*(self._preprocess(w, deadline, budget_s) for w in work), return_exceptions=True)
         if failed := next((result for result in decoded if isinstance(result, BaseException)), None):
             raise failed
         tensors = decoded
         probabilities = await asyncio.gather(
-            *(self._classify_one(i, tensor, deadline, budget_s) for i, tensor in enumerate(tensors))
+            *(self._classify_one(w, tensor, deadline, budget_s) for w, tensor in zip(work, tensors, strict=True))
         )
         return {
             "results": [[asdict(p) for p in top_k(row, k)] for row in probabilities],

@@ -133,22 +133,24 @@ def _refuse_python_decoders(image: Image.Image) -> None:
         )
 
 
-def check_request_pixels(images: Sequence[bytes], max_request_pixels: int) -> None:
-    """InputTooLarge unless the images' pixels, read from their headers, are at most ``max_request_pixels`` in all;
-    an image whose header cannot be read raises its own error, located at its place in the request."""
-    total = 0
+def check_request_pixels(images: Sequence[bytes], max_request_pixels: int) -> list[int]:
+    """Each image's pixels, read from its header; InputTooLarge when they are more than ``max_request_pixels`` in
+    all. An image whose header cannot be read raises its own error, located at its place in the request."""
+    pixels = []
     for index, data in enumerate(images):
         try:
             width, height = open_header(data).size
         except InvalidInput as error:
             raise error.at(f"images.{index}") from None
-        total += width * height
+        pixels.append(width * height)
+    total = sum(pixels)
     if total > max_request_pixels:
         message = (
             f"the request's {len(images)} images have {total} pixels in all, over the limit of {max_request_pixels} "
             "pixels per request: send fewer or smaller images per request"
         )
         raise InputTooLarge("request_too_large", message, "images")
+    return pixels
 
 
 def _decode_reduced(image: Image.Image) -> None:

@@ -25,6 +25,9 @@ from serve_app.testing.process import Launch, running
 # deployed). Made anew in each process that imports this module, so no test depends on a known secret.
 API_KEY = "test-key-" + secrets.token_hex(16)
 AUTH_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+# A second caller (the key named "secondary"): what one caller does to another (fair turns, per-caller limits).
+OTHER_API_KEY = "other-key-" + secrets.token_hex(16)
+OTHER_AUTH_HEADERS = {"Authorization": f"Bearer {OTHER_API_KEY}"}
 
 # What the pytest plugin's ``deployed`` app runs with: seeded random ResNet-152 weights (the same compute as the
 # pretrained ones, which need a download) and a short body timeout, so that a test of a body that never finishes
@@ -82,7 +85,7 @@ def app_launch(
     command += ["--options", json.dumps(deployments or {})]
     if config:
         command += ["--config", str(config), "--dashboard-port", str(dashboard_port)]
-    env = {"SERVE_APP_API_KEYS": API_KEY}
+    env = {"SERVE_APP_API_KEYS": f"{API_KEY},{OTHER_API_KEY}"}
     if fast_ingress:
         env |= fast_ingress_env()
     return Launch(command, env)

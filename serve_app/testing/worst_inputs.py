@@ -102,6 +102,11 @@ def _size(pixels: int, aspect: float = 1.6) -> tuple[int, int]:
     return int(pixels // height), height
 
 
+def ordinary_jpeg() -> bytes:
+    """A photo-sized JPEG (500 x 375), what most requests send."""
+    return _save(Image.fromarray(_gradient(500, 375, 3, noise=4)), "JPEG", quality=90)
+
+
 def worst_images(max_pixels: int, max_body_bytes: int) -> dict[str, bytes]:
     """Name -> an image of every accepted format and colour mode at the pixel limit (BMP in true colour at the
     most pixels the body limit lets through), and an ordinary photo-sized JPEG."""
@@ -109,7 +114,7 @@ def worst_images(max_pixels: int, max_body_bytes: int) -> dict[str, bytes]:
     rgb = Image.fromarray(_gradient(width, height, 3))
     noisy = Image.fromarray(_gradient(width, height, 3, noise=4))
     images = {
-        "ordinary_500x375.jpg": _save(Image.fromarray(_gradient(500, 375, 3, noise=4)), "JPEG", quality=90),
+        "ordinary_500x375.jpg": ordinary_jpeg(),
         "jpeg_rgb": _save(noisy, "JPEG", quality=90),
         "jpeg_cmyk": _save(noisy.convert("CMYK"), "JPEG", quality=90),
         "jpeg_gray_progressive": _save(noisy.convert("L"), "JPEG", quality=90, progressive=True),
@@ -131,3 +136,17 @@ def worst_images(max_pixels: int, max_body_bytes: int) -> dict[str, bytes]:
     too_large = {name: len(data) for name, data in images.items() if len(data) > max_body_bytes}
     assert not too_large, f"over the body limit of {max_body_bytes} bytes: {too_large}"
     return images
+
+
+def sparse_canvas_gif(pixels: int, pixels_per_byte: int) -> bytes:
+    """The fewest bytes that decode to ``pixels`` (a GIF canvas around an 8 x 8 frame): a comment pads it to just
+    under ``pixels_per_byte`` (deployments.resnet.preprocess.MAX_PIXELS_PER_BYTE), so it is accepted, and it costs
+    what any image of that many pixels costs to decode."""
+    side = math.isqrt(pixels)
+    gif = bytearray(_save(Image.new("P", (8, 8), 1), "GIF"))
+    gif[6:10] = side.to_bytes(2, "little") * 2
+    table = 3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0
+    start = 13 + table  # after the header and the global colour table
+    padding = side * side // pixels_per_byte + 1 - len(gif)
+    blocks = b"".join(b"\xff" + b"x" * 255 for _ in range(max(0, padding) // 256 + 1))
+    return bytes(gif[:start]) + b"\x21\xfe" + blocks + b"\x00" + bytes(gif[start:])
