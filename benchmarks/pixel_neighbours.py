@@ -3,13 +3,13 @@
     python -m benchmarks.pixel_neighbours [--heavy-clients 8] [--duration 25] [--rounds 2] \\
         [--out benchmarks/results/pixel_neighbours]
 
-The deployed application (HAProxy, fast ingress, auth on, random ResNet-152 weights: the same compute) runs once
-per round. ``--heavy-clients`` closed loops send requests of 5 GIFs of 40 megapixels each (``max_request_pixels``,
-200 megapixels, in ~10 KB: a canvas around an 8 x 8 frame, padded to pass the pixels-per-byte check), while one
-client sends an ordinary 500 x 375 JPEG every second. Two scenarios in turns on the same server: the ordinary
-client sends the heavy clients' key (one caller: the replica cannot tell them apart, its images wait in arrival
-order) or a key of its own (another caller: callers take turns at decoding, deployments/resnet/fair_queue.py).
-Reported per scenario: the ordinary requests' latency and statuses, the heavy requests', and the steal.
+The deployed application (HAProxy, fast ingress, auth on, random ResNet-152 weights: the same compute) runs twice
+per round: with the image replica's turns (``images.fair_turns``, shipped; deployments/resnet/fair_queue.py) and
+in arrival order (``false``). ``--heavy-clients`` closed loops send requests of 5 GIFs of 40 megapixels each
+(``max_request_pixels``, 200 megapixels, in ~10 KB: a canvas around an 8 x 8 frame, padded to pass the
+pixels-per-byte check), while one client sends an ordinary 500 x 375 JPEG every second, with a key of its own or
+the heavy clients' key (with turns both; in arrival order the key makes no difference). Reported per scenario: the
+ordinary requests' latency and statuses, the heavy requests', and the steal.
 """
 
 import argparse
@@ -30,7 +30,9 @@ from serve_app.testing.worst_inputs import ordinary_jpeg, sparse_canvas_gif
 IMAGE_PIXELS = ImageModelSettings().max_image_pixels
 IMAGES_PER_REQUEST = ImageModelSettings().max_request_pixels // IMAGE_PIXELS
 ORDINARY_EVERY_S = 1.0
-SCENARIOS = {"one caller": AUTH_HEADERS, "another caller": OTHER_AUTH_HEADERS}
+KEYS = {"its own key": OTHER_AUTH_HEADERS, "the same key": AUTH_HEADERS}
+# images.fair_turns -> the ordinary client's keys measured with it
+SETTINGS = {"turns": ("true", list(KEYS)), "arrival order": ("false", ["its own key"])}
 
 
 def heavy_body() -> aiohttp.FormData:
@@ -76,14 +78,16 @@ async def measure(url: str, ordinary_headers: dict, args: argparse.Namespace) ->
 
 
 def markdown(report: dict) -> str:
-    header = ["round", "ordinary client", "steal %", "ordinary sent", "ordinary statuses", "ordinary p50 ms"]
-    header += ["ordinary p99 ms", "ordinary max ms", "heavy sent", "heavy statuses", "heavy p50 ms", "heavy max ms"]
+    header = ["round", "image replica", "ordinary client", "steal %", "ordinary sent", "ordinary statuses"]
+    header += ["ordinary p50 ms", "ordinary p99 ms", "ordinary max ms"]
+    header += ["heavy sent", "heavy statuses", "heavy p50 ms", "heavy max ms"]
     rows = []
     for run in report["runs"]:
         ordinary, heavy = run["ordinary"], run["heavy"]
         ordinary_cells = [ordinary[key] for key in ("requests", "statuses", "p50_ms", "p99_ms", "max_ms")]
         heavy_cells = [heavy[key] for key in ("requests", "statuses", "p50_ms", "max_ms")]
-        rows.append([run["round"], run["scenario"], run["steal_percent"], *ordinary_cells, *heavy_cells])
+        cells = [run["round"], run["setting"], run["key"], run["steal_percent"], *ordinary_cells, *heavy_cells]
+        rows.append(cells)
     return "\n".join(
         [
             "# An ordinary image beside the costliest to decode",
@@ -91,9 +95,9 @@ def markdown(report: dict) -> str:
             *provenance(report),
             f"{report['heavy_clients']} closed-loop clients send {IMAGES_PER_REQUEST} GIFs of {IMAGE_PIXELS:,} pixels "
             f"per request (~{report['heavy_body_bytes']:,} bytes), while one client sends a 500 x 375 JPEG every "
-            f"{ORDINARY_EVERY_S:g} s with the same key (one caller) or its own (another caller); "
-            f"{report['duration_s']} s per scenario, in turns on one deployed server per round (HAProxy, fast ingress, "
-            "auth on).",
+            f"{ORDINARY_EVERY_S:g} s with a key of its own or theirs; {report['duration_s']} s per scenario, on a "
+            "deployed server (HAProxy, fast ingress, auth on) with the image replica's turns (`images.fair_turns`) "
+            "and one in arrival order each round.",
             "",
             *table(header, rows),
             "",
@@ -110,12 +114,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs = []
     for round_ in range(args.rounds):
-        with deployed_app(TEST_SETTINGS) as url:
-            order = list(SCENARIOS.items()) if round_ % 2 == 0 else list(reversed(SCENARIOS.items()))
-            for name, headers in order:
-                wait_until_quiet()
-                runs.append({"round": round_, "scenario": name, **asyncio.run(measure(url, headers, args))})
-                print(runs[-1], flush=True)
+        order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))
+        for setting, (fair_turns, keys) in order:
+            with deployed_app({**TEST_SETTINGS, "SERVE_APP_IMAGES__FAIR_TURNS": fair_turns}) as url:
+                for key in keys if round_ % 2 == 0 else reversed(keys):
+                    wait_until_quiet()
+                    measured = asyncio.run(measure(url, KEYS[key], args))
+                    runs.append({"round": round_, "setting": setting, "key": key, **measured})
+                    print(runs[-1], flush=True)
     report = {
         **run_info("benchmarks.pixel_neighbours", argv),
         "heavy_clients": args.heavy_clients,

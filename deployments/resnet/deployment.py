@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import logging
 import math
 import time
@@ -72,6 +73,7 @@ class ImageWork:
     """One image of a request, with what its decoding costs (pixels, from its header) and whose it is."""
 
     caller: str
+    request: int  # its request's number on this replica
     index: int
     data: bytes
     pixels: int
@@ -95,6 +97,7 @@ class ImageClassifier:
         # (deployments.resnet.fair_queue): one caller's queue of images is not another's wait.
         self.decode_turns = FairQueue(self.settings.decode_threads)
         self.batch_turns = FairQueue(DEFAULT_BATCHING.max_batch_size)
+        self.requests = itertools.count()
         # One batch at a time (torch uses every core for it): memory stays bounded by one batch's activations.
         self.forward_thread = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self.classifier: ResNetClassifier | None = None
@@ -146,7 +149,7 @@ class ImageClassifier:
         cost = work.pixels + JOB_OVERHEAD_PIXELS
         try:
             tensor = await self.decode_turns.run(
-                work.caller, cost, partial(self._on_decode_thread, decode_within, deadline, decode)
+                work.caller, work.request, cost, partial(self._on_decode_thread, decode_within, deadline, decode)
             )
         except InvalidInput as error:
             raise error.at(f"images.{index}") from None
@@ -161,7 +164,8 @@ class ImageClassifier:
     async def _classify_one(
         self, work: ImageWork, tensor: torch.Tensor, deadline: float, budget_s: float
     ) -> torch.Tensor:
-        probabilities = await self.batch_turns.run(work.caller, 1, partial(self._forward, (tensor, deadline)))
+        batch_place = partial(self._forward, (tensor, deadline))
+        probabilities = await self.batch_turns.run(work.caller, work.request, 1, batch_place)
         if probabilities is None:
             raise over_budget(budget_s, work.index, "forward pass")
         return probabilities
@@ -172,7 +176,8 @@ class ImageClassifier:
         """Top-``k`` classes of each image, in order; each image joins the shared forward-pass batches.
 
         ``budget_s``: the seconds of work the request may still take (None: unbounded); WorkBudgetExceeded past it.
-        ``caller``: who sent it (serve_app.ratelimit.caller_key); callers take turns at decoding, by pixels.
+        ``caller``: who sent it (serve_app.ratelimit.caller_key); callers, then a caller's requests, take turns at
+        decoding (by pixels) and at places in the batches (deployments.resnet.fair_queue).
         An image the model cannot use, or no model loaded: Refused, its InvalidInput or ModelUnavailable (returned:
         see Refused).
         """
@@ -193,10 +198,12 @@ class ImageClassifier:
         deadline = time.monotonic() + budget_s
         # Headers only: a request over the budget is refused before any image is decoded.
         check = partial(check_request_pixels, images, self.settings.max_request_pixels)
-        pixels = await self.decode_turns.run(
-            caller, JOB_OVERHEAD_PIXELS * len(images), partial(self._on_decode_thread, check)
-        )
-        work = [ImageWork(caller, i, data, pixels[i]) for i, data in enumerate(images)]
+        request = next(self.requests)
+        if not self.settings.fair_turns:  # one caller, one request: arrival order
+            caller, request = ANONYMOUS, 0
+        header_cost = JOB_OVERHEAD_PIXELS * len(images)
+        pixels = await self.decode_turns.run(caller, request, header_cost, partial(self._on_decode_thread, check))
+        work = [ImageWork(caller, request, i, data, pixels[i]) for i, data in enumerate(images)]
         # Every image's decoding settles before the request fails: the error named is the first image's in order
         # (not whichever thread finished first), and each skipped image is counted before the answer leaves.
         decoded = await asyncio.gather(*(self._preprocess(w, deadline, budget_s) for w in work), return_exceptions=True)

@@ -39,6 +39,12 @@ class ImageModelSettings(BaseModel):
         "about 15 million pixels long.",
     )
     decode_threads: int = Field(4, ge=1, description="Threads decoding and preprocessing images on a replica.")
+    fair_turns: bool = Field(
+        True,
+        description="Callers (API keys, token subjects), then each caller's requests, take turns at decoding (by "
+        "pixels) and at places in the forward-pass batches (by images), so one client's queue of costly images is "
+        "not another's wait (deployments/resnet/fair_queue.py); false: arrival order.",
+    )
 
 
 class ImageUserConfig(BaseModel):

@@ -226,7 +226,7 @@ def ingress_app(monkeypatch, collection: dict[str, Any]) -> tuple[Any, Any]:
     return ingress, ingress.__serve_build_asgi_app__()
 
 
-def _classify_remote(images: list[bytes], top_k: int, budget_s: float) -> asyncio.Future:
+def _classify_remote(images: list[bytes], top_k: int, budget_s: float, caller: str) -> asyncio.Future:
     async def answer() -> dict:
         prediction = {"label": "tench", "class_index": 0, "score": 0.8}
         return {"results": [[prediction] for _ in images], "model_version": "img-v1"}

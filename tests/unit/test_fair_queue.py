@@ -43,9 +43,12 @@ def test_a_caller_arriving_behind_anothers_long_queue_goes_next():
         jobs = Jobs()
         with ThreadPoolExecutor(1) as pool:
             queue = FairQueue(1)
-            heavy = [asyncio.create_task(queue.run("heavy", 40e6, on(pool, jobs.job(f"heavy{i}")))) for i in range(6)]
+            heavy = [
+                asyncio.create_task(queue.run("heavy", f"heavy{i}", 40e6, on(pool, jobs.job(f"heavy{i}"))))
+                for i in range(6)
+            ]
             await until(lambda: jobs.started == ["heavy0"])
-            light = asyncio.create_task(queue.run("light", 0.3e6, on(pool, jobs.job("light"))))
+            light = asyncio.create_task(queue.run("light", "light", 0.3e6, on(pool, jobs.job("light"))))
             await asyncio.sleep(0.05)
             jobs.release.set()
             answers = await asyncio.gather(*heavy, light)
@@ -57,6 +60,28 @@ def test_a_caller_arriving_behind_anothers_long_queue_goes_next():
     assert answers == [f"heavy{i}" for i in range(6)] + ["light"]
 
 
+def test_a_callers_small_request_goes_ahead_of_its_own_large_requests_queue():
+    async def scenario() -> list[str]:
+        jobs = Jobs()
+        with ThreadPoolExecutor(1) as pool:
+            queue = FairQueue(1)
+            large = [
+                asyncio.create_task(queue.run("key", request, 40e6, on(pool, jobs.job(f"{request}.{i}"))))
+                for request in ("first", "second")
+                for i in range(3)
+            ]
+            await until(lambda: jobs.started == ["first.0"])
+            small = asyncio.create_task(queue.run("key", "small", 0.3e6, on(pool, jobs.job("small"))))
+            await asyncio.sleep(0.05)
+            jobs.release.set()
+            await asyncio.gather(*large, small)
+        return jobs.started
+
+    # The same key, so the same caller: between its requests, the one that would finish first goes first, and the
+    # two large requests take turns image by image.
+    assert asyncio.run(scenario()) == ["first.0", "small", "second.0", "first.1", "second.1", "first.2", "second.2"]
+
+
 def test_turns_are_weighted_by_cost_and_a_callers_own_jobs_keep_their_order():
     async def scenario() -> list[str]:
         jobs = Jobs()
@@ -64,10 +89,10 @@ def test_turns_are_weighted_by_cost_and_a_callers_own_jobs_keep_their_order():
         with ThreadPoolExecutor(1) as pool:
             queue = FairQueue(1)
             blocker = Jobs()
-            first = asyncio.create_task(queue.run("x", 1, on(pool, blocker.job("blocker"))))
+            first = asyncio.create_task(queue.run("x", "blocker", 1, on(pool, blocker.job("blocker"))))
             await until(lambda: blocker.started)
-            tasks = [queue.run("big", 10, on(pool, jobs.job(f"big{i}"))) for i in range(3)]
-            tasks += [queue.run("small", 1, on(pool, jobs.job(f"small{i}"))) for i in range(5)]
+            tasks = [queue.run("big", f"big{i}", 10, on(pool, jobs.job(f"big{i}"))) for i in range(3)]
+            tasks += [queue.run("small", f"small{i}", 1, on(pool, jobs.job(f"small{i}"))) for i in range(5)]
             gathered = asyncio.gather(*tasks)
             blocker.release.set()
             await first
@@ -83,7 +108,9 @@ def test_a_lone_caller_gets_every_thread():
         jobs = Jobs()
         with ThreadPoolExecutor(3) as pool:
             queue = FairQueue(3)
-            tasks = [asyncio.create_task(queue.run("only", 40e6, on(pool, jobs.job(f"j{i}")))) for i in range(5)]
+            tasks = [
+                asyncio.create_task(queue.run("only", f"j{i}", 40e6, on(pool, jobs.job(f"j{i}")))) for i in range(5)
+            ]
             await until(lambda: len(jobs.started) >= 3)
             await asyncio.sleep(0.05)
             running_at_once = len(jobs.started)
@@ -99,9 +126,9 @@ def test_a_cancelled_wait_never_starts_its_job_and_errors_reach_the_caller():
         jobs = Jobs()
         with ThreadPoolExecutor(1) as pool:
             queue = FairQueue(1)
-            running = asyncio.create_task(queue.run("a", 1, on(pool, jobs.job("running"))))
+            running = asyncio.create_task(queue.run("a", "running", 1, on(pool, jobs.job("running"))))
             await until(lambda: jobs.started == ["running"])
-            waiting = asyncio.create_task(queue.run("a", 1, on(pool, jobs.job("cancelled"))))
+            waiting = asyncio.create_task(queue.run("a", "cancelled", 1, on(pool, jobs.job("cancelled"))))
             await asyncio.sleep(0.01)
             waiting.cancel()
             jobs.release.set()
@@ -111,9 +138,13 @@ def test_a_cancelled_wait_never_starts_its_job_and_errors_reach_the_caller():
                 raise ValueError("bad image")
 
             with pytest.raises(ValueError, match="bad image"):
-                await queue.run("b", 1, on(pool, fail))
-            assert await queue.run("b", 1, on(pool, lambda: "after")) == "after"
-            assert queue.running == 0 and not queue.waiting and not queue.unfinished
+                await queue.run("b", "fail", 1, on(pool, fail))
+            assert await queue.run("b", "after", 1, on(pool, lambda: "after")) == "after"
+            assert (
+                queue.running == 0
+                and not queue.turns
+                and not any(c.waiting or c.running for c in queue.callers.values())
+            )
         return jobs.started
 
     assert asyncio.run(scenario()) == ["running"]
@@ -126,7 +157,7 @@ def test_callers_whose_work_has_all_started_are_forgotten(monkeypatch):
         with ThreadPoolExecutor(2) as pool:
             queue = FairQueue(2)
             for caller in range(50):
-                await queue.run(f"caller{caller}", 1, on(pool, lambda: None))
-            return len(queue.queued_until)
+                await queue.run(f"caller{caller}", 0, 1, on(pool, lambda: None))
+            return len(queue.callers)
 
     assert asyncio.run(scenario()) <= 11

@@ -67,7 +67,7 @@ def faq_stand_in() -> StandIn:
 def images_stand_in(ready: bool = True) -> StandIn:
     return StandIn(
         status=lambda: {"ready": ready, "model_version": "img", "device": "cpu", "torch_threads": 2},
-        classify=lambda images, k, budget_s: {"results": [[] for _ in images], "model_version": "img"},
+        classify=lambda images, k, budget_s, caller: {"results": [[] for _ in images], "model_version": "img"},
     )
 
 
@@ -398,7 +398,7 @@ def test_faq_requests_beyond_max_in_flight_are_refused_at_once_not_queued(monkey
     ],
 )
 def test_a_models_invalid_input_answers_with_the_status_of_its_class(monkeypatch, error, status):
-    def refuse(images: list[bytes], k: int, budget_s: float) -> dict:
+    def refuse(images: list[bytes], k: int, budget_s: float, caller: str) -> dict:
         raise error.at("images.0")
 
     app = build(monkeypatch, images=StandIn(classify=refuse))
@@ -503,3 +503,17 @@ def test_probes_answer_head_without_a_credential(monkeypatch, path):
     app = build(monkeypatch)
     head, get = call(app, "HEAD", path, authorized=False), call(app, "GET", path, authorized=False)
     assert head.status_code == get.status_code == 200 and head.content == b""
+
+
+def test_the_ingress_names_the_caller_to_the_image_replica(monkeypatch):
+    # The image replica's turns (deployments/resnet/fair_queue.py) are between callers: the credential's name.
+    callers: list[str] = []
+
+    def classify(images: list[bytes], k: int, budget_s: float, caller: str) -> dict:
+        callers.append(caller)
+        return {"results": [[] for _ in images], "model_version": "img"}
+
+    app = build(monkeypatch, images=StandIn(classify=classify))
+    response = call(app, "POST", "/images/classify", content=variants()["png"], headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert callers == ["api_key:key:primary"]
