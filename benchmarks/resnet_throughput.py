@@ -167,7 +167,12 @@ def served(args: argparse.Namespace, data: bytes, batching: ImageUserConfig) -> 
     app = build_graph(
         # Auth off: this measures the model path on loopback (the ingress logs that auth is off).
         AppArgs(
-            images=ImageModelSettings(weights=args.weights, device=args.device, decode_threads=args.decode_threads),
+            images=ImageModelSettings(
+                weights=args.weights,
+                device=args.device,
+                decode_threads=args.decode_threads,
+                fair_turns=not args.arrival_order,
+            ),
             auth={"enabled": False},
             # A closed loop at fixed concurrency is not overload: no admission limit on the measured path.
             limits={"max_images_in_flight": 1024},
@@ -397,6 +402,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="served and bare runs alternated this many times; the median is reported"
+    )
+    parser.add_argument(
+        "--arrival-order",
+        action="store_true",
+        help="the classifier replicas in arrival order (images.fair_turns false): what the turns cost, if anything",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
