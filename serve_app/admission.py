@@ -8,6 +8,9 @@ body is read, so refusing costs almost nothing, and it keeps a separate, smaller
 which cost ~100x a question: a burst of images cannot take the FAQ path's budget, and admitted image
 requests finish well inside the upstream timeout.
 
+A count does not say whose requests they are: one client could hold every place and the others would get 503s.
+``CallerShare`` (``limits.caller_share``) bounds what one caller (a credential) may hold of each group.
+
 A count does not bound memory: 512 image requests in flight (the GPU layout) of up to 20 MiB each would be 10 GiB
 of bodies in one ingress replica. ``BodyBytesInFlight`` bounds the bytes of bodies held at once as well.
 """
@@ -101,3 +104,40 @@ class BodyBytesInFlight:
 
 def _no_room(name: str, budget: int) -> str:
     return f"overloaded: {name} request bodies in progress on this replica fill its {budget} bytes; retry shortly"
+
+
+class CallerShare:
+    """Bounds the requests of a group one caller works on at once (``share_of(path)`` gives the group and the most
+    one caller may hold); a further one is answered 429 too_many_in_flight with Retry-After.
+
+    The caller is the credential's name (serve_app.auth.Principal: ``key:primary``, a token's ``sub``), so this runs
+    after authentication; requests without one (auth off) are not divided: behind HAProxy their address is its own.
+    """
+
+    def __init__(self, app: ASGIApp, share_of: Callable[[str], tuple[str, int] | None]) -> None:
+        self.app = app
+        self.share_of = share_of
+        self.held: dict[tuple[str, str], int] = {}  # (group, caller) -> requests in progress; none kept at 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        group = self.share_of(scope.get("path", "")) if principal is not None else None
+        if group is None:
+            await self.app(scope, receive, send)
+            return
+        name, most = group
+        key = (name, f"{principal.kind}:{principal.subject}")
+        if self.held.get(key, 0) >= most:
+            message = (
+                f"this caller already has {most} {name} requests in progress on this replica, its share "
+                "(limits.caller_share); retry when one is answered"
+            )
+            await send_error(send, 429, "too_many_in_flight", message, {"retry-after": str(RETRY_AFTER_S)})
+            return
+        self.held[key] = self.held.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.held[key] -= 1
+            if not self.held[key]:
+                del self.held[key]

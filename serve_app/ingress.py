@@ -32,7 +32,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import InvalidInput, ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.transport import CALL_SIZE_ENV
-from serve_app.admission import BodyBytesInFlight, InFlightLimit
+from serve_app.admission import BodyBytesInFlight, CallerShare, InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
 from serve_app.collection import CollectionSettings, Collector, RecentPredictions, feedback_record, prediction_record
@@ -380,6 +380,13 @@ class Ingress:
             return "image", self.limits.max_images_in_flight
         return "api", self.limits.max_in_flight
 
+    def _caller_share(self, path: str) -> tuple[str, int] | None:
+        group = self._admission_group(path)
+        if group is None or self.limits.caller_share >= 1.0:
+            return None
+        name, limit = group
+        return name, max(1, int(limit * self.limits.caller_share))
+
     def _body_bytes_budget(self, path: str) -> tuple[str, int] | None:
         if path.endswith("/images/classify"):
             return "image", self.limits.max_image_bytes_in_flight
@@ -403,7 +410,8 @@ class Ingress:
         # Innermost: only a body within its size limit, from an authenticated caller, takes a share of the budget.
         app.add_middleware(BodyBytesInFlight, budget_of=self._body_bytes_budget)
         app.add_middleware(BodyLimits, limit_for_path=self._body_limit, timeout_s=self.limits.body_timeout_s)
-        # Runs after authentication (middlewares run in reverse order of adding): it limits each caller.
+        # Run after authentication (middlewares run in reverse order of adding): they limit each caller.
+        app.add_middleware(CallerShare, share_of=self._caller_share)
         app.add_middleware(RateLimitMiddleware, settings=self.rate_limit)
         # No body is read for a caller without credentials.
         app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)

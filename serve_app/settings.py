@@ -79,6 +79,15 @@ class Limits(BaseModel):
         "copies for the whole model call, so its memory for image bodies is about 3x this (base64 JSON: the body, "
         "the parsed text, the bytes). At least max_image_body_bytes.",
     )
+    caller_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of max_in_flight, and of max_images_in_flight, one caller (an API key's name, a token's "
+        "subject) may hold on an ingress replica at once; a further request is answered 429 too_many_in_flight with "
+        "Retry-After. 1: no share (one caller may take every place: right for a single client); 0.5 keeps half of "
+        "each for the other callers. Requests without credentials (auth off) are not divided.",
+    )
     readiness_cache_s: float = Field(
         1.0,
         ge=0.0,

@@ -25,7 +25,8 @@ MAX_ECHO = 64
 class StandIn:
     """A deployment handle whose methods answer at once from plain functions, counting the calls."""
 
-    def __init__(self, **methods: Callable[..., Any]) -> None:
+    def __init__(self, delay_s: float = 0.01, **methods: Callable[..., Any]) -> None:
+        self.delay_s = delay_s
         self.calls: dict[str, int] = {}
         for name, method in methods.items():
             setattr(self, name, self._method(name, method))
@@ -39,7 +40,7 @@ class StandIn:
                 stand_in.calls[name] = stand_in.calls.get(name, 0) + 1
 
                 async def answer() -> Any:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(stand_in.delay_s)
                     return method(*args)
 
                 return asyncio.ensure_future(answer())
@@ -71,9 +72,17 @@ def images_stand_in(ready: bool = True) -> StandIn:
     )
 
 
-def build(monkeypatch, faq=None, images=None, auth: bool = True, grouping: dict | None = None, **limits: Any):
+def build(
+    monkeypatch,
+    faq=None,
+    images=None,
+    auth: bool = True,
+    grouping: dict | None = None,
+    api_keys: str = API_KEY,
+    **limits: Any,
+):
     """The ingress's ASGI app, with ClientRequestIds in front as Ray Serve runs it when its hook is set."""
-    monkeypatch.setenv("SERVE_APP_API_KEYS", API_KEY)
+    monkeypatch.setenv("SERVE_APP_API_KEYS", api_keys)
     monkeypatch.delenv("SERVE_APP_JWT_SECRET", raising=False)
     user_class = next(cls for cls in Ingress.func_or_class.__mro__[1:] if cls.__name__ == "Ingress")
     ingress = user_class.__new__(user_class)
@@ -517,3 +526,37 @@ def test_the_ingress_names_the_caller_to_the_image_replica(monkeypatch):
     response = call(app, "POST", "/images/classify", content=variants()["png"], headers={"content-type": "image/png"})
     assert response.status_code == 200, response.text
     assert callers == ["api_key:key:primary"]
+
+
+@pytest.mark.parametrize("share, first_callers_statuses", [(0.5, [200, 200, 429]), (1.0, [200, 200, 200])])
+def test_one_caller_holds_at_most_its_share_of_the_image_places(monkeypatch, share, first_callers_statuses):
+    other_key = "unit-test-other-key-0123456789abcdef"
+    answers = lambda images, k, budget_s, caller: {"results": [[] for _ in images], "model_version": "img"}  # noqa: E731
+    images = StandIn(delay_s=0.3, classify=answers)
+    app = build(
+        monkeypatch, images=images, api_keys=f"{API_KEY},{other_key}", max_images_in_flight=4, caller_share=share
+    )
+    png = variants()["png"]
+
+    async def go(requests: list[str]) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/images/classify",
+                        content=png,
+                        headers={"Authorization": f"Bearer {key}", "content-type": "image/png"},
+                    )
+                    for key in requests
+                )
+            )
+
+    responses = asyncio.run(go([API_KEY] * 3 + [other_key]))
+    assert [r.status_code for r in responses[:3]] == first_callers_statuses
+    assert responses[3].status_code == 200  # the other caller's place was kept
+    refused = [r for r in responses if r.status_code == 429]
+    for response in refused:
+        assert response.json()["error"]["type"] == "too_many_in_flight" and response.headers["retry-after"] == "1"
+    # Places come back when answered: the first caller's share is free again.
+    assert [r.status_code for r in asyncio.run(go([API_KEY] * 2))] == [200, 200]
