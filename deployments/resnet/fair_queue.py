@@ -10,8 +10,10 @@ behind all of their images, at both steps (benchmarks/results/pixel_neighbours.m
 Two levels of turns. Between callers, start-time fair queuing: each caller has a virtual start time that grows by
 the cost of each piece of its work started, a caller with nothing queued starts at the time of the work started
 last, and a free slot (a decode thread; a place in the next batch) goes to the caller with the earliest. Within a
-caller, the same between its requests, and the piece whose request would finish it first goes first: a small
-request arriving behind a large one's queue goes next, from the same key too. A lone caller or request still gets
+caller, between its requests, the piece whose request would finish it first goes first (self-clocked: a new
+request starts where the piece started last ends, so a stream of small requests cannot hold back a large one's next
+piece for ever, as requests are new flows without end): a small request arriving behind a large one's queue goes
+next, from the same key too. A lone caller or request still gets
 every slot: no capacity is held back. Who the caller is, the ingress says (serve_app.ratelimit.caller_key: the
 credential's name, or the client's address).
 """
@@ -28,6 +30,9 @@ T = TypeVar("T")
 # A decode job's cost beyond its pixels (the resize, crop and normalise of its output, the header parse): tiny
 # images are not free, so a flood of them takes turns too.
 JOB_OVERHEAD_PIXELS = 250_000
+# Requests of a caller remembered at most; past it those whose work has all begun by its clock are forgotten (a later
+# piece of theirs would begin no later than now anyway, but for its cost).
+MAX_TRACKED_REQUESTS = 1024
 # Callers remembered at most; past it those with no work waiting or running are forgotten: their next work starts
 # as a newcomer's, which gains them at most their last piece of work's cost.
 MAX_TRACKED_CALLERS = 1024
@@ -45,7 +50,7 @@ class Work:
 @dataclass
 class Caller:
     starts_at: float  # on the queue's clock: where this caller's next piece of work starts
-    now: float = 0.0  # its own clock, between its requests: where the piece it started last began
+    now: float = 0.0  # its own clock, between its requests: where the piece it started last ends
     waiting: list[tuple[float, int, Work]] = field(default_factory=list)  # by where each piece's request would be
     queued_until: dict[Hashable, float] = field(default_factory=dict)  # request -> where its queued work ends
     running: int = 0
@@ -72,6 +77,8 @@ class FairQueue:
             heapq.heappush(self.turns, (state.starts_at, next(self.arrival), caller))
         begins = max(state.now, state.queued_until.get(request, 0.0))
         state.queued_until[request] = begins + cost
+        if len(state.queued_until) > MAX_TRACKED_REQUESTS:  # a caller never idle: forget requests begun by now
+            state.queued_until = {r: end for r, end in state.queued_until.items() if end > state.now}
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         heapq.heappush(state.waiting, (begins + cost, next(self.arrival), Work(request, cost, begins, future, start)))
         self._start_next()
@@ -79,15 +86,15 @@ class FairQueue:
 
     def _start_next(self) -> None:
         while self.running < self.slots and self.turns:
-            starts_at, _, caller = heapq.heappop(self.turns)
+            _, _, caller = heapq.heappop(self.turns)
             state = self.callers.get(caller)
-            work = self._next_of(state) if state is not None and starts_at == state.starts_at else None
-            if work is None:  # an outdated turn, or only cancelled work left
+            work = self._next_of(state) if state is not None else None
+            if work is None:  # only cancelled work was left
                 if state is not None:
                     self._settle(caller)
                 continue
             self.now = max(self.now, state.starts_at)
-            state.now = max(state.now, work.begins)
+            state.now = max(state.now, work.begins + work.cost)
             state.starts_at += work.cost
             if state.waiting:
                 heapq.heappush(self.turns, (state.starts_at, next(self.arrival), caller))

@@ -78,8 +78,43 @@ def test_a_callers_small_request_goes_ahead_of_its_own_large_requests_queue():
         return jobs.started
 
     # The same key, so the same caller: between its requests, the one that would finish first goes first, and the
-    # two large requests take turns image by image.
-    assert asyncio.run(scenario()) == ["first.0", "small", "second.0", "first.1", "second.1", "first.2", "second.2"]
+    # two large requests take turns image by image (the second from where the first's running image ends).
+    assert asyncio.run(scenario()) == ["first.0", "small", "first.1", "second.0", "first.2", "second.1", "second.2"]
+
+
+def test_a_stream_of_small_requests_does_not_hold_back_a_large_requests_next_piece_for_ever():
+    started: list[str] = []
+    gates: dict[str, threading.Event] = {}
+
+    def gated(name: str):
+        gates[name] = threading.Event()
+
+        def run() -> None:
+            started.append(name)
+            if not gates[name].wait(10):
+                raise TimeoutError(name)
+
+        return run
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            queue = FairQueue(1)
+            tasks = [asyncio.create_task(queue.run("key", "large", 10, on(pool, gated("large.0"))))]
+            await until(lambda: started == ["large.0"])
+            tasks.append(asyncio.create_task(queue.run("key", "large", 10, on(pool, gated("large.1")))))
+            for i in range(30):  # a new small request always waiting beside the large one's next piece
+                tasks.append(asyncio.create_task(queue.run("key", i, 1, on(pool, gated(f"small{i}")))))
+                await asyncio.sleep(0.005)
+                running = started[-1]
+                gates[running].set()
+                await until(lambda running=running: started[-1] != running)
+            for gate in gates.values():
+                gate.set()
+            await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    # Each small request starts where the piece started before it ends: after ten of them the large piece is due.
+    assert started.index("large.1") <= 12, started
 
 
 def test_turns_are_weighted_by_cost_and_a_callers_own_jobs_keep_their_order():
