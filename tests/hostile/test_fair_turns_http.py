@@ -46,5 +46,5 @@ def test_a_small_image_does_not_wait_behind_another_clients_queue_of_costly_imag
     assert status == 200 and heavy_statuses == [200] * HEAVY_REQUESTS
     # In arrival order (images.fair_turns false) the small image came after all 30 costly ones: every heavy request
     # was answered before it or with it (measured: 5 of 6, 6.6-7.2 s). Taking turns, it joins the next batch
-    # (measured: 0-1 of 6, 1.4-3.1 s).
+    # (measured: 0-1 of 6, 1.3-3.1 s).
     assert len(finished_before) <= HEAVY_REQUESTS // 2, f"{len(finished_before)} finished first; waited {waited:.1f} s"
