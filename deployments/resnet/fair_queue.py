@@ -9,13 +9,13 @@ behind all of their images, at both steps (benchmarks/results/pixel_neighbours.m
 
 Two levels of turns. Between callers, start-time fair queuing: each caller has a virtual start time that grows by
 the cost of each piece of its work started, a caller with nothing queued starts at the time of the work started
-last, and a free slot (a decode thread; a place in the next batch) goes to the caller with the earliest. Within a
-caller, between its requests, the piece whose request would finish it first goes first (self-clocked: a new
-request starts where the piece started last ends, so a stream of small requests cannot hold back a large one's next
-piece for ever, as requests are new flows without end): a small request arriving behind a large one's queue goes
-next, from the same key too. A lone caller or request still gets
-every slot: no capacity is held back. Who the caller is, the ingress says (serve_app.ratelimit.caller_key: the
-credential's name, or the client's address).
+last, and a free slot (a decode thread; a place in the next batch) goes to the caller with the earliest; this is
+fair between a bounded set of callers (API keys, token subjects), not against a client inventing new identities.
+Within a caller, between its requests, the piece whose request would finish it first goes first (self-clocked: a
+new request starts where the piece started last ends, so a stream of small requests cannot hold back a large one's
+next piece for ever, as requests are new flows without end): a small request arriving behind a large one's queue
+goes next, from the same key too. A lone caller or request still gets every slot: no capacity is held back. Who
+the caller is, the ingress says (serve_app.ratelimit.caller_key: the credential's name, or the client's address).
 """
 
 import asyncio
