@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,12 +32,13 @@ from benchmarks.load import closed_loop
 from benchmarks.machine_cpu import without_steal
 from benchmarks.peers.servers import PEERS, THROUGHPUT_ENV, running, serve_faq_model
 from benchmarks.report import provenance, publish, run_info, table
-from benchmarks.server_processes import descendants, server_pid
+from benchmarks.server_processes import descendants, server_pid, stat_fields
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS
 
 FIRST_PORT = 18500
 STEAL_LIMIT_PERCENT = 10
+FREEZE_TIMEOUT_S = 10
 
 
 class Frozen:
@@ -50,11 +52,26 @@ class Frozen:
     def freeze(self) -> None:
         self.stopped = descendants(self.root)
         self._signal(self.stopped, signal.SIGSTOP)
+        # Signals are delivered asynchronously: a busy process may run on for a moment. Measuring the next stack
+        # while this one still runs would tax it, so wait until every process shows as stopped.
+        self._await(self.stopped, lambda state: state == "T")
 
     def thaw(self) -> None:
         # The processes stopped last time: a stopped process starts none, so the list is complete.
-        self._signal(self.stopped, signal.SIGCONT)
+        pids = self.stopped
+        self._signal(pids, signal.SIGCONT)
+        self._await(pids, lambda state: state != "T")
         self.stopped = []
+
+    def _await(self, pids: list[int], wanted: Callable[[str], bool], timeout_s: float = FREEZE_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = list(pids)
+        while pending and time.monotonic() < deadline:
+            pending = [pid for pid in pending if not _settled(_state(pid), wanted)]
+            if pending:
+                time.sleep(0.005)
+        if pending:
+            raise RuntimeError(f"{self.name}: processes {pending} did not change state within {timeout_s} s")
 
     @staticmethod
     def _signal(pids: list[int], sig: signal.Signals) -> None:
@@ -63,6 +80,18 @@ class Frozen:
                 os.kill(pid, sig)
             except ProcessLookupError:  # a short-lived helper process that ended meanwhile
                 continue
+
+
+def _state(pid: int) -> str:
+    try:
+        return stat_fields(Path(f"/proc/{pid}/stat"))[0]
+    except (OSError, IndexError):
+        return "X"  # ended and reaped
+
+
+def _settled(state: str, wanted: Callable[[str], bool]) -> bool:
+    # A process that has ended (zombie or reaped) neither runs nor can be stopped: nothing to wait for.
+    return state in ("Z", "X") or wanted(state)
 
 
 def measure_turn(url: str, calls, concurrency: int, seconds: float, warmup_s: float) -> dict:

@@ -18,9 +18,10 @@ def _states(root: int) -> set[str]:
 
 
 def test_freeze_stops_the_whole_tree_and_thaw_resumes_it():
-    # A parent and a grandchild: a stack's server and, say, its Ray workers.
-    sleeper = "import time; time.sleep(60)"
-    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(60)"
+    # A parent and a busy grandchild: a stack's server and, say, its Ray workers under load. A running process
+    # stops a moment after SIGSTOP is sent: freeze() must wait for it (CI once read "R" right after the signal).
+    spinner = "import time\nwhile True: pass"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {spinner!r}]); time.sleep(60)"
     root = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.monotonic() + 10
