@@ -64,6 +64,7 @@ HTTP_ERROR_TYPES = {
 MODEL_RETRY_AFTER_S = "30"  # a model that cannot load is not back within seconds
 # FastAPI's words when the JSON parser itself fails (not UTF-8, nested too deeply): ours say what to fix.
 UNPARSABLE_BODY = "There was an error parsing the body"
+NOT_UTF8_JSON = "request body is not UTF-8: JSON must be sent as UTF-8 (UTF-16 and UTF-32 are not accepted)"
 
 
 def error_response(status: int, error_type: str, message: str, details: list | None = None, **headers: str):
@@ -71,12 +72,18 @@ def error_response(status: int, error_type: str, message: str, details: list | N
 
 
 class BodyLimits:
-    """413 for a body over its route's limit, 408 for a body that takes longer than ``timeout_s`` to arrive.
+    """413 for a body over its route's limit, 408 for a body that takes longer than ``timeout_s`` to arrive, 400 for
+    a JSON body that is not UTF-8.
 
     The size is checked at once when Content-Length declares it, else while the body streams in. The timeout
     covers the whole body, so a client trickling bytes (slowloris) cannot hold a connection and a coroutine
     forever; neither HAProxy nor uvicorn bounds body time. Starlette's own limiter answers in plain text; this
     one keeps the API's JSON error shape.
+
+    JSON must be UTF-8 (RFC 8259 section 8.1), but Python's ``json.loads`` detects UTF-16 and UTF-32 from the
+    bytes, so FastAPI's parser took them while our errors say UTF-8. JSON text in those encodings always holds a
+    NUL byte (its first character is ASCII), and UTF-8 JSON never does (control characters must be escaped):
+    a NUL in a JSON body is refused as it streams in, before any parsing.
     """
 
     def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int], timeout_s: float) -> None:
@@ -102,6 +109,8 @@ class BodyLimits:
             return
         received = 0
         deadline: float | None = None  # starts when the app first asks for the body
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        json_body = content_type == b"application/json" or content_type.endswith(b"+json")
 
         async def limited_receive() -> Message:
             nonlocal received, deadline
@@ -111,9 +120,12 @@ class BodyLimits:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - now))
             except TimeoutError:
                 raise StarletteHTTPException(408, _too_slow(self.timeout_s)) from None
-            received += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            received += len(chunk)
             if received > limit:
                 raise StarletteHTTPException(413, _too_large(limit))
+            if json_body and b"\x00" in chunk:
+                raise StarletteHTTPException(400, NOT_UTF8_JSON)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -275,6 +287,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 "with numbers of at most 4300 digits"
             )
             return error_response(400, "invalid_json", message)
+        if error.status_code == 400 and error.detail == NOT_UTF8_JSON:
+            return error_response(400, "invalid_json", NOT_UTF8_JSON)
         error_type = HTTP_ERROR_TYPES.get(error.status_code, "http_error")
         response = error_response(error.status_code, error_type, str(error.detail))
         response.headers.update(error.headers or {})  # a 405's Allow (RFC 9110 requires it)

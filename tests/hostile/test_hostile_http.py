@@ -48,6 +48,8 @@ def error_type(response: httpx.Response) -> str:
         ("nested 100,000 deep", b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
         ("nested 5,000 deep", b'{"question": ' + b"{" * 5_000 + b"}" * 5_000 + b"}"),
         ("latin-1, not UTF-8", '{"question": "café loop"}'.encode("latin-1")),
+        ("UTF-16, not UTF-8", '{"question": "café loop"}'.encode("utf-16")),
+        ("UTF-32 without a BOM", '{"question": "café loop"}'.encode("utf-32-be")),
         ("binary garbage", bytes(range(256)) * 4),
         ("truncated", b'{"question": "how do I'),
     ],

@@ -560,3 +560,38 @@ def test_one_caller_holds_at_most_its_share_of_the_image_places(monkeypatch, sha
         assert response.json()["error"]["type"] == "too_many_in_flight" and response.headers["retry-after"] == "1"
     # Places come back when answered: the first caller's share is free again.
     assert [r.status_code for r in asyncio.run(go([API_KEY] * 2))] == [200, 200]
+
+
+# --- JSON bodies are UTF-8 (RFC 8259 8.1), as the errors say -------------------------------------------------
+
+IMAGE_JSON = {"image": base64.b64encode(b"not decoded: refused before").decode()}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/faq/match", {"question": "How do I sort an array?"}),
+        ("/score", {"input": "How do I sort an array?"}),
+        ("/images/classify", IMAGE_JSON),
+    ],
+)
+def test_json_bodies_in_utf16_or_utf32_are_refused_as_not_utf8(monkeypatch, encoding, path, body):
+    # Python's json.loads detects UTF-16/32 from the bytes, so FastAPI's parser took them while the error text for
+    # an unparsable body says UTF-8: one API, one encoding.
+    app = build(monkeypatch)
+    response = call(
+        app, "POST", path, content=json.dumps(body).encode(encoding), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_json" and "UTF-8" in error["message"]
+
+
+def test_the_same_json_bodies_in_utf8_are_answered(monkeypatch):
+    app = build(monkeypatch)
+    for path, body in [("/faq/match", {"question": "How do I sort?"}), ("/score", {"input": "How?"})]:
+        response = call(
+            app, "POST", path, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.text
