@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.asgi import send_error
 from serve_app.errors import Overloaded
+from serve_app.ratelimit import caller_key
 
 RETRY_AFTER_S = 1
 
@@ -126,7 +127,7 @@ class CallerShare:
             await self.app(scope, receive, send)
             return
         name, most = group
-        key = (name, f"{principal.kind}:{principal.subject}")
+        key = (name, caller_key(scope))
         if self.held.get(key, 0) >= most:
             message = (
                 f"this caller already has {most} {name} requests in progress on this replica, its share "

@@ -382,7 +382,7 @@ class Ingress:
 
     def _caller_share(self, path: str) -> tuple[str, int] | None:
         group = self._admission_group(path)
-        if group is None or self.limits.caller_share >= 1.0:
+        if group is None:
             return None
         name, limit = group
         return name, max(1, int(limit * self.limits.caller_share))
@@ -411,7 +411,8 @@ class Ingress:
         app.add_middleware(BodyBytesInFlight, budget_of=self._body_bytes_budget)
         app.add_middleware(BodyLimits, limit_for_path=self._body_limit, timeout_s=self.limits.body_timeout_s)
         # Run after authentication (middlewares run in reverse order of adding): they limit each caller.
-        app.add_middleware(CallerShare, share_of=self._caller_share)
+        if self.limits.caller_share < 1.0:  # off by default: no layer at all then (limits are fixed per replica)
+            app.add_middleware(CallerShare, share_of=self._caller_share)
         app.add_middleware(RateLimitMiddleware, settings=self.rate_limit)
         # No body is read for a caller without credentials.
         app.add_middleware(AuthMiddleware, authenticator=self.authenticator, settings=self.auth)
