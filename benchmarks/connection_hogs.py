@@ -1,15 +1,18 @@
 """Ordinary FAQ requests while hostile clients hold HAProxy's connections: idle ones, or uploads stalled half-sent.
 
     python -m benchmarks.connection_hogs [--faq-model models/faq] [--attacks idle stalled-uploads] \\
-        [--duration 15] [--rounds 1] [--out benchmarks/results/connection_hogs]
+        [--settings "limits as shipped" "no busy-address rule"] [--duration 15] [--rounds 1] \\
+        [--out benchmarks/results/connection_hogs]
 
 The fast-ingress application (auth on) runs with HAProxy's limits as shipped
-(SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT, _MAX_UPLOADS_PER_CLIENT, _MAX_UPLOADS) and with all three 0 (none), in
-turns, each run on a fresh server. The hog connects from 127.0.0.2 (and the next addresses, where an attack uses
-several), the ordinary client from 127.0.0.1: client addresses on one machine. ``idle``: 4,100 TCP connections that
-never send a byte (Ray's HAProxy takes 4,096); ``stalled-uploads``: 66 connections, each declaring a 1 MB image body
-and sending 300 KB of it, then nothing (an ingress replica takes 64 at once); ``stalled-uploads-6-addresses``: 72
-such, 12 from each of 6 addresses (each under the per-client cap). Each hog connection the service closes or
+(SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT, _MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY, _MAX_UPLOADS_PER_CLIENT,
+_MAX_UPLOADS) and with the connection and upload limits 0 (none), or, with ``--settings``, without the rule for a
+busy HAProxy only, in turns, each run on a fresh server. The hog connects from 127.0.0.2 (and the next addresses,
+where an attack uses several), the ordinary client from 127.0.0.1: client addresses on one machine. ``idle``: 4,100
+TCP connections that never send a byte (Ray's HAProxy takes 4,096); ``idle-3-addresses``: 4,200 such from 3
+addresses (1,400 each, under the per-client cap); ``stalled-uploads``: 66 connections, each declaring a 1 MB image
+body and sending 300 KB of it, then nothing (an ingress replica takes 64 at once); ``stalled-uploads-6-addresses``:
+72 such, 12 from each of 6 addresses (each under the per-client cap). Each hog connection the service closes or
 answers is opened again after ``--reopen-after`` seconds, as a hostile client would; answered or not, it stays open
 and silent until the service closes it. Once the hog's connections are open, an ordinary question comes every
 0.2 s for ``--duration`` s. Reported per run: the ordinary requests' statuses and latency, the hog's connections
@@ -42,7 +45,13 @@ NO_LIMITS = {
     "SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT": "0",
     "SERVE_APP_HAPROXY_MAX_UPLOADS": "0",
 }
-SETTINGS = {"limits as shipped": {}, "no connection or upload limits": NO_LIMITS}
+SETTINGS = {
+    "limits as shipped": {},
+    "no connection or upload limits": NO_LIMITS,
+    # Only the rule for a busy HAProxy lifted: what several addresses' idle connections do without it.
+    "no busy-address rule": {"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY": "0"},
+}
+DEFAULT_SETTINGS = ["limits as shipped", "no connection or upload limits"]
 STALLED_UPLOAD = (
     b"POST /images/classify HTTP/1.1\r\nHost: hog\r\nAuthorization: "
     + AUTH_HEADERS["Authorization"].encode()
@@ -65,6 +74,7 @@ class Attack:
 
 ATTACKS = {
     "idle": Attack(4_100, b""),
+    "idle-3-addresses": Attack(4_200, b"", addresses=3),
     "stalled-uploads": Attack(66, STALLED_UPLOAD),
     "stalled-uploads-6-addresses": Attack(72, STALLED_UPLOAD, addresses=6),
 }
@@ -182,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faq-model", help="FAQ model directory (default: the embedded demo FAQ)")
     parser.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=sorted(ATTACKS))
+    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=DEFAULT_SETTINGS)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between the hog's start and the load")
     parser.add_argument("--reopen-after", type=float, default=5.0)
@@ -195,9 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for round_ in range(args.rounds):
         for attack in args.attacks:
-            order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))
-            for name, setting in order:
-                run = {"round": round_, "attack": attack, "setting": name, **one_run(ATTACKS[attack], setting, args)}
+            order = args.settings if round_ % 2 == 0 else list(reversed(args.settings))
+            for name in order:
+                run = {"round": round_, "attack": attack, "setting": name}
+                run |= one_run(ATTACKS[attack], SETTINGS[name], args)
                 runs.append(run)
                 print(run, flush=True)
     report = {

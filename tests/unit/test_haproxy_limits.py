@@ -164,6 +164,8 @@ def test_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, setting):
         ("SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT", "per_client_connections"),
         ("SERVE_APP_HAPROXY_MAX_UPLOADS_PER_CLIENT", "per_client_uploads"),
         ("SERVE_APP_HAPROXY_MAX_UPLOADS", "all_uploads"),
+        ("SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY", "fe_conn"),
+        ("SERVE_APP_HAPROXY_BUSY_CONNECTIONS", "fe_conn"),
     ],
 )
 def test_an_upload_or_connection_limit_is_an_integer_and_0_lifts_it(tmp_path, setting, table):
@@ -173,6 +175,27 @@ def test_an_upload_or_connection_limit_is_an_integer_and_0_lifts_it(tmp_path, se
     done, limited = rewrite(tmp_path, {setting: "0"})
     assert done.returncode == 0, done.stderr
     assert table not in limited.read_text()
+
+
+@pytest.mark.parametrize(
+    ("settings", "rule"),
+    [
+        ({}, "{ fe_conn gt 3072 } { sc0_conn_cur gt 64 }"),  # 3/4 of Ray's maxconn (4096)
+        ({"SERVE_APP_HAPROXY_BUSY_CONNECTIONS": "100"}, "{ fe_conn gt 100 } { sc0_conn_cur gt 64 }"),
+        ({"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY": "8"}, "{ fe_conn gt 3072 } { sc0_conn_cur gt 8 }"),
+        ({"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY": "0"}, None),
+        ({"SERVE_APP_HAPROXY_BUSY_CONNECTIONS": "0"}, None),
+        ({"SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT": "0"}, None),  # a proxy is the only client
+    ],
+)
+def test_the_busy_connection_rule_defaults_to_three_quarters_of_maxconn_and_0_lifts_it(tmp_path, settings, rule):
+    done, limited = rewrite(tmp_path, settings)
+    assert done.returncode == 0, done.stderr
+    text = limited.read_text()
+    if rule is None:
+        assert "fe_conn" not in text
+    else:
+        assert f"tcp-request connection reject if {rule}\n" in text
 
 
 @pytest.mark.parametrize(("maxconn", "expected"), [("64", "gt 32 }"), ("9", "gt 5 }"), ("1", "gt 1 }")])
@@ -459,6 +482,59 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
                 second.sendall(upload + b"x" * 1_000_000)
                 assert read_one_answer(second).startswith(b"HTTP/1.1 200")
     finally:
+        ingress.shutdown()
+
+
+GET_ECHO = b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+def _connect_from(address: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
+
+
+def _closed_unanswered(address: str, port: int) -> bool:
+    """Whether a request on a new connection from ``address`` is met by a close (or a reset, even of the connect
+    itself when HAProxy closes first), without an answer."""
+    try:
+        with _connect_from(address, port) as sock:
+            sock.sendall(GET_ECHO)
+            return sock.recv(1024) == b""
+    except ConnectionError:
+        return True
+
+
+def test_when_haproxy_is_busy_an_address_holding_many_connections_gets_no_more(tmp_path):
+    """Idle connections from a few addresses, each under the per-client cap, filled HAProxy's maxconn together;
+    past SERVE_APP_HAPROXY_BUSY_CONNECTIONS an address holding more than a few gets no further connection, so the
+    last places stay for addresses that hold few (any client with a request to send)."""
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    limits = {
+        "SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT": "10",
+        "SERVE_APP_HAPROXY_BUSY_CONNECTIONS": "12",
+        "SERVE_APP_HAPROXY_MAX_CONNECTIONS_PER_CLIENT_WHEN_BUSY": "2",
+    }
+    held: list[socket.socket] = []
+    try:
+        with running_haproxy(
+            tmp_path, limits, ingress.server_address[1], {"    maxconn 4096\n": "    maxconn 16\n"}
+        ) as port:
+            time.sleep(1)  # the server's first health check
+            held += [_connect_from("127.0.0.2", port) for _ in range(8)]  # under the per-client cap (10)
+            held += [_connect_from("127.0.0.3", port) for _ in range(4)]  # 12 open: busy from here on
+            time.sleep(0.3)  # counted once a thread of HAProxy has taken each over
+            for hog in ("127.0.0.2", "127.0.0.3"):  # each holds more than 2: closed at once
+                assert _closed_unanswered(hog, port), hog
+            held += [_connect_from("127.0.0.4", port) for _ in range(2)]  # a third address gets its 2
+            time.sleep(0.3)
+            assert _closed_unanswered("127.0.0.4", port)
+            # 14 of 16 held: a client holding none still gets in and is answered.
+            with _connect_from("127.0.0.5", port) as ordinary:
+                ordinary.sendall(GET_ECHO)
+                assert read_one_answer(ordinary).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
         ingress.shutdown()
 
 
