@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,7 @@ def publish(report: dict, markdown: str, out: Path | None) -> None:
 def run_info(module: str, argv: list[str] | None) -> dict[str, str]:
     """How a result was produced: the exact command, the machine and the time (the head of every report)."""
     return {
-        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
