@@ -21,7 +21,7 @@ import aiohttp
 from benchmarks.heavy_neighbours import summary
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.pixel_neighbours import ORDINARY_EVERY_S, ordinary_client
-from benchmarks.report import provenance, publish, run_info, table
+from benchmarks.report import alternating, provenance, publish, run_info, table
 from serve_app.settings import Limits
 from serve_app.testing.deployed import AUTH_HEADERS, OTHER_AUTH_HEADERS, TEST_SETTINGS, deployed_app
 from serve_app.testing.worst_inputs import ordinary_jpeg
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs = []
     for round_ in range(args.rounds):
-        order = list(SHARES.items()) if round_ % 2 == 0 else list(reversed(SHARES.items()))
-        for share, value in order:
+        for share, value in alternating(SHARES.items(), round_):
             with deployed_app({**TEST_SETTINGS, "SERVE_APP_LIMITS__CALLER_SHARE": value}) as url:
                 wait_until_quiet()
                 runs.append({"round": round_, "share": share, **asyncio.run(measure(url, args))})

@@ -34,7 +34,7 @@ import aiohttp
 from benchmarks.heavy_neighbours import ORDINARY_EVERY_S, ordinary_client, summary
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.peers.servers import PEERS, running, serve_faq_model
-from benchmarks.report import provenance, publish, run_info, table
+from benchmarks.report import alternating, provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
 
@@ -206,8 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for round_ in range(args.rounds):
         for attack in args.attacks:
-            order = args.settings if round_ % 2 == 0 else list(reversed(args.settings))
-            for name in order:
+            for name in alternating(args.settings, round_):
                 run = {"round": round_, "attack": attack, "setting": name}
                 run |= one_run(ATTACKS[attack], SETTINGS[name], args)
                 runs.append(run)

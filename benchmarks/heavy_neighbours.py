@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
 from benchmarks.peers.servers import PEERS, running, serve_faq_model
-from benchmarks.report import provenance, publish, run_info, table
+from benchmarks.report import alternating, provenance, publish, run_info, table
 from benchmarks.workloads import SCENARIOS
 from serve_app.testing import AUTH_HEADERS, free_port
 from serve_app.testing.worst_inputs import MAX_CHARS, ORDINARY_QUESTION, never_seen_questions
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     bodies = [{"questions": never_seen_questions(HEAVY_QUESTIONS, seed)} for seed in range(HEAVY_PAYLOADS)]
     runs = []
     for round_ in range(args.rounds):
-        order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))
-        for name, setting in order:
+        for name, setting in alternating(SETTINGS.items(), round_):
             runs.append({"round": round_, "setting": name, **one_run(setting, bodies, args)})
             print(runs[-1], flush=True)
     report = {

@@ -21,7 +21,7 @@ import aiohttp
 
 from benchmarks.heavy_neighbours import summary
 from benchmarks.machine_cpu import jiffies, steal_percent, wait_until_quiet
-from benchmarks.report import provenance, publish, run_info, table
+from benchmarks.report import alternating, provenance, publish, run_info, table
 from deployments.resnet.preprocess import MAX_PIXELS_PER_BYTE
 from deployments.resnet.settings import ImageModelSettings
 from serve_app.testing.deployed import AUTH_HEADERS, OTHER_AUTH_HEADERS, TEST_SETTINGS, deployed_app
@@ -114,10 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs = []
     for round_ in range(args.rounds):
-        order = list(SETTINGS.items()) if round_ % 2 == 0 else list(reversed(SETTINGS.items()))
-        for setting, (fair_turns, keys) in order:
+        for setting, (fair_turns, keys) in alternating(SETTINGS.items(), round_):
             with deployed_app({**TEST_SETTINGS, "SERVE_APP_IMAGES__FAIR_TURNS": fair_turns}) as url:
-                for key in keys if round_ % 2 == 0 else reversed(keys):
+                for key in alternating(keys, round_):
                     wait_until_quiet()
                     measured = asyncio.run(measure(url, KEYS[key], args))
                     runs.append({"round": round_, "setting": setting, "key": key, **measured})

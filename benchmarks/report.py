@@ -8,6 +8,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
@@ -17,6 +20,13 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
         "| " + " | ".join("---" for _ in header) + " |",
         *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
     ]
+
+
+def alternating(items: Iterable[T], round_index: int) -> list[T]:
+    """``items`` in order in even rounds, reversed in odd ones: whichever setting goes first meets a host that has
+    just been idle (or busy), and that must not always be the same one."""
+    ordered = list(items)
+    return ordered if round_index % 2 == 0 else ordered[::-1]
 
 
 def publish(report: dict, markdown: str, out: Path | None) -> None:
