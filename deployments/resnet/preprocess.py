@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision.models import ResNet152_Weights
 
 from deployments.errors import MAX_DETAIL_CHARS, InputTooLarge, InvalidInput, shorten
@@ -46,6 +46,22 @@ MAX_JPEG_SCANS = 32
 # stay far below this; only blank canvases come near it (40 megapixels of white: 1-bit PNG 2,900 pixels a byte,
 # GIF 1,300, lossless WebP 25,000, which is refused as no picture).
 MAX_PIXELS_PER_BYTE = 20_000
+# EXIF metadata: JPEG's APP1 segment holds at most 64 KiB, so no camera writes more; PNG (eXIf) and WebP (EXIF)
+# chunks have no such bound. A 64 x 32 PNG with 780 KB of EXIF (65,000 entries and an orientation) took 1.8 s to
+# decode, nearly all of it Pillow re-writing the metadata after turning the image (ImageOps.exif_transpose), and
+# 12 of them in one request held the image replica for 30 s while the pixel budgets saw 2,048 pixels each.
+MAX_EXIF_BYTES = 65_536
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose maps it).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -162,6 +178,16 @@ def _decode_reduced(image: Image.Image) -> None:
             image.draft(None, (math.ceil(width * keep), math.ceil(height * keep)))
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF (or XMP) orientation says; only the pixels, no metadata written back."""
+    exif = image.info.get("exif")
+    if exif is not None and len(exif) > MAX_EXIF_BYTES:
+        message = f"the image's EXIF metadata is {len(exif)} bytes, over the limit of {MAX_EXIF_BYTES}: strip it"
+        raise InvalidInput("image_metadata_too_large", message)
+    method = UPRIGHT.get(image.getexif().get(ORIENTATION_TAG))
+    return image.transpose(method) if method is not None else image
+
+
 def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
     """Decode, orient and convert to RGB; raises InvalidInput for anything unusable."""
     image = open_header(data)
@@ -181,7 +207,9 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT
         image.seek(0)  # animated GIF/WebP: the first frame
         _decode_reduced(image)
         image.load()
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return _to_rgb(_upright(image))
+    except InvalidInput:
+        raise
     except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious
         message = f"the image could not be decoded (truncated or corrupt): {_reason(error)}"
         raise InvalidInput("corrupt_image", message) from None

@@ -440,6 +440,22 @@ def test_an_image_padded_with_empty_structure_is_refused_at_once(http, padding, 
     assert time.monotonic() - started < 3
 
 
+def test_images_with_more_exif_than_a_jpeg_can_carry_are_refused_at_once(http):
+    from PIL import Image
+
+    from tests.images import encode, exif_with_entries
+
+    # 12 PNGs of 64 x 32 pixels with 780 KB of EXIF each (65,000 entries and an orientation): Pillow re-wrote the
+    # metadata after turning each image, 2.5 s an image, and the request held the image replica for 30 s (a 504),
+    # another caller's image waiting up to 17.6 s meanwhile: the pixel budgets saw 2,048 pixels each.
+    png = encode(Image.new("RGB", (64, 32)), "PNG", exif=exif_with_entries(65_000))
+    files = [("image", (f"{index}.png", png, "image/png")) for index in range(12)]
+    started = time.monotonic()
+    response = http.post("/images/classify", files=files)
+    assert response.status_code == 422 and error_type(response) == "image_metadata_too_large", response.text[:200]
+    assert time.monotonic() - started < 3
+
+
 def test_strangers_learn_only_whether_it_is_ready(deployed):
     with httpx.Client(base_url=deployed, timeout=30) as anonymous:
         answers = {anonymous.get("/readyz").text for _ in range(50)}

@@ -10,7 +10,15 @@ from torchvision.models import ResNet152_Weights
 from deployments.errors import InputTooLarge, InvalidInput
 from deployments.resnet import preprocess as preprocess_module
 from deployments.resnet.preprocess import check_request_pixels, decode_image, preprocess
-from tests.images import decompression_bomb, encode, many_scan_jpeg, rle_bmp, sample_rgb, variants
+from tests.images import (
+    decompression_bomb,
+    encode,
+    exif_with_entries,
+    many_scan_jpeg,
+    rle_bmp,
+    sample_rgb,
+    variants,
+)
 
 LIMIT = 40_000_000
 
@@ -52,6 +60,24 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # "rotate 90 clockwise to display"
     decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()), LIMIT)
     assert decoded.size == (100, 300)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
+def test_orientation_is_applied_from_exif_up_to_the_largest_a_jpeg_can_carry(image_format):
+    exif = exif_with_entries(5_400)  # 64,838 bytes: under MAX_EXIF_BYTES (a JPEG APP1 segment holds at most 64 KiB)
+    assert len(exif) <= preprocess_module.MAX_EXIF_BYTES
+    decoded = decode_image(encode(sample_rgb((300, 100)), image_format, exif=exif), LIMIT)
+    assert decoded.size == (100, 300)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "WEBP"])
+def test_exif_larger_than_a_jpeg_can_carry_is_refused_before_it_is_read(image_format, monkeypatch):
+    # 65,000 entries (780 KB) in a 64 x 32 image took 1.8 s to decode: Pillow re-wrote them after turning it.
+    data = encode(Image.new("RGB", (64, 32)), image_format, exif=exif_with_entries(65_000))
+    monkeypatch.setattr(Image.Image, "getexif", lambda self: pytest.fail("the EXIF was parsed"))
+    with pytest.raises(InvalidInput) as raised:
+        decode_image(data, LIMIT)
+    assert raised.value.kind == "image_metadata_too_large" and "780" in str(raised.value)
 
 
 @pytest.mark.parametrize(
