@@ -17,6 +17,7 @@ of bodies in one ingress replica. ``BodyBytesInFlight`` bounds the bytes of bodi
 
 from collections.abc import Callable
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.asgi import send_error
@@ -77,8 +78,8 @@ class BodyBytesInFlight:
             await self.app(scope, receive, send)
             return
         name, budget = group
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        reserved = int(declared) if declared.isdigit() else 0
+        declared = Headers(scope=scope).get("content-length", "")  # the first, as the routes read headers
+        reserved = int(declared) if declared.isascii() and declared.isdigit() else 0
         if self.held.get(name, 0) + reserved > budget:
             await send_error(send, 503, "overloaded", _no_room(name, budget), {"retry-after": str(RETRY_AFTER_S)})
             return

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
@@ -96,21 +96,24 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for_path(scope["path"])
-        headers = dict(scope["headers"])
-        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
-        if encoding not in (b"", b"identity"):
+        # As the routes read them (Starlette: a repeated header's first value): a lookup where the last one won
+        # let a JSON body declared twice, `text/plain` then `application/json`, past the UTF-8 check below.
+        headers = Headers(scope=scope)
+        # Every coding named, on one line or several: `gzip` then `identity` on two lines was taken as identity.
+        codings = ",".join(headers.getlist("content-encoding")).lower().split(",")
+        if any(coding.strip() not in ("", "identity") for coding in codings):
             # Not decoded anywhere: a gzip JSON body got a 400 saying it was not UTF-8, an image a 422.
             message = "request bodies are not decoded: send it without Content-Encoding (compression)"
             await error_response(415, "unsupported_content_encoding", message)(scope, receive, send)
             return
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
+        declared = headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
         received = 0
         deadline: float | None = None  # starts when the app first asks for the body
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        json_body = content_type == b"application/json" or content_type.endswith(b"+json")
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        json_body = content_type in JSON_TYPES or content_type.endswith("+json")
 
         async def limited_receive() -> Message:
             nonlocal received, deadline

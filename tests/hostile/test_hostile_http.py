@@ -2,6 +2,7 @@
 hang, and the service answers normally afterwards."""
 
 import asyncio
+import json
 import re
 import resource
 import selectors
@@ -58,6 +59,17 @@ def test_unparsable_json_is_a_400(http, case, body):
     response = http.post("/faq/match", content=body, headers=JSON)
     assert response.status_code == 400, response.text
     assert error_type(response) == "invalid_json"
+
+
+def test_headers_sent_twice_are_read_one_way_throughout(http):
+    # The body checks read a repeated header's last value, the routes its first: a second Content-Type took a
+    # UTF-16 body past the UTF-8 check (200), and `gzip` then `identity` a compressed body past the 415.
+    utf16 = json.dumps({"question": "clone an object"}).encode("utf-16")
+    twice = [("content-type", "application/json"), ("content-type", "text/plain")]
+    assert error_type(http.post("/faq/match", content=utf16, headers=twice)) == "invalid_json"
+    codings = [("content-type", "application/json"), ("content-encoding", "gzip"), ("content-encoding", "identity")]
+    response = http.post("/faq/match", content=b'{"question": "clone an object"}', headers=codings)
+    assert response.status_code == 415 and error_type(response) == "unsupported_content_encoding"
 
 
 def test_control_characters_are_just_text_and_a_lone_surrogate_is_refused(http):

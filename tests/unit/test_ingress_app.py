@@ -20,6 +20,7 @@ from tests.images import variants
 API_KEY = "unit-test-key-0123456789abcdef"
 HUGE = "9" * 200_000  # an invalid value of 200 KB
 MAX_ECHO = 64
+IMAGE_JSON = {"image": base64.b64encode(b"not decoded: refused before").decode()}
 
 
 class StandIn:
@@ -92,8 +93,10 @@ def build(
 
 
 def call(app, method: str, path: str, authorized: bool = True, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {API_KEY}"} if authorized else {}
-    headers |= kwargs.pop("headers", {})
+    """One request; ``headers`` a dict, or a list of (name, value) pairs to send a header more than once."""
+    extra = kwargs.pop("headers", {})
+    headers = [("Authorization", f"Bearer {API_KEY}")] if authorized else []
+    headers += list(extra.items()) if isinstance(extra, dict) else list(extra)
 
     async def go() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
@@ -482,6 +485,33 @@ def test_the_bytes_in_flight_must_hold_one_body_within_its_limit():
 # --- HTTP details a hostile client found (round 4) -----------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "encodings", [["gzip", "identity"], ["identity", "gzip"], ["identity, br"], ["identity", "identity, deflate"]]
+)
+def test_a_coding_on_any_content_encoding_line_is_refused(monkeypatch, encodings):
+    # `gzip` then `identity` on two lines was read as identity (the last line won) and the body served.
+    app = build(monkeypatch)
+    headers = [("Content-Type", "application/json")] + [("Content-Encoding", value) for value in encodings]
+    response = call(app, "POST", "/faq/match", content=b'{"question": "sort"}', headers=headers)
+    assert response.status_code == 415 and response.json()["error"]["type"] == "unsupported_content_encoding"
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [("/faq/match", {"question": "sort"}), ("/score", {"input": "sort"}), ("/images/classify", IMAGE_JSON)],
+)
+def test_a_content_type_sent_twice_is_read_as_the_routes_read_it(monkeypatch, path, fields):
+    # The body limits read the last of two Content-Types, the routes the first: a UTF-16 JSON body declared
+    # `application/json` then `text/plain` got past the UTF-8 check and was answered.
+    app = build(monkeypatch)
+    body = json.dumps(fields).encode("utf-16")
+    for types in (["application/json", "text/plain"], ["text/plain", "application/json"]):
+        headers = [("Content-Type", value) for value in types]
+        response = call(app, "POST", path, content=body, headers=headers)
+        assert 400 <= response.status_code < 500, (types, response.text)
+        assert response.json()["error"]["type"] in {"invalid_json", "unsupported_media_type"}
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP "])
 def test_a_compressed_body_is_refused_415_whatever_the_route(monkeypatch, encoding):
     # Not decoded anywhere: a gzip JSON body got a 400 saying it was not UTF-8.
@@ -563,8 +593,6 @@ def test_one_caller_holds_at_most_its_share_of_the_image_places(monkeypatch, sha
 
 
 # --- JSON bodies are UTF-8 (RFC 8259 8.1), as the errors say -------------------------------------------------
-
-IMAGE_JSON = {"image": base64.b64encode(b"not decoded: refused before").decode()}
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
