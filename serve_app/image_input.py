@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -21,6 +22,7 @@ from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
 from serve_app.settings import Limits
 
 IMAGE_FIELD = "image"
+MAX_FIELDS = 8  # text fields of a multipart request (top_k, and room for what clients add)
 DEFAULT_LIMITS = Limits()
 ACCEPTED = "image/* (raw body), multipart/form-data (field 'image') or application/json ('image'/'images')"
 
@@ -48,9 +50,26 @@ def _multipart_error(message: str, limits: Limits) -> RequestError | InvalidInpu
     return RequestError(400, "invalid_multipart", f"malformed multipart body: {shorten(message, MAX_DETAIL_CHARS)}")
 
 
+def _check_delimiters(body: bytes, content_type: str, most_parts: int) -> None:
+    """400 for a body holding its boundary delimiter more often than ``most_parts`` parts need.
+
+    RFC 2046 forbids the delimiter (CRLF, "--", the boundary) inside a part, but the parser handles each one it
+    meets byte by byte in Python: 8 MB of "\\r\\n--BOUNDARY" + "a" took it 0.73 s against 5 ms for any other 8 MB,
+    on the ingress's event loop. Counting them first (in C) keeps a request's parsing linear at C speed.
+    """
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if boundary and body.count(b"\r\n--" + boundary) > most_parts + 1:  # one before each part, and the closing one
+        message = "malformed multipart body: the boundary occurs inside a part (or there are too many parts)"
+        raise RequestError(400, "invalid_multipart", message)
+
+
 async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes], int | None]:
+    # The whole body first (within limits.max_image_body_bytes; Starlette's parser then reads it from memory).
+    _check_delimiters(await request.body(), request.headers.get("content-type", ""), limits.max_images + MAX_FIELDS)
     try:
-        form = await request.form(max_files=limits.max_images, max_fields=8, max_part_size=limits.max_image_body_bytes)
+        form = await request.form(
+            max_files=limits.max_images, max_fields=MAX_FIELDS, max_part_size=limits.max_image_body_bytes
+        )
     except MultiPartException as error:
         raise _multipart_error(error.message, limits) from None
     except HTTPException as error:

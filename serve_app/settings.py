@@ -52,7 +52,12 @@ class Limits(BaseModel):
         description="A model call whose replica dies under it goes again to a live one, until this many replicas "
         "died under it (then 500 replica_crashed): a request that crashes replicas cannot take down each in turn.",
     )
-    body_timeout_s: float = Field(30.0, gt=0, description="Longest time a request body may take to arrive (408 after).")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time a request body may take to arrive (408 after): the time spent waiting for the "
+        "client's bytes, not the service's own work between reads.",
+    )
     max_image_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /images body (413 above).")
     max_images: int = Field(
         32, ge=1, le=MAX_LIST_ITEMS, description="Most images in one /images/classify request (10,000 at most)."
