@@ -255,7 +255,9 @@ class Authenticator:
 
 
 def _bearer_credential(header: str | None) -> str | AuthFailure:
-    parts = (header or "").split()
+    # Split on HTTP's whitespace only (space, tab): str.split() also splits on Unicode's, so "Bearer\xa0KEY" and
+    # "Bearer KEY\x85" (a no-break space, a next-line character) were accepted as "Bearer KEY".
+    parts = [part for part in (header or "").replace("\t", " ").split(" ") if part]
     if not parts:
         return AuthFailure(f"missing credentials: {BEARER_HINT}")
     if parts[0].lower() != "bearer":

@@ -263,10 +263,21 @@ def test_tokens_alone_work_without_keys():
         "",
         f"Bearer {PRIMARY} extra",
         f"Token {PRIMARY}",
+        # Whitespace HTTP does not know (str.split() does): a no-break space, a next-line character (latin-1).
+        f"Bearer\u00a0{PRIMARY}".encode("latin-1"),
+        f"Bearer {PRIMARY}\u0085".encode("latin-1"),
+        f"\u00a0Bearer {PRIMARY}".encode("latin-1"),
     ],
 )
 def test_malformed_headers_are_401(header):
     assert_unauthorized(get(build(), authorization=header), PRIMARY)
+
+
+@pytest.mark.parametrize(
+    "header", [f"Bearer {PRIMARY}", f"bearer  {PRIMARY}", f"Bearer\t{PRIMARY} ", f" Bearer {PRIMARY}"]
+)
+def test_spaces_and_tabs_around_the_credential_are_fine(header):
+    assert get(build(), authorization=header).status_code == 200
 
 
 def test_basic_scheme_says_to_use_bearer():
