@@ -82,8 +82,13 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[list[bytes]
         if any(not isinstance(part, UploadFile) for part in parts):
             raise invalid(IMAGE_FIELD, "must be a file part (curl -F image=@photo.jpg), not a text field")
         images = [await part.read() for part in parts if isinstance(part, UploadFile)]
-        top_k = form.get("top_k")
-        return images, _parse_top_k(top_k if isinstance(top_k, str) else None, "top_k")
+        # As in the query: given once, as text. Several took the last; a file part was ignored.
+        given = form.getlist("top_k")
+        if len(given) > 1:
+            raise invalid("top_k", f"given {len(given)} times in the form: give it once")
+        if given and not isinstance(given[0], str):
+            raise invalid("top_k", "must be a text field, not a file part")
+        return images, _parse_top_k(given[0] if given else None, "top_k")
     finally:
         await form.close()  # the parts' spooled files, on errors too
 

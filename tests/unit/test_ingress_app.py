@@ -692,3 +692,19 @@ def test_the_body_timeout_counts_the_clients_time_not_the_apps():
     assert _read_through_body_limits(client_delay_s=0.0, app_work_s=0.3) == 200
     # A client taking 0.6 s in all to send is.
     assert _read_through_body_limits(client_delay_s=0.2, app_work_s=0.0) == 408
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "message"),
+    [
+        ({"top_k": ["3", "999"]}, [], "given 2 times"),  # took the last one, 999
+        ({}, [("top_k", ("k.txt", b"3", "text/plain"))], "must be a text field"),  # was ignored
+    ],
+)
+def test_a_multipart_top_k_is_one_text_field(monkeypatch, fields, files, message):
+    app = build(monkeypatch)
+    image = [("image", ("a.png", variants()["png"], "image/png"))]
+    response = call(app, "POST", "/images/classify", data=fields, files=image + files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["field"] == "top_k" and message in error["message"]
