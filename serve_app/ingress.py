@@ -423,7 +423,7 @@ class Ingress:
         # Outermost: every answer is counted and timed, the other middlewares' refusals included.
         app.add_middleware(RequestMetrics, recorder=self.metrics)
 
-        @app.get(DEMO_PATH, include_in_schema=False)
+        @app.api_route(DEMO_PATH, methods=["GET", "HEAD"], include_in_schema=False)
         async def demo_page() -> HTMLResponse:
             """A page to try both models in a browser; it holds no data and asks for a key when auth is on."""
             return HTMLResponse(DEMO_PAGE, headers=DEMO_PAGE_HEADERS)

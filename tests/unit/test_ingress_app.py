@@ -708,3 +708,12 @@ def test_a_multipart_top_k_is_one_text_field(monkeypatch, fields, files, message
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["details"][0]["field"] == "top_k" and message in error["message"]
+
+
+def test_the_demo_page_answers_head_as_get(monkeypatch):
+    # HEAD / was a 405 while GET / was a 200 (RFC 9110: a server that answers GET should answer HEAD).
+    app = build(monkeypatch)
+    page = call(app, "GET", "/", authorized=False)
+    head = call(app, "HEAD", "/", authorized=False)
+    assert page.status_code == head.status_code == 200 and head.content == b""
+    assert head.headers["content-security-policy"] == page.headers["content-security-policy"]
