@@ -164,6 +164,8 @@ def image_rows(workdir: Path) -> list[dict]:
         row(name, [path])
     row("jpeg_rgb, full decode (before Image.draft)", [files["jpeg_rgb"]], no_draft=True)
     row(f"{limits.max_images} x ordinary", [files["ordinary_500x375.jpg"]] * limits.max_images)
+    exif = "png_500x375_exif_64_kib"
+    row(f"{limits.max_images} x {exif}", [files[exif]] * limits.max_images)
     worst = max(
         (r for r in rows if r["images"] == 1 and "full decode" not in r["case"]), key=lambda r: r["peak_rss_growth_mib"]
     )["case"]

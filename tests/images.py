@@ -26,13 +26,6 @@ def encode(image: Image.Image, image_format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def exif_with_entries(entries: int, orientation: int = 6) -> bytes:
-    """Little-endian EXIF whose first IFD holds an orientation and ``entries`` more SHORT tags (12 bytes each)."""
-    tags = [(0x0112, orientation)] + [(0x0200 + index, 1) for index in range(entries)]
-    body = b"".join(struct.pack("<HHII", tag, 3, 1, value) for tag, value in tags)
-    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, len(tags)) + body + b"\x00" * 4
-
-
 def sample_rgb(size: tuple[int, int] = (320, 240)) -> Image.Image:
     """A deterministic, textured RGB image (gradients and stripes), no file needed."""
     x, y = np.meshgrid(np.linspace(0, 1, size[0]), np.linspace(0, 1, size[1]))

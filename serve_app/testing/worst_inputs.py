@@ -4,6 +4,7 @@ the tests that bound their cost (tests/hostile/test_worst_inputs.py)."""
 import io
 import math
 import random
+import struct
 
 import numpy as np
 from PIL import Image
@@ -91,6 +92,13 @@ def _gradient(width: int, height: int, channels: int, dtype: type = np.uint8, no
     return plane if channels == 1 else np.repeat(plane[:, :, None], channels, axis=2)
 
 
+def exif_with_entries(entries: int, orientation: int = 6) -> bytes:
+    """Little-endian EXIF whose first IFD holds an orientation and ``entries`` more SHORT tags (12 bytes each)."""
+    tags = [(0x0112, orientation)] + [(0x0200 + index, 1) for index in range(entries)]
+    body = b"".join(struct.pack("<HHII", tag, 3, 1, value) for tag, value in tags)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, len(tags)) + body + b"\x00" * 4
+
+
 def _save(image: Image.Image, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format, **options)
@@ -130,6 +138,10 @@ def worst_images(max_pixels: int, max_body_bytes: int) -> dict[str, bytes]:
             append_images=[Image.new("P", (width, height), i) for i in range(49)],
         ),
         "bmp_1bit": _save(rgb.convert("1"), "BMP"),
+        # Ordinary pixels with the most EXIF accepted (just under 64 KiB: 5,400 entries) and an orientation to apply.
+        "png_500x375_exif_64_kib": _save(
+            Image.open(io.BytesIO(ordinary_jpeg())), "PNG", exif=exif_with_entries(5_400), compress_level=1
+        ),
     }
     bmp_width, bmp_height = _size((max_body_bytes - 1024) // 3)
     images["bmp_rgb_body_limit"] = _save(Image.fromarray(_gradient(bmp_width, bmp_height, 3)), "BMP")

@@ -467,7 +467,8 @@ def test_an_image_padded_with_empty_structure_is_refused_at_once(http, padding, 
 def test_images_with_more_exif_than_a_jpeg_can_carry_are_refused_at_once(http):
     from PIL import Image
 
-    from tests.images import encode, exif_with_entries
+    from serve_app.testing.worst_inputs import exif_with_entries
+    from tests.images import encode
 
     # 12 PNGs of 64 x 32 pixels with 780 KB of EXIF each (65,000 entries and an orientation): Pillow re-wrote the
     # metadata after turning each image, 2.5 s an image, and the request held the image replica for 30 s (a 504),

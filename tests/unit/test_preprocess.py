@@ -10,10 +10,10 @@ from torchvision.models import ResNet152_Weights
 from deployments.errors import InputTooLarge, InvalidInput
 from deployments.resnet import preprocess as preprocess_module
 from deployments.resnet.preprocess import check_request_pixels, decode_image, preprocess
+from serve_app.testing.worst_inputs import exif_with_entries
 from tests.images import (
     decompression_bomb,
     encode,
-    exif_with_entries,
     many_scan_jpeg,
     rle_bmp,
     sample_rgb,
