@@ -238,7 +238,8 @@ class Ingress:
         if self.collector is None:
             return
         request_id, version = _request_id(), answer["model_version"]
-        self.recent.remember(request_id, RecentPrediction(model, version, tuple(tuple(ids) for ids, _ in ranked)))
+        ranked_ids = tuple(tuple(ids) for ids, _ in ranked)
+        self.recent.remember(request_id, RecentPrediction(model, version, ranked_ids, _caller(request)))
         if not self.collector.sampled():
             return
         arrived = request.scope.get(ARRIVED_AT, time.perf_counter())
@@ -269,6 +270,10 @@ class Ingress:
                 "collection.enabled (and collection.destination) in the application's args",
             )
         prediction = self.recent.get(feedback.request_id)
+        if prediction is not None and prediction.caller != _caller(request):
+            # Another caller's answer: told nothing about it (its model, where the label ranked), as if unknown;
+            # the record keeps this caller's name, and the report counts only the answered caller's labels.
+            prediction = None
         label = feedback.label()
         field = "image_class" if "image_class" in label else "faq_id" if "faq_id" in label else None
         if prediction is not None and field is not None and prediction.model != FEEDBACK_MODEL[field]:

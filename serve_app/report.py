@@ -46,6 +46,7 @@ class VersionStats:
 class Report:
     versions: dict[tuple[str, str], VersionStats]
     unmatched_feedback: int  # feedback whose prediction is not among the records (not sampled, dropped, elsewhere)
+    foreign_feedback: int = 0  # feedback from another caller than the one answered: not counted
 
 
 def read_records(destination: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -64,9 +65,15 @@ def read_records(destination: str, storage_options: dict[str, Any] | None = None
 
 def build_report(records: list[dict[str, Any]]) -> Report:
     predictions = {r["request_id"]: r for r in records if r.get("kind") == "prediction"}
-    # The latest label and the latest helpful vote of each item: a caller may correct itself.
+    # The latest label and the latest helpful vote of each item: a caller may correct itself. Only the answered
+    # caller's: anyone else holding a request id could otherwise relabel another caller's answer.
     latest: dict[tuple[str, int, bool], dict[str, Any]] = {}
+    foreign = 0
     for record in sorted((r for r in records if r.get("kind") == "feedback"), key=lambda r: r["time"]):
+        answered = predictions.get(record["request_id"])
+        if answered is not None and answered.get("caller") != record.get("caller"):
+            foreign += 1
+            continue
         latest[(record["request_id"], record.get("item", 0), "helpful" in record)] = record
     versions: dict[tuple[str, str], VersionStats] = defaultdict(VersionStats)
     for prediction in predictions.values():
@@ -85,7 +92,7 @@ def build_report(records: list[dict[str, Any]]) -> Report:
         truth = next(feedback[name] for name in LABELS if name in feedback)
         output = prediction["outputs"][item]
         stats.add(output["ids"], output["scores"], truth)
-    return Report(dict(versions), unmatched)
+    return Report(dict(versions), unmatched, foreign)
 
 
 def reliability(stats: VersionStats, bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
@@ -119,6 +126,7 @@ def format_report(report: Report) -> str:
         helpful = f"{stats.helpful}/{rated}" if rated else "-"
         lines.append(f"{model:<8} {version:<28} {stats.predictions:>11} {n:>8} {accuracy} {helpful:>9}")
     lines.append(f"feedback without a collected prediction: {report.unmatched_feedback}")
+    lines.append(f"feedback from another caller than the one answered (not counted): {report.foreign_feedback}")
     return "\n".join(lines)
 
 

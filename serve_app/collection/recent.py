@@ -13,6 +13,7 @@ class RecentPrediction:
     model: str  # faq | images
     model_version: str
     ranked_ids: tuple[tuple, ...]  # per question or image, best first
+    caller: str | None = None  # who was answered (serve_app.auth.Principal's name); feedback is theirs alone
 
 
 class RecentPredictions:

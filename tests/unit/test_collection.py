@@ -17,6 +17,7 @@ from serve_app.collection.recent import RecentPrediction, outcome_of
 from serve_app.collection.records import image_format, image_input, text_input
 from serve_app.collection.writer import RollingWriter
 from serve_app.ingress import Ingress
+from serve_app.report import build_report
 from serve_app.schemas import FeedbackRequest
 from tests.images import variants
 from tests.unit.test_ingress_app import API_KEY, faq_stand_in, images_stand_in
@@ -215,8 +216,11 @@ def test_invalid_feedback_is_refused(body):
 # --- the ingress's routes ----------------------------------------------------------------------------------
 
 
-def ingress_app(monkeypatch, collection: dict[str, Any]) -> tuple[Any, Any]:
-    monkeypatch.setenv("SERVE_APP_API_KEYS", API_KEY)
+OTHER_KEY = "other-unit-test-key-0123456789abcdef"
+
+
+def ingress_app(monkeypatch, collection: dict[str, Any], keys: str = API_KEY) -> tuple[Any, Any]:
+    monkeypatch.setenv("SERVE_APP_API_KEYS", keys)
     monkeypatch.delenv("SERVE_APP_JWT_SECRET", raising=False)
     user_class = next(cls for cls in Ingress.func_or_class.__mro__[1:] if cls.__name__ == "Ingress")
     ingress = user_class.__new__(user_class)
@@ -290,7 +294,7 @@ def test_feedback_is_collected_and_counted_by_outcome(monkeypatch, tmp_path):
     request_id = collected(destination)[0]["request_id"]
 
     ingress, app = ingress_app(monkeypatch, {"enabled": True, "destination": str(destination)})
-    ingress.recent.remember(request_id, RecentPrediction("faq", "faq-v1", ((1, 5, 6),)))
+    ingress.recent.remember(request_id, RecentPrediction("faq", "faq-v1", ((1, 5, 6),), "key:primary"))
     responses = exchange(
         ingress,
         app,
@@ -312,6 +316,39 @@ def test_feedback_is_collected_and_counted_by_outcome(monkeypatch, tmp_path):
         ("never-seen", None, True),
     ]
     assert feedback[0]["model_version"] == "faq-v1" and feedback[1]["model_version"] == "unknown"
+
+
+def test_feedback_on_another_callers_answer_tells_nothing_and_is_not_counted(monkeypatch, tmp_path):
+    # Any key holding a request id got where its label ranked in another caller's answer (top1 / miss: that
+    # caller's answers, probed one by one) and relabelled it in the report.
+    destination, keys = tmp_path / "collected", f"{API_KEY},{OTHER_KEY}"
+    ingress, app = ingress_app(monkeypatch, {"enabled": True, "destination": str(destination)}, keys)
+    exchange(ingress, app, [("POST", "/faq/match", {"json": {"question": QUESTION}})])
+    asked = collected(destination)[0]
+    request_id = asked["request_id"]
+
+    ingress, app = ingress_app(monkeypatch, {"enabled": True, "destination": str(destination)}, keys)
+    ingress.recent.remember(request_id, RecentPrediction("faq", "faq-v1", ((1, 5, 6),), asked["caller"]))
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    responses = exchange(
+        ingress,
+        app,
+        [
+            ("POST", "/feedback", {"json": {"request_id": request_id, "faq_id": 1}}),  # the caller answered
+            ("POST", "/feedback", {"json": {"request_id": request_id, "faq_id": 1}, "headers": other}),
+            # Not a 422 naming the model that answered: nothing about another caller's request.
+            ("POST", "/feedback", {"json": {"request_id": request_id, "image_class": 5}, "headers": other}),
+            # Later than the caller's own label: it would have replaced it.
+            ("POST", "/feedback", {"json": {"request_id": request_id, "faq_id": 9}, "headers": other}),
+        ],
+    )
+    assert [(r.status_code, r.json()["outcome"]) for r in responses] == [(202, "top1")] + [(202, "unknown")] * 3
+    # The second ingress's writer starts its files afresh: the prediction recorded before, and the feedback now.
+    feedback = [r for r in collected(destination) if r["kind"] == "feedback"]
+    report = build_report([asked, *feedback])
+    assert report.foreign_feedback == 3
+    stats = report.versions[("faq", "faq-v1")]
+    assert (stats.labelled, sum(stats.top1)) == (1, 1)
 
 
 def test_feedback_without_collection_is_409_and_nothing_is_written(monkeypatch, tmp_path):
