@@ -160,6 +160,8 @@ async def read_image_request(request: Request, limits: Limits) -> ImageRequest:
     if not images:
         raise invalid("images", f"no image in the request: send {ACCEPTED}")
     _check_count(len(images), limits)
+    if body_top_k is not None and query_top_k is not None:  # the body's silently won
+        raise invalid("top_k", "given in both the query and the body: give it once")
     top_k = body_top_k if body_top_k is not None else query_top_k if query_top_k is not None else DEFAULT_TOP_K
     if not 1 <= top_k <= limits.max_image_top_k:
         raise invalid("top_k", f"must be between 1 and {limits.max_image_top_k}, got {echo(top_k)}")

@@ -739,3 +739,18 @@ def test_the_demo_page_answers_head_as_get(monkeypatch):
     head = call(app, "HEAD", "/", authorized=False)
     assert page.status_code == head.status_code == 200 and head.content == b""
     assert head.headers["content-security-policy"] == page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("form", ["multipart", "json"])
+def test_top_k_in_both_the_query_and_the_body_is_refused(monkeypatch, form):
+    # ?top_k=2 with a body top_k of 3 answered with 3, silently.
+    app = build(monkeypatch)
+    png = variants()["png"]
+    if form == "multipart":
+        kwargs = {"files": [("image", ("a.png", png, "image/png"))], "data": {"top_k": "3"}}
+    else:
+        kwargs = {"json": {"image": base64.b64encode(png).decode(), "top_k": 3}}
+    response = call(app, "POST", "/images/classify?top_k=2", **kwargs)
+    assert response.status_code == 422, response.text
+    assert "both the query and the body" in response.json()["error"]["message"]
+    assert call(app, "POST", "/images/classify", **kwargs).status_code == 200
