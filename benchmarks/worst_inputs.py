@@ -5,7 +5,7 @@ re-ranker) on the demo model, and image preprocessing (header checks, decode, co
 runs it, in its pool of ``decode_threads`` threads. Each image case runs in a fresh process, so its peak RSS is
 its own: Pillow allocates pixels outside Python's allocator, where tracemalloc does not see them.
 
-    python -m benchmarks.worst_inputs [--out benchmarks/results/worst_inputs.md]
+    python -m benchmarks.worst_inputs [--skip-images] [--skip-agreement] [--out benchmarks/results/worst_inputs.md]
 """
 
 import argparse
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worst_inputs.md"))
     parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--skip-agreement", action="store_true", help="no reduced-decode check (it needs the weights)")
     parser.add_argument("--weights", default="IMAGENET1K_V2", help="for the reduced-decode agreement check")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=4, help=argparse.SUPPRESS)
@@ -239,13 +241,14 @@ def main() -> None:
     texts = text_rows(Limits().max_questions)
     with tempfile.TemporaryDirectory() as workdir:
         images = [] if args.skip_images else image_rows(Path(workdir))
-    agreement = [] if args.skip_images else draft_agreement(args.weights)
+    agreement = [] if args.skip_images or args.skip_agreement else draft_agreement(args.weights)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = " plus uncommitted changes" if subprocess.run(["git", "diff", "--quiet"]).returncode else ""
     report = [
         "# Worst inputs within the default limits",
         "",
-        f"`python -m benchmarks.worst_inputs` on {datetime.date.today()}, commit {commit}{dirty}; "
+        f"`{' '.join(['python -m benchmarks.worst_inputs', *map(shlex.quote, sys.argv[1:])])}` on "
+        f"{datetime.date.today()}, commit {commit}{dirty}; "
         f"machine {os.cpu_count()} cores, {busy:.0f}% busy before the run.",
         "",
         "## Questions (FAQ demo model, in-process, median of 5 CPU times; peak of Python allocations)",
