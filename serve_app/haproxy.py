@@ -17,7 +17,7 @@ HAPROXY_WITH_LIMITS = Path(__file__).resolve().parent / "bin" / "haproxy-with-li
 # `response-timeout` (a slow request would run again, up to `retries` times) and `junk-response`.
 # HAProxy can re-send only a request it held whole when it first sent it (HAProxy 2.8, "retry-on"): the body
 # must fit one buffer and must have arrived before HAProxy forwards the headers. serve_app/bin/haproxy-with-limits
-# sees to both: `option http-buffer-request` (else a client that writes the body apart from the headers, as httpx
+# sees to both: `http-request wait-for-body` (else a client that writes the body apart from the headers, as httpx
 # does, loses its FAQ request), and tune.bufsize 256 KiB (SERVE_APP_HAPROXY_BUFSIZE; Ray's 16 KiB left every ~74 KB
 # image upload of the benchmarks unsendable). A larger upload still fails with the replica that held it, and so
 # does an answer the replica had started to write (its headers are gone to the client). A dead HAProxy loses what

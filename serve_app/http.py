@@ -43,6 +43,7 @@ from serve_app.errors import (
 )
 from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
+from serve_app.serve_control_headers import ServeControlHeaders
 
 logger = logging.getLogger("ray.serve")
 
@@ -183,7 +184,7 @@ def proxy_middlewares() -> list[Middleware]:
     called in the process that runs that server, before it serves: where its parser is fixed too."""
     drop_request_trailers()
     limit_request_heads()
-    return [Middleware(ClientRequestIds)]
+    return [Middleware(ClientRequestIds), Middleware(ServeControlHeaders)]
 
 
 class RequestIds:

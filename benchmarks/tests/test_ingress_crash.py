@@ -3,7 +3,7 @@ to the other ingress replica (serve_app.haproxy.HAPROXY_RETRY_ON; the deployed f
 
 With Ray's default `retry-on conn-failure` every request the killed replica held fails, its client's connection
 closed without an answer (benchmarks/results/faults_ingress.md): this test fails then; so it does without
-serve_app/bin/haproxy-with-limits' `option http-buffer-request` (httpx writes a request's body apart from its
+serve_app/bin/haproxy-with-limits' `http-request wait-for-body` (httpx writes a request's body apart from its
 headers: HAProxy would have forwarded the headers alone, and cannot send again what it no longer holds) or its
 256 KiB buffer (the images, ~74 KB, would not fit Ray's 16 KiB one: forwarded as they arrive, never sent again).
 """

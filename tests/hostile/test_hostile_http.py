@@ -182,6 +182,56 @@ def test_serves_own_proxy_behind_haproxy_keeps_the_same_rules(deployed, auth_hea
     assert headers["x-request-id"] != "attacker-chosen-id"  # the client's is kept beside it, as x-client-request-id
 
 
+def _upload_head(credential: str, content_type: str, length: int) -> bytes:
+    """The head of an image upload that asks to hear first (`Expect: 100-continue`) before sending its body."""
+    return (
+        f"POST /images/classify HTTP/1.1\r\nHost: test\r\n{credential}Content-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("case", "status"), [("no credential", 401), ("over the size limit", 413), ("not an image", 415)]
+)
+def test_a_client_expecting_100_continue_hears_a_refusal_before_it_sends_the_body(deployed, auth_headers, case, status):
+    """HAProxy granted `100 Continue` to every request (waiting for its body), and so did the ingress replica's
+    server (Serve reads each body at once to watch for a disconnect): a client sent megabytes for a 401."""
+    credential = "" if case == "no credential" else f"Authorization: {auth_headers['Authorization']}\r\n"
+    length = 100_000_000 if case == "over the size limit" else 1_000_000
+    url = urlparse(deployed)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(_upload_head(credential, "text/plain" if case == "not an image" else "image/png", length))
+        first = sock.recv(65_536)
+    assert first.startswith(f"HTTP/1.1 {status} ".encode()), first[:200]
+
+
+def test_an_upload_expecting_100_continue_is_served_once_its_body_follows(deployed, auth_headers):
+    import numpy as np
+    from PIL import Image
+
+    from tests.images import encode
+
+    noise = np.random.default_rng(1).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    png = encode(Image.fromarray(noise), "PNG")
+    assert len(png) > 256 * 1024  # over HAProxy's buffer: the ingress, not HAProxy, says continue
+    url = urlparse(deployed)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(_upload_head(f"Authorization: {auth_headers['Authorization']}\r\n", "image/png", len(png)))
+        assert sock.recv(65_536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(png)
+        answer = read_response(sock)
+    assert answer.startswith("HTTP/1.1 200 "), answer[:300]
+    assert len(json.loads(answer.partition("\r\n\r\n")[2])["predictions"]) == 5
+
+
+@pytest.mark.parametrize("name", ["x-request-timeout-seconds", "X-REQUEST-TIMEOUT-SECONDS"])
+def test_a_client_cannot_set_ray_serves_request_timeout(http, name):
+    """Serve read `x-request-timeout-seconds` from any client (0 lifts the timeout; 0.001 failed the request)."""
+    for _ in range(3):
+        response = http.post("/faq/match", json=QUESTION, headers={name: "0.001"})
+        assert response.status_code == 200, response.text[:300]
+
+
 def test_a_websocket_handshake_gets_the_apis_error_and_no_answer_names_the_server(deployed, http):
     handshake = (
         b"GET /faq/match HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

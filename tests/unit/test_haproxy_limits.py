@@ -121,7 +121,9 @@ def test_buffers_requests_and_answers_a_slow_one_with_a_json_408(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     text = limited.read_text()
     defaults = text.partition("defaults\n")[2].partition("frontend")[0]
-    assert "    option http-buffer-request\n" in defaults  # whole small requests: retry-on can re-send them
+    frontend = text.partition("frontend http_frontend\n")[2].partition("backend")[0]
+    # Whole small requests before they go on: retry-on can re-send them.
+    assert "    http-request wait-for-body time 7s unless " in frontend
     assert "    timeout http-request 7s\n" in defaults
     assert f"    errorfile 408 {tmp_path}/408-request-timeout.http\n" in defaults
     head, _, body = (tmp_path / "408-request-timeout.http").read_bytes().partition(b"\r\n\r\n")
@@ -294,12 +296,20 @@ class Ingress(BaseHTTPRequestHandler):
     app runs (text/plain), /json-400 as the API does; anything else echoes the request headers it got."""
 
     protocol_version = "HTTP/1.1"
+    continue_asked = False
+
+    def handle_expect_100(self) -> bool:
+        # As uvicorn: `100 Continue` only once the app reads the body, not on seeing the request.
+        self.continue_asked = True
+        return True
 
     def do_POST(self) -> None:
         if self.path == "/early":  # an overloaded ingress's 503, sent before reading the body
             self.close_connection = True
             self._answer(503, "application/json", b'{"error":{"type":"overloaded","message":"m","details":[]}}')
         else:  # the body read whole, its length answered
+            if self.continue_asked:
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self.rfile.read(int(self.headers["content-length"]))
             self._answer(200, "application/json", json.dumps({"length": len(body)}).encode())
 
@@ -419,6 +429,60 @@ def test_the_real_binary_is_found_again_once_the_wrapper_is_in_the_environment(m
     second = haproxy_with_limits_env()
     assert second["SERVE_APP_HAPROXY_BINARY"] == first["SERVE_APP_HAPROXY_BINARY"] != str(HAPROXY_WITH_LIMITS)
     assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_WITH_LIMITS)  # left as it was
+
+
+def _first_answer(port: int, head: bytes, wait_s: float = 2.0) -> tuple[socket.socket, bytes]:
+    """A connection that sent ``head`` (no body yet) and the first bytes answered within ``wait_s`` (b"" if none)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait_s)
+    sock.sendall(head)
+    try:  # a first answer comes in one piece: 100 Continue, or HAProxy's or the stand-in's short answer
+        return sock, sock.recv(65536)
+    except TimeoutError:
+        return sock, b""
+
+
+def test_a_client_expecting_100_continue_hears_the_ingress_before_sending_a_large_body(tmp_path):
+    """HAProxy waiting for every body granted `100 Continue` itself, so a client learned of its 401 or 413 only after
+    sending (up to a buffer of) the body. A body over a buffer (or of no declared length) could not be sent again
+    anyway: it goes on unheld and the ingress decides; a smaller one is still held whole for retry-on."""
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    expect = b"POST /%s HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n%s\r\n"
+    large, small = b"Content-Length: 1000000\r\n", b"Content-Length: 1000\r\n"
+    try:
+        with running_haproxy(tmp_path, {}, backend_port=ingress.server_address[1]) as port:
+            time.sleep(1)  # the server's first health check
+            for head in (expect % (b"early", large), expect % (b"early", b"Transfer-Encoding: chunked\r\n")):
+                sock, first = _first_answer(port, head)
+                with sock:
+                    assert first.startswith(b"HTTP/1.1 503 "), (head, first)  # the early answer, no 100 Continue
+            sock, first = _first_answer(port, expect % (b"read", large))
+            with sock:
+                assert first == b"HTTP/1.1 100 Continue\r\n\r\n"  # the ingress's, once it reads the body
+                sock.sendall(b"x" * 1_000_000)
+                assert json.loads(read_one_answer(sock).partition(b"\r\n\r\n")[2]) == {"length": 1_000_000}
+            sock, first = _first_answer(port, expect % (b"early", small))
+            with sock:
+                assert first == b"HTTP/1.1 100 Continue\r\n\r\n"  # HAProxy's: it holds small bodies whole
+    finally:
+        ingress.shutdown()
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_haproxys_json_408(tmp_path):
+    ingress = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    try:
+        with running_haproxy(tmp_path, {"SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S": "1"}, ingress.server_address[1]) as port:
+            time.sleep(1)  # the server's first health check
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")  # 99 bytes never come
+                answer = read_one_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "request_timeout"
+            assert 0.9 < time.monotonic() - started < 3
+    finally:
+        ingress.shutdown()
 
 
 def test_a_client_that_stalls_an_upload_after_an_early_answer_frees_its_slot_after_the_client_timeout(tmp_path):

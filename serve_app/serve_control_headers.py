@@ -1,0 +1,58 @@
+"""Clients do not steer Ray Serve itself, and a client asking `Expect: 100-continue` hears our answer first.
+
+Ray Serve's HTTP servers (its proxy, and each ingress replica's own server behind HAProxy) read request headers as
+instructions to Serve: `x-request-timeout-seconds` replaces the request timeout (0 lifts it),
+`x-request-disconnect-disabled: ?1` keeps a request running after its client has gone, and
+`serve_multiplexed_model_id` and the session id header (RAY_SERVE_SESSION_ID_HEADER_KEY, default `x-session-id`)
+choose the replica. Those are for a trusted proxy in front, not for callers: ServeControlHeaders, in front of
+those servers (serve_app.http.proxy_middlewares), drops them from every request, in any spelling Serve accepts
+(any case, `-` or `_`).
+
+It then sets one itself: an ingress replica's server watches each request for a disconnect by reading its body at
+once, and uvicorn answers `100 Continue` on that first read, before our routes have checked the credential, the
+Content-Type or the declared size; a client that asked to hear first sent its body (up to the route's limit) for
+a 401, 413 or 415. With `x-request-disconnect-disabled: ?1` Serve hands the route uvicorn's own receive, so the
+100 Continue goes out only when a route reads the body, after its checks. Such a request is not watched for its
+client's disconnect (its work budget still bounds it). Serve's proxy (the plain mode) reads each body at once
+whatever the header says; there the 100 Continue still comes first.
+"""
+
+import os
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+DISCONNECT_DISABLED = b"x-request-disconnect-disabled"
+# Ray's header names, compared as Ray compares them: lower case, `-` and `_` alike.
+SERVE_CONTROL_HEADERS = frozenset(
+    {
+        "x_request_timeout_seconds",
+        "x_request_disconnect_disabled",
+        "serve_multiplexed_model_id",
+        os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id").lower().replace("-", "_"),
+    }
+)
+
+
+def _is_serve_control(name: bytes) -> bool:
+    return name.decode("latin-1").lower().replace("-", "_") in SERVE_CONTROL_HEADERS
+
+
+def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in headers)
+
+
+class ServeControlHeaders:
+    """Drops the headers that steer Ray Serve from a client's request; marks one that expects `100 Continue` so that
+    Serve leaves its body unread until a route reads it (see the module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if not _is_serve_control(k)]
+        if scope["type"] == "http" and _expects_continue(headers):
+            headers.append((DISCONNECT_DISABLED, b"?1"))
+        await self.app({**scope, "headers": headers}, receive, send)
