@@ -279,6 +279,9 @@ class Ingress:
         if prediction is not None and field is not None and prediction.model != FEEDBACK_MODEL[field]:
             request_id = echo(feedback.request_id)
             raise invalid(field, f"request {request_id} was answered by the {prediction.model} model")
+        if prediction is not None and feedback.item >= len(prediction.ranked_ids):
+            count = len(prediction.ranked_ids)
+            raise invalid("item", f"request {echo(feedback.request_id)} had {count} item(s), numbered from 0")
         outcome = outcome_of(prediction, feedback.item, label)
         record = feedback_record(
             request_id=feedback.request_id,

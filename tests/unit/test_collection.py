@@ -303,13 +303,17 @@ def test_feedback_is_collected_and_counted_by_outcome(monkeypatch, tmp_path):
             ("POST", "/feedback", {"json": {"request_id": request_id, "image_class": 5}}),
             ("POST", "/feedback", {"json": {"request_id": "never-seen", "helpful": True}}),
             ("POST", "/feedback", {"json": {"request_id": request_id}}),
+            # The request had one question: a second is a mistake to point out, not an unknown outcome.
+            ("POST", "/feedback", {"json": {"request_id": request_id, "item": 1, "faq_id": 5}}),
         ],
     )
-    assert [r.status_code for r in responses] == [202, 422, 202, 422]
+    assert [r.status_code for r in responses] == [202, 422, 202, 422, 422]
     assert responses[0].json() == {"request_id": request_id, "outcome": "top3"}
     assert responses[1].json()["error"]["details"][0]["field"] == "image_class"
     assert responses[2].json()["outcome"] == "helpful"
     assert responses[3].json()["error"]["type"] == "validation_error"
+    assert responses[4].json()["error"]["details"][0]["field"] == "item"
+    assert "had 1 item(s)" in responses[4].json()["error"]["message"]
     feedback = [r for r in collected(destination) if r["kind"] == "feedback"]
     assert [(f["request_id"], f.get("faq_id"), f.get("helpful")) for f in feedback] == [
         (request_id, 5, None),
@@ -340,13 +344,15 @@ def test_feedback_on_another_callers_answer_tells_nothing_and_is_not_counted(mon
             ("POST", "/feedback", {"json": {"request_id": request_id, "image_class": 5}, "headers": other}),
             # Later than the caller's own label: it would have replaced it.
             ("POST", "/feedback", {"json": {"request_id": request_id, "faq_id": 9}, "headers": other}),
+            # Nor how many questions it had.
+            ("POST", "/feedback", {"json": {"request_id": request_id, "item": 1, "faq_id": 9}, "headers": other}),
         ],
     )
-    assert [(r.status_code, r.json()["outcome"]) for r in responses] == [(202, "top1")] + [(202, "unknown")] * 3
+    assert [(r.status_code, r.json()["outcome"]) for r in responses] == [(202, "top1")] + [(202, "unknown")] * 4
     # The second ingress's writer starts its files afresh: the prediction recorded before, and the feedback now.
     feedback = [r for r in collected(destination) if r["kind"] == "feedback"]
     report = build_report([asked, *feedback])
-    assert report.foreign_feedback == 3
+    assert report.foreign_feedback == 4
     stats = report.versions[("faq", "faq-v1")]
     assert (stats.labelled, sum(stats.top1)) == (1, 1)
 
