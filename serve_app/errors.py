@@ -46,6 +46,17 @@ class Overloaded(RuntimeError):
         return (type(self), (str(self), self.retry_after_s))
 
 
+class RateLimited(RuntimeError):
+    """A caller sent more of something than its rate allows: answered 429 ``rate_limited`` with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.retry_after_s))
+
+
 class ReplicaCrashed(RuntimeError):
     """Every model replica that took this call died under it, up to the configured number: it is not sent again,
     since a request that crashes replicas would otherwise take down each one in turn."""
@@ -89,6 +100,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     InvalidInput: 422,
     ModelUnavailable: 503,
     Overloaded: 503,
+    RateLimited: 429,
     ReplicaCrashed: 500,
     TimeoutError: 504,
     WorkBudgetExceeded: 504,  # answered by InvalidInput's handler (serve_app.http), with this status

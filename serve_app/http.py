@@ -18,6 +18,7 @@ they are the HTTP server; Serve's own proxy reads it from the environment Ray wa
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ from serve_app.errors import (
     MAX_ERROR_DETAILS,
     VALIDATION_ERROR,
     Overloaded,
+    RateLimited,
     ReplicaCrashed,
     RequestError,
     echo,
@@ -275,9 +277,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_model_unavailable(_: Request, error: ModelUnavailable) -> JSONResponse:
         return error_response(status_of(error), error.kind, str(error), **{"Retry-After": MODEL_RETRY_AFTER_S})
 
-    async def on_overloaded(_: Request, error: Overloaded) -> JSONResponse:
-        retry_after = str(max(1, round(error.retry_after_s)))
-        return error_response(status_of(error), "overloaded", str(error), **{"Retry-After": retry_after})
+    async def on_retry_later(_: Request, error: Overloaded | RateLimited) -> JSONResponse:
+        retry_after = str(max(1, math.ceil(error.retry_after_s)))  # whole seconds, never sooner than the wait
+        error_type = "rate_limited" if isinstance(error, RateLimited) else "overloaded"
+        return error_response(status_of(error), error_type, str(error), **{"Retry-After": retry_after})
 
     async def on_replica_crashed(request: Request, error: ReplicaCrashed) -> JSONResponse:
         logger.error("%s %s: %s", request.method, request.url.path, error)
@@ -314,7 +317,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(InvalidInput, on_invalid_input)
     app.add_exception_handler(ModelUnavailable, on_model_unavailable)
-    app.add_exception_handler(Overloaded, on_overloaded)
+    app.add_exception_handler(Overloaded, on_retry_later)
+    app.add_exception_handler(RateLimited, on_retry_later)
     app.add_exception_handler(ReplicaCrashed, on_replica_crashed)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -38,13 +38,13 @@ from serve_app.coalesce import Coalescer
 from serve_app.collection import CollectionSettings, Collector, RecentPredictions, feedback_record, prediction_record
 from serve_app.collection.recent import RecentPrediction, outcome_of
 from serve_app.collection.records import image_input, text_input, top_k
-from serve_app.errors import Overloaded, ReplicaCrashed, RequestError, echo, invalid
+from serve_app.errors import Overloaded, RateLimited, ReplicaCrashed, RequestError, echo, invalid
 from serve_app.http import PROXY_HOOK, PROXY_HOOK_ENV, BodyLimits, RequestIds, install_error_handlers
 from serve_app.image_input import read_image_request
 from serve_app.metrics import ARRIVED_AT, AppMetrics, RequestMetrics
 from serve_app.probes import DEMO_PATH, LIVENESS_PATH, READINESS_PATH
 from serve_app.questions import check_questions
-from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings, caller_key
+from serve_app.ratelimit import RateLimitMiddleware, RateLimitSettings, TokenBuckets, caller_key
 from serve_app.schemas import (
     DEFAULT_TOP_K,
     BatchMatchResponse,
@@ -216,6 +216,8 @@ class Ingress:
         if self.collection.enabled:
             self.collector = Collector(self.collection, _replica_name(), self.metrics.observe_collection)
         self.recent = RecentPredictions(self.collection.recent_predictions)
+        feedback_rate = self.collection.feedback_per_s
+        self.feedback_buckets = TokenBuckets(feedback_rate, self.collection.feedback_burst) if feedback_rate else None
 
     async def __del__(self) -> None:
         """Serve's hook for a replica's graceful shutdown (a redeploy, a scale-down, serve shutdown): after the
@@ -269,6 +271,9 @@ class Ingress:
                 "feedback is stored with the model data collection, which is off on this service: set "
                 "collection.enabled (and collection.destination) in the application's args",
             )
+        if self.feedback_buckets is not None and (wait_s := self.feedback_buckets.take(caller_key(request.scope))):
+            rate = f"{self.collection.feedback_per_s:g} feedback per second"
+            raise RateLimited(f"more than {rate} from this caller (collection.feedback_per_s)", wait_s)
         prediction = self.recent.get(feedback.request_id)
         if prediction is not None and prediction.caller != _caller(request):
             # Another caller's answer: told nothing about it (its model, where the label ranked), as if unknown;

@@ -51,6 +51,14 @@ class CollectionSettings(BaseModel):
         description="A file is closed and a new one begun past this age. An object store shows a file once it is "
         "closed, so this bounds how late records appear there.",
     )
+    feedback_per_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="Feedback each caller may send per second to each ingress replica (a token bucket), beyond it "
+        "a 429 rate_limited with Retry-After: every feedback is a record written, whatever its request id "
+        "(one from another replica, or made up, cannot be told apart). Unset: no limit but rate_limit's.",
+    )
+    feedback_burst: int = Field(100, ge=1, description="Feedback a caller may send at once above feedback_per_s.")
     recent_predictions: int = Field(
         10_000,
         ge=0,

@@ -364,3 +364,19 @@ def test_feedback_without_collection_is_409_and_nothing_is_written(monkeypatch, 
     error = response.json()["error"]
     assert error["type"] == "collection_disabled" and "collection.enabled" in error["message"]
     assert ingress.collector is None
+
+
+def test_feedback_beyond_a_callers_rate_is_a_429_and_not_written(monkeypatch, tmp_path):
+    # Every feedback is a record written, whatever its request id (one answered elsewhere, or made up).
+    destination, keys = tmp_path / "collected", f"{API_KEY},{OTHER_KEY}"
+    settings = {"enabled": True, "destination": str(destination), "feedback_per_s": 0.5, "feedback_burst": 3}
+    ingress, app = ingress_app(monkeypatch, settings, keys)
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    sends = [("POST", "/feedback", {"json": {"request_id": f"made-up-{n}", "helpful": True}}) for n in range(5)]
+    responses = exchange(ingress, app, [*sends, ("POST", "/feedback", {"json": sends[0][2]["json"], "headers": other})])
+    assert [r.status_code for r in responses] == [202, 202, 202, 429, 429, 202]  # another caller has its own
+    refused = responses[3]
+    assert refused.json()["error"]["type"] == "rate_limited" and "collection.feedback_per_s" in refused.text
+    assert refused.headers["retry-after"] == "2"  # a token every 2 s
+    written = [r["request_id"] for r in collected(destination) if r["kind"] == "feedback"]
+    assert sorted(written) == ["made-up-0", "made-up-0", "made-up-1", "made-up-2"]
