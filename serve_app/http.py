@@ -43,6 +43,7 @@ from serve_app.errors import (
     error_body,
     status_of,
 )
+from serve_app.media_types import is_json, media_type
 from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
 from serve_app.serve_control_headers import ServeControlHeaders
@@ -57,7 +58,6 @@ MAX_CLIENT_REQUEST_ID_CHARS = 128
 # Set in the ASGI scope by ClientRequestIds: a client can send any header, but no scope key.
 CLIENT_IDS_TAKEN = "serve_app.client_request_ids_taken"
 
-JSON_TYPES = ("application/json",)
 HTTP_ERROR_TYPES = {
     404: "not_found",
     405: "method_not_allowed",
@@ -117,8 +117,7 @@ class BodyLimits:
         # Only the time spent waiting for the client's bytes counts: the app's own work between reads (parsing a
         # multipart body as it streams in) is not the client being slow, and was answered as if it were.
         waited_s = 0.0
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        json_body = content_type in JSON_TYPES or content_type.endswith("+json")
+        json_body = is_json(media_type(headers.get("content-type", "")))
 
         async def limited_receive() -> Message:
             nonlocal received, waited_s
@@ -236,13 +235,12 @@ def _field_of(location: tuple) -> str:
 
 def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     problems = error.errors()
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     about_body = any(tuple(p["loc"])[:1] == ("body",) for p in problems)
     body_missing = any(p["type"] == "missing" and tuple(p["loc"]) == ("body",) for p in problems)
-    is_json = content_type in JSON_TYPES or content_type.endswith("+json")
     # FastAPI parses a body as JSON only when the header says so; without one, a JSON body would fail as
     # "not a dictionary", which hides the real mistake. (No header and no body: simply missing, below.)
-    if about_body and not is_json and not (body_missing and not content_type):
+    if about_body and not is_json(content_type) and not (body_missing and not content_type):
         return error_response(
             415, "unsupported_media_type", f"Content-Type must be application/json, got {echo(content_type or 'none')}"
         )

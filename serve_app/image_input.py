@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartException
 
 from deployments.errors import MAX_DETAIL_CHARS, InvalidInput, shorten
 from serve_app.errors import RequestError, echo, invalid
+from serve_app.media_types import is_json, media_type
 from serve_app.schemas import DEFAULT_TOP_K, ClassifyRequest
 from serve_app.settings import Limits
 
@@ -144,14 +145,14 @@ def _query_top_k(request: Request) -> int | None:
 
 async def read_image_request(request: Request, limits: Limits) -> ImageRequest:
     query_top_k = _query_top_k(request)  # before the body is read: a bad query costs nothing
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     body_top_k, several = None, False
     if content_type.startswith("image/"):
         images = [await request.body()]
     elif content_type == "multipart/form-data":
         images, body_top_k = await _from_multipart(request, limits)
         several = len(images) > 1
-    elif content_type == "application/json" or content_type.endswith("+json"):
+    elif is_json(content_type):
         images, body_top_k, several = _from_json(await request.body(), limits)
     else:
         raise RequestError(
