@@ -113,6 +113,19 @@ def junk_jpeg(junk: int) -> bytes:
     return jpeg[:2] + b"\x00" * junk + jpeg[2:]
 
 
+def icc_profiles_png(count: int, inflated: int = 1_000_000) -> bytes:
+    """A 64 x 64 PNG with ``count`` ICC profiles (iCCP chunks), each inflating to ``inflated`` bytes (~1 KB)."""
+    png = encode(sample_rgb((64, 64)), "PNG")
+    profile = png_chunk(b"iCCP", b"p\x00\x00" + zlib.compress(b"\x00" * inflated, 9))
+    return png[:33] + profile * count + png[33:]
+
+
+def fill_after_scan_jpeg(fill: int) -> bytes:
+    """A 64 x 64 JPEG with ``fill`` 0xFF fill bytes between its scan and its end marker (legal before a marker)."""
+    jpeg = encode(sample_rgb((64, 64)), "JPEG")
+    return jpeg[:-2] + b"\xff" * fill + jpeg[-2:]
+
+
 def comment_blocks_gif(count: int) -> bytes:
     gif = encode(Image.new("P", (8, 8), 1), "GIF")
     table = 3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0

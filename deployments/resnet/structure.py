@@ -6,6 +6,12 @@ empty APP2 markers 6 s and ~590 MB, a GIF with 9 million one-byte comment sub-bl
 request (the request's pixel check, then the decode) and beyond the work budget's reach. Real images have a few
 dozen of these (an 18 MB PNG written with libpng's 8 KiB IDAT chunks has ~2,300), so each walk below stops at a
 limit well above that, after a few milliseconds, and the image is refused as too complex.
+
+Two more bound what Pillow and libjpeg do in C, found by a hostile client: a PNG may hold one ICC profile (iCCP; the
+PNG specification allows one), where 8,100 of them, each inflating to Pillow's 1 MB cap, took 10 s to open (Pillow
+counts zTXt against its text memory limit, not iCCP); and a JPEG's fill bytes (0xFF 0xFF, legal only before a
+marker) count against MAX_JPEG_STRAY_BYTES after its first scan as before it: libjpeg's decode time grows with
+the square of a fill run (9 MB: 0.95 s, 18 MB: 2.3 s).
 """
 
 import struct
@@ -19,6 +25,7 @@ MAX_PNG_CHUNKS = 8192  # 20 MiB of libpng's 8 KiB IDAT chunks is 2,560
 MAX_JPEG_MARKERS = 512  # before the first scan: APPn (EXIF, ICC profile parts, XMP), DQT, DHT, SOF, ...
 MAX_JPEG_STRAY_BYTES = 4096  # fill bytes and junk between markers, which libjpeg skips with a warning
 MAX_GIF_SUB_BLOCKS = 16384  # of the extensions before the first frame (XMP data reads as many small ones)
+MAX_PNG_ICC_PROFILES = 1  # iCCP chunks (the PNG specification allows one)
 # JPEG markers that stand alone, without a length: TEM, RST0-7, SOI.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8), 0xD8}
 _JPEG_SOS = 0xDA
@@ -42,14 +49,18 @@ def check_structure(data: bytes) -> None:
 
 
 def _check_png(data: bytes) -> None:
-    position, chunks = len(PNG_SIGNATURE), 0
+    position, chunks, profiles = len(PNG_SIGNATURE), 0, 0
     while position + 8 <= len(data):
         chunks += 1
         if chunks > MAX_PNG_CHUNKS:
             raise _too_complex("PNG chunks", MAX_PNG_CHUNKS)
         (length,) = struct.unpack_from(">I", data, position)
-        if data[position + 4 : position + 8] == b"IEND":
+        kind = data[position + 4 : position + 8]
+        if kind == b"IEND":
             return
+        profiles += kind == b"iCCP"
+        if profiles > MAX_PNG_ICC_PROFILES:
+            raise _too_complex("ICC profile (iCCP chunk)", MAX_PNG_ICC_PROFILES)
         position += 12 + length  # length, type, data, CRC
 
 
@@ -68,7 +79,13 @@ def _check_jpeg(data: bytes) -> None:
             markers += 1
             marker = data[position + 1]
             if marker == _JPEG_SOS:
-                return  # the scans are libjpeg's (in C); MAX_JPEG_SCANS bounds how many
+                # The scans are libjpeg's (in C; MAX_JPEG_SCANS bounds how many). In entropy-coded data 0xFF is
+                # followed by 0x00 or a marker, so each 0xFF 0xFF from here is a fill byte (or two), or part of a
+                # table between scans: counted in C, a run of them counts as its length.
+                fill = 2 * data.count(b"\xff\xff", position)
+                if stray + fill > MAX_JPEG_STRAY_BYTES:
+                    raise _too_complex("stray bytes between JPEG markers", MAX_JPEG_STRAY_BYTES)
+                return
             if marker in _JPEG_STANDALONE:
                 position += 2
             elif position + 4 <= len(data):

@@ -2,11 +2,13 @@
 hang, and the service answers normally afterwards."""
 
 import asyncio
+import itertools
 import json
 import re
 import resource
 import selectors
 import socket
+import string
 import tempfile
 import time
 from collections import Counter
@@ -443,6 +445,19 @@ def test_a_list_of_a_million_non_strings_is_refused_before_its_items(http, path,
     assert elapsed < 2.0, f"{elapsed:.2f} s"  # 5 s before; ~0.1 s now
 
 
+@pytest.mark.parametrize("path", ["/faq/match", "/score", "/images/classify", "/feedback"])
+def test_a_body_of_unknown_keys_is_one_problem_and_quick(http, path):
+    """242,000 one-to-three character keys (1.9 MB): an error each, ~1 s of the ingress's event loop a request;
+    eight such loops held another caller's question 7 s at the median."""
+    names = ("".join(chars) for size in (1, 2, 3) for chars in itertools.product(string.ascii_letters, repeat=size))
+    body = b"{" + b",".join(b'"%s":0' % name.encode() for name in itertools.islice(names, 140_000)) + b"}"
+    started = time.monotonic()
+    response = http.post(path, content=body, headers=JSON)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 422 and len(response.json()["error"]["details"]) == 1, response.text[:300]
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
+
+
 PUNCTUATION_RUN = "." * 9_999 + "x"  # 0.9 s of FAQ scoring before (quadratic regular expressions), ~10 ms now
 UNCLOSED_TAGS = "<a>" * 3_333 + "x"
 UNCLOSED_COMMENTS = "<!--" * 2_500
@@ -513,13 +528,20 @@ def test_an_image_whose_decoder_is_written_in_python_is_refused_at_once(http):
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize(("padding", "content_type"), [("png-chunks", "image/png"), ("jpeg-markers", "image/jpeg")])
-def test_an_image_padded_with_empty_structure_is_refused_at_once(http, padding, content_type):
-    from tests.images import app2_markers_jpeg, empty_chunks_png
+@pytest.mark.parametrize("padding", ["png-chunks", "jpeg-markers", "png-icc", "jpeg-fill"])
+def test_an_image_padded_with_empty_structure_is_refused_at_once(http, padding):
+    from tests.images import app2_markers_jpeg, empty_chunks_png, fill_after_scan_jpeg, icc_profiles_png
 
     # 18 MB of empty PNG chunks or JPEG markers around a 64x64 image: Pillow parsed them one by one in Python, 7.6
     # and 11.3 s a request (the JPEG ~590 MB), past the work budget; eight such clients starved every other image.
-    body = empty_chunks_png(1_500_000) if padding == "png-chunks" else app2_markers_jpeg(4_500_000)
+    # 8,100 ICC profiles of 1 MB inflated each (8 MB): 10.3 s; 18 MB of JPEG fill bytes after the scan: 3.3 s.
+    body = {
+        "png-chunks": lambda: empty_chunks_png(1_500_000),
+        "jpeg-markers": lambda: app2_markers_jpeg(4_500_000),
+        "png-icc": lambda: icc_profiles_png(8_100),
+        "jpeg-fill": lambda: fill_after_scan_jpeg(18_000_000),
+    }[padding]()
+    content_type = "image/png" if padding.startswith("png") else "image/jpeg"
     started = time.monotonic()
     response = http.post("/images/classify", content=body, headers={"content-type": content_type})
     assert response.status_code == 422 and error_type(response) == "image_too_complex", response.text[:200]

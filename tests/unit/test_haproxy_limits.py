@@ -451,7 +451,7 @@ def test_a_client_expecting_100_continue_hears_the_ingress_before_sending_a_larg
     large, small = b"Content-Length: 1000000\r\n", b"Content-Length: 1000\r\n"
     try:
         with running_haproxy(tmp_path, {}, backend_port=ingress.server_address[1]) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             for head in (expect % (b"early", large), expect % (b"early", b"Transfer-Encoding: chunked\r\n")):
                 sock, first = _first_answer(port, head)
                 with sock:
@@ -473,7 +473,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_haproxys_json_408(tmp_path):
     threading.Thread(target=ingress.serve_forever, daemon=True).start()
     try:
         with running_haproxy(tmp_path, {"SERVE_APP_HAPROXY_REQUEST_TIMEOUT_S": "1"}, ingress.server_address[1]) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             started = time.monotonic()
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 sock.sendall(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")  # 99 bytes never come
@@ -493,7 +493,7 @@ def test_a_client_that_stalls_an_upload_after_an_early_answer_frees_its_slot_aft
     try:
         with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
             assert "timeout client 2s" in (tmp_path / "haproxy.cfg.limited").read_text()
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
                 head = b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n"
                 stalled.sendall(head + b"x" * 300_000)  # over HAProxy's buffer: streamed on, then silence
@@ -518,7 +518,7 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
     small = b"POST /read HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
     try:
         with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
             time.sleep(0.2)  # counted once a thread of HAProxy has taken each over from the one that accepted it
             with pytest.raises((ConnectionError, IndexError)):  # closed at once, without an answer
@@ -550,6 +550,14 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
 
 
 GET_ECHO = b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+def until_the_ingress_is_up(port: int) -> None:
+    """Until HAProxy's health checks have found the stand-in ingress (its first check, ~1 s; longer on a busy host)."""
+    deadline = time.monotonic() + 15
+    while raw_answer(port, b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")[0] != 200:
+        assert time.monotonic() < deadline, "HAProxy never found its ingress server up"
+        time.sleep(0.2)
 
 
 def _connect_from(address: str, port: int) -> socket.socket:
@@ -590,7 +598,7 @@ def test_when_haproxy_is_busy_an_address_holding_many_connections_gets_no_more(t
         with running_haproxy(
             tmp_path, limits, ingress.server_address[1], {"    maxconn 4096\n": "    maxconn 16\n"}
         ) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             held += [_connect_from("127.0.0.2", port) for _ in range(8)]  # under the per-client cap (10)
             held += [_connect_from("127.0.0.3", port) for _ in range(4)]  # 12 open: busy from here on
             time.sleep(0.3)  # counted once a thread of HAProxy has taken each over
@@ -623,7 +631,7 @@ def test_uploads_in_progress_from_all_clients_together_are_capped(tmp_path):
 
     try:
         with running_haproxy(tmp_path, limits, backend_port=ingress.server_address[1]) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             with connect("127.0.0.2") as first, connect("127.0.0.3") as second, connect("127.0.0.4") as third:
                 for sock in (first, second):  # one each, within the per-client cap: two in progress
                     sock.sendall(upload + b"x" * 300_000)
@@ -695,7 +703,7 @@ def test_a_made_up_method_gets_a_json_501_and_one_label_in_rays_metrics(tmp_path
     request = b"%s /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     try:
         with running_haproxy(tmp_path, {}, ingress.server_address[1], frontend) as port:
-            time.sleep(1)  # the server's first health check
+            until_the_ingress_is_up(port)
             status, _, body = raw_answer(port, request % b"X12345")
             assert status == 501 and json.loads(body)["error"]["type"] == "not_implemented"
             assert raw_answer(port, request % b"GET")[0] == 200

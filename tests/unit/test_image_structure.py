@@ -12,12 +12,14 @@ from PIL import Image
 
 from deployments.errors import InvalidInput
 from deployments.resnet.preprocess import MAX_PIXELS_PER_BYTE, decode_image, open_header
-from deployments.resnet.structure import MAX_GIF_SUB_BLOCKS, MAX_JPEG_MARKERS, MAX_PNG_CHUNKS
+from deployments.resnet.structure import MAX_GIF_SUB_BLOCKS, MAX_JPEG_MARKERS, MAX_JPEG_STRAY_BYTES, MAX_PNG_CHUNKS
 from tests.images import (
     app2_markers_jpeg,
     comment_blocks_gif,
     empty_chunks_png,
     encode,
+    fill_after_scan_jpeg,
+    icc_profiles_png,
     junk_jpeg,
     photo_paths,
     png_chunk,
@@ -40,8 +42,10 @@ def refusal(data: bytes) -> tuple[InvalidInput, float]:
         (app2_markers_jpeg(4_500_000), "JPEG markers"),  # 18 MB; 6 s and ~590 MB
         (junk_jpeg(19_000_000), "stray bytes"),  # 0.95 s
         (comment_blocks_gif(9_000_000), "sub-blocks"),  # 18 MB; 1.9 s
+        (icc_profiles_png(8_100), "ICC profile"),  # 8 MB, each inflating to 1 MB: 10 s to open, decoded twice
+        (fill_after_scan_jpeg(18_000_000), "stray bytes"),  # libjpeg's decode grows with the square: 2.3 s
     ],
-    ids=["png-chunks", "jpeg-markers", "jpeg-junk", "gif-sub-blocks"],
+    ids=["png-chunks", "jpeg-markers", "jpeg-junk", "gif-sub-blocks", "png-icc-profiles", "jpeg-fill-after-scan"],
 )
 def test_an_image_padded_with_empty_structure_is_refused_in_milliseconds(hostile, what):
     error, seconds = refusal(hostile)
@@ -70,6 +74,8 @@ def test_real_structure_near_the_limits_still_decodes():
     assert decode_image(jpeg, MAX_PIXELS).size == (64, 64)
     gif = comment_blocks_gif(MAX_GIF_SUB_BLOCKS - 10)
     assert decode_image(gif, MAX_PIXELS).size == (8, 8)
+    assert decode_image(icc_profiles_png(1), MAX_PIXELS).size == (64, 64)  # one profile, of Pillow's largest
+    assert decode_image(fill_after_scan_jpeg(MAX_JPEG_STRAY_BYTES - 2), MAX_PIXELS).size == (64, 64)
     for path in photo_paths():  # the shared test photos
         open_header(path.read_bytes())
 
