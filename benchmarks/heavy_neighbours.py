@@ -1,7 +1,7 @@
 """An ordinary FAQ request beside clients sending the costliest FAQ requests the limits allow.
 
     python -m benchmarks.heavy_neighbours [--faq-model models/faq] [--heavy-clients 2] [--duration 20] \\
-        [--rounds 2] [--out benchmarks/results/heavy_neighbours]
+        [--rounds 2] [--heavy questions|bodies] [--out benchmarks/results/heavy_neighbours]
 
 The fast-ingress application (auth on, serve_config.yaml's defaults) runs once with large requests grouped apart
 (``faq_call_grouping.large_request_chars`` as shipped) and once with every request in one group, in turns, each run
@@ -10,10 +10,18 @@ of random 2-4 letter words (most words new to the word cache: the costliest text
 benchmarks/results/worst_inputs_questions.md) while ordinary questions come from one client every 0.2 s (or, with
 ``--ordinary-concurrency N``, N closed loops). Reported per run: the ordinary requests' rate, latency and statuses,
 the heavy requests' count, latency and statuses, and the hypervisor's steal.
+
+With ``--heavy bodies`` the server runs as shipped and the heavy clients send, in turns, JSON bodies of ~1.1 MB the
+ingress must parse and refuse or answer: 140,000 unknown one-to-three letter keys (each was an error of its own,
+~1 s of the ingress's event loop for 242,000, before they became one), and the same size of whitespace around an
+ordinary question (the cost of any body that large), side by side.
 """
 
 import argparse
 import asyncio
+import itertools
+import json
+import string
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +41,40 @@ HEAVY_PAYLOADS = 6  # distinct heavy bodies, sent in turn (each word rarely seen
 ORDINARY_EVERY_S = 0.2
 # Large requests grouped apart (as shipped), or every request in one group (no request is over 1,000,000 characters).
 SETTINGS = {"large apart (large_request_chars 20000)": None, "one group (large_request_chars 1000000)": "1000000"}
+UNKNOWN_KEYS = 140_000
+JSON_TYPE = {"content-type": "application/json"}
 
 
-async def heavy_client(session: aiohttp.ClientSession, url: str, bodies: list[dict], deadline: float, out: list):
+def unknown_keys_body() -> bytes:
+    names = ("".join(chars) for size in (1, 2, 3) for chars in itertools.product(string.ascii_letters, repeat=size))
+    fields = b",".join(b'"%s":0' % name.encode() for name in itertools.islice(names, UNKNOWN_KEYS))
+    return b'{"question":"%s",' % ORDINARY_QUESTION.encode() + fields + b"}"
+
+
+def whitespace_body(size: int) -> bytes:
+    question = json.dumps({"question": ORDINARY_QUESTION}).encode()
+    return question[:-1] + b" " * (size - len(question)) + b"}"
+
+
+def heavy_variants(kind: str) -> list[tuple[str, str | None, list[bytes]]]:
+    """(name, the server's large_request_chars or None as shipped, the heavy bodies) of each run in a round."""
+    if kind == "bodies":
+        unknown = unknown_keys_body()
+        return [
+            (f"{UNKNOWN_KEYS:,} unknown keys ({len(unknown):,} B)", None, [unknown]),
+            (f"whitespace ({len(unknown):,} B)", None, [whitespace_body(len(unknown))]),
+        ]
+    questions = [never_seen_questions(HEAVY_QUESTIONS, seed) for seed in range(HEAVY_PAYLOADS)]
+    bodies = [json.dumps({"questions": batch}).encode() for batch in questions]
+    return [(name, setting, bodies) for name, setting in SETTINGS.items()]
+
+
+async def heavy_client(session: aiohttp.ClientSession, url: str, bodies: list[bytes], deadline: float, out: list):
     turn = 0
     while time.monotonic() < deadline:
         started = time.monotonic()
-        async with session.post(f"{url}/faq/match", json=bodies[turn % len(bodies)]) as response:
+        body = bodies[turn % len(bodies)]
+        async with session.post(f"{url}/faq/match", data=body, headers=JSON_TYPE) as response:
             await response.read()
             out.append((response.status, time.monotonic() - started))
         turn += 1
@@ -57,8 +92,9 @@ async def ordinary_client(
         await asyncio.sleep(max(0.0, every_s - (time.monotonic() - started)))
 
 
-def summary(results: list[tuple[int, float]]) -> dict:
-    latencies = [latency for status, latency in results if status == 200]
+def summary(results: list[tuple[int, float]], every_status: bool = False) -> dict:
+    """Count and statuses; latency of the 200s (``every_status``: of every answer, refusals included)."""
+    latencies = [latency for status, latency in results if every_status or status == 200]
     statuses: dict[str, int] = {}
     for status, _ in results:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
@@ -69,7 +105,7 @@ def summary(results: list[tuple[int, float]]) -> dict:
     return {"requests": len(results), "statuses": statuses, "p50_ms": ms(50), "p99_ms": ms(99), "max_ms": ms(100)}
 
 
-async def measure(url: str, bodies: list[dict], args: argparse.Namespace) -> dict:
+async def measure(url: str, bodies: list[bytes], args: argparse.Namespace) -> dict:
     heavy: list = []
     ordinary: list = []
     # --ordinary-concurrency above 1: that many closed loops of ordinary questions, to see the setting's effect on
@@ -87,10 +123,11 @@ async def measure(url: str, bodies: list[dict], args: argparse.Namespace) -> dic
         )
         steal = steal_percent(before, jiffies())
     ordinary_summary = summary(ordinary) | {"requests_per_s": round(len(ordinary) / args.duration, 1)}
-    return {"ordinary": ordinary_summary, "heavy": summary(heavy), "steal_percent": round(steal, 1)}
+    heavy_summary = summary(heavy, every_status=args.heavy == "bodies")  # those are refused by design
+    return {"ordinary": ordinary_summary, "heavy": heavy_summary, "steal_percent": round(steal, 1)}
 
 
-def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -> dict:
+def one_run(setting: str | None, bodies: list[bytes], args: argparse.Namespace) -> dict:
     env = {"SERVE_APP_IMAGES__WEIGHTS": "random:0"}
     if setting is not None:
         env["SERVE_APP_FAQ_CALL_GROUPING__LARGE_REQUEST_CHARS"] = setting
@@ -105,6 +142,12 @@ def one_run(setting: str | None, bodies: list[dict], args: argparse.Namespace) -
 def ordinary_load(report: dict) -> str:
     concurrency = report.get("ordinary_concurrency", 1)
     return f"{concurrency} closed-loop clients" if concurrency > 1 else f"one client every {ORDINARY_EVERY_S} s"
+
+
+def heavy_load(report: dict) -> str:
+    if report.get("heavy") == "bodies":
+        return "a JSON body to /faq/match of the kind each row names (the server as shipped)"
+    return f"{HEAVY_QUESTIONS} questions of {MAX_CHARS:,} characters of random 2-4 letter words"
 
 
 def markdown(report: dict) -> str:
@@ -128,7 +171,9 @@ def markdown(report: dict) -> str:
                 heavy["max_ms"],
             ]
         )
-    header = ["round", "grouped calls", "steal %", "ordinary sent", "ordinary req/s", "ordinary statuses"]
+    bodies = report.get("heavy") == "bodies"
+    header = ["round", "heavy bodies" if bodies else "grouped calls", "steal %", "ordinary sent", "ordinary req/s"]
+    header += ["ordinary statuses"]
     header += ["ordinary p50 ms"]
     header += ["ordinary p99 ms", "ordinary max ms", "heavy sent", "heavy statuses", "heavy p50 ms", "heavy max ms"]
     return "\n".join(
@@ -136,10 +181,9 @@ def markdown(report: dict) -> str:
             "# An ordinary FAQ request beside the costliest ones",
             "",
             *provenance(report, f"FAQ model: {report['faq_model'] or 'embedded demo FAQ'}"),
-            f"{report['heavy_clients']} closed-loop clients send {HEAVY_QUESTIONS} questions of {MAX_CHARS:,} "
-            f"characters of random 2-4 letter words per request, while the ordinary question `{ORDINARY_QUESTION}` "
-            f"comes from {ordinary_load(report)}; {report['duration_s']} s per run, each on a fresh fast-ingress "
-            "server (auth on).",
+            f"{report['heavy_clients']} closed-loop clients send {heavy_load(report)} per request, while the "
+            f"ordinary question `{ORDINARY_QUESTION}` comes from {ordinary_load(report)}; {report['duration_s']} s per "
+            "run, each on a fresh fast-ingress server (auth on).",
             "",
             *table(header, rows),
             "",
@@ -156,19 +200,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--heavy", choices=["questions", "bodies"], default="questions", help="what the heavy clients send (see above)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     serve_faq_model(args.faq_model)
-    bodies = [{"questions": never_seen_questions(HEAVY_QUESTIONS, seed)} for seed in range(HEAVY_PAYLOADS)]
     runs = []
+    variants = heavy_variants(args.heavy)
     for round_ in range(args.rounds):
-        for name, setting in alternating(SETTINGS.items(), round_):
+        for name, setting, bodies in alternating(variants, round_):
             runs.append({"round": round_, "setting": name, **one_run(setting, bodies, args)})
             print(runs[-1], flush=True)
     report = {
         **run_info("benchmarks.heavy_neighbours", argv),
         "faq_model": args.faq_model,
         "heavy_clients": args.heavy_clients,
+        "heavy": args.heavy,
         "ordinary_concurrency": args.ordinary_concurrency,
         "duration_s": args.duration,
         "runs": runs,
