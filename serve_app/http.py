@@ -46,6 +46,7 @@ from serve_app.errors import (
 from serve_app.media_types import is_json, media_type
 from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
+from serve_app.scope_rewrite import ScopeRewrite
 from serve_app.serve_control_headers import ServeControlHeaders
 
 logger = logging.getLogger("ray.serve")
@@ -159,25 +160,19 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return next((value for key, value in scope.get("headers", []) if key.lower() == name), None)
 
 
-class ClientRequestIds:
+class ClientRequestIds(ScopeRewrite):
     """In front of Ray Serve's HTTP server (``proxy_middlewares``): a client's ``X-Request-Id`` goes, so Serve gives
     the request an id of its own; a valid one travels on as ``X-Client-Request-Id`` (one the client sent under that
     name is dropped too)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def rewrite(self, scope: Scope) -> Scope:
         sent = _header(scope, REQUEST_ID_HEADER)
         headers = [
             (k, v) for k, v in scope["headers"] if k.lower() not in (REQUEST_ID_HEADER, CLIENT_REQUEST_ID_HEADER)
         ]
         if (client_id := client_request_id(sent)) is not None:
             headers.append((CLIENT_REQUEST_ID_HEADER, client_id.encode("ascii")))
-        await self.app({**scope, "headers": headers, CLIENT_IDS_TAKEN: True}, receive, send)
+        return {**scope, "headers": headers, CLIENT_IDS_TAKEN: True}
 
 
 def proxy_middlewares() -> list[Middleware]:

@@ -19,7 +19,9 @@ whatever the header says; there the 100 Continue still comes first.
 
 import os
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
+
+from serve_app.scope_rewrite import ScopeRewrite
 
 DISCONNECT_DISABLED = b"x-request-disconnect-disabled"
 # Ray's header names, compared as Ray compares them: lower case, `-` and `_` alike.
@@ -41,18 +43,12 @@ def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in headers)
 
 
-class ServeControlHeaders:
+class ServeControlHeaders(ScopeRewrite):
     """Drops the headers that steer Ray Serve from a client's request; marks one that expects `100 Continue` so that
     Serve leaves its body unread until a route reads it (see the module)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def rewrite(self, scope: Scope) -> Scope:
         headers = [(k, v) for k, v in scope["headers"] if not _is_serve_control(k)]
         if scope["type"] == "http" and _expects_continue(headers):
             headers.append((DISCONNECT_DISABLED, b"?1"))
-        await self.app({**scope, "headers": headers}, receive, send)
+        return {**scope, "headers": headers}
