@@ -35,26 +35,23 @@ def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-class Overloaded(RuntimeError):
+class RetryLater(RuntimeError):
+    """A refusal that names when to come back (``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.retry_after_s))
+
+
+class Overloaded(RetryLater):
     """More work is waiting than the configured queues hold: answered at once with 503 and ``Retry-After``."""
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
-    def __reduce__(self) -> tuple:
-        return (type(self), (str(self), self.retry_after_s))
-
-
-class RateLimited(RuntimeError):
+class RateLimited(RetryLater):
     """A caller sent more of something than its rate allows: answered 429 ``rate_limited`` with ``Retry-After``."""
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple:
-        return (type(self), (str(self), self.retry_after_s))
 
 
 class ReplicaCrashed(RuntimeError):

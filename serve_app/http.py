@@ -35,10 +35,10 @@ from deployments.errors import MAX_DETAIL_CHARS, InvalidInput, ModelUnavailable,
 from serve_app.errors import (
     MAX_ERROR_DETAILS,
     VALIDATION_ERROR,
-    Overloaded,
     RateLimited,
     ReplicaCrashed,
     RequestError,
+    RetryLater,
     echo,
     error_body,
     status_of,
@@ -270,7 +270,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_model_unavailable(_: Request, error: ModelUnavailable) -> JSONResponse:
         return error_response(status_of(error), error.kind, str(error), **{"Retry-After": MODEL_RETRY_AFTER_S})
 
-    async def on_retry_later(_: Request, error: Overloaded | RateLimited) -> JSONResponse:
+    async def on_retry_later(_: Request, error: RetryLater) -> JSONResponse:
         retry_after = str(max(1, math.ceil(error.retry_after_s)))  # whole seconds, never sooner than the wait
         error_type = "rate_limited" if isinstance(error, RateLimited) else "overloaded"
         return error_response(status_of(error), error_type, str(error), **{"Retry-After": retry_after})
@@ -310,8 +310,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(InvalidInput, on_invalid_input)
     app.add_exception_handler(ModelUnavailable, on_model_unavailable)
-    app.add_exception_handler(Overloaded, on_retry_later)
-    app.add_exception_handler(RateLimited, on_retry_later)
+    app.add_exception_handler(RetryLater, on_retry_later)
     app.add_exception_handler(ReplicaCrashed, on_replica_crashed)
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
