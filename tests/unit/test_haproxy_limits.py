@@ -539,6 +539,10 @@ def test_one_client_is_limited_in_open_connections_and_uploads_in_progress(tmp_p
                 # A body of no declared length (chunked; an HTTP/2 stream without Content-Length) counts too.
                 chunked = b"POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 300_000
                 assert raw_answer(port, chunked + b"x" * 300_000)[0] == 429
+                # So does one whose client waits for 100 Continue before sending a byte (HAProxy does not wait for
+                # it): 64 of them, trickling a byte a second, held every slot of an ingress replica.
+                expecting = chunked.partition(b"\r\n\r\n")[0] + b"\r\nExpect: 100-continue\r\n\r\n"
+                assert raw_answer(port, expecting)[0] == 429
                 first.sendall(b"x" * 700_000)
                 assert json.loads(read_one_answer(first).partition(b"\r\n\r\n")[2]) == {"length": 1_000_000}
             time.sleep(0.2)
