@@ -11,10 +11,11 @@ benchmarks/results/worst_inputs_questions.md) while ordinary questions come from
 ``--ordinary-concurrency N``, N closed loops). Reported per run: the ordinary requests' rate, latency and statuses,
 the heavy requests' count, latency and statuses, and the hypervisor's steal.
 
-With ``--heavy bodies`` the server runs as shipped and the heavy clients send, in turns, JSON bodies of ~1.1 MB the
-ingress must parse and refuse or answer: 140,000 unknown one-to-three letter keys (each was an error of its own,
-~1 s of the ingress's event loop for 242,000, before they became one), and the same size of whitespace around an
-ordinary question (the cost of any body that large), side by side.
+With ``--heavy bodies`` the server runs as shipped and the heavy clients send, in turns, dense JSON bodies the
+ingress must refuse, and a control: 140,000 unknown one-to-three letter keys (1.1 MB; each was an error of its own,
+~1 s of the ingress's event loop for 242,000, before they became one), 650,000 empty lists (2 MB; 0.17 s of
+json.loads), both refused before parsing by limits.max_json_structure now, and the size of the first in whitespace
+around an ordinary question (the cost of any body that large), side by side.
 """
 
 import argparse
@@ -42,6 +43,7 @@ ORDINARY_EVERY_S = 0.2
 # Large requests grouped apart (as shipped), or every request in one group (no request is over 1,000,000 characters).
 SETTINGS = {"large apart (large_request_chars 20000)": None, "one group (large_request_chars 1000000)": "1000000"}
 UNKNOWN_KEYS = 140_000
+EMPTY_LISTS = 650_000  # the densest JSON known (2 MB): 0.17 s to parse, before limits.max_json_structure
 JSON_TYPE = {"content-type": "application/json"}
 
 
@@ -59,9 +61,10 @@ def whitespace_body(size: int) -> bytes:
 def heavy_variants(kind: str) -> list[tuple[str, str | None, list[bytes]]]:
     """(name, the server's large_request_chars or None as shipped, the heavy bodies) of each run in a round."""
     if kind == "bodies":
-        unknown = unknown_keys_body()
+        unknown, lists = unknown_keys_body(), b'{"question": [' + b"[]," * EMPTY_LISTS + b"[]]}"
         return [
             (f"{UNKNOWN_KEYS:,} unknown keys ({len(unknown):,} B)", None, [unknown]),
+            (f"{EMPTY_LISTS:,} empty lists ({len(lists):,} B)", None, [lists]),
             (f"whitespace ({len(unknown):,} B)", None, [whitespace_body(len(unknown))]),
         ]
     questions = [never_seen_questions(HEAVY_QUESTIONS, seed) for seed in range(HEAVY_PAYLOADS)]

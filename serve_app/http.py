@@ -68,6 +68,8 @@ HTTP_ERROR_TYPES = {
 MODEL_RETRY_AFTER_S = "30"  # a model that cannot load is not back within seconds
 # FastAPI's words when the JSON parser itself fails (not UTF-8, nested too deeply): ours say what to fix.
 UNPARSABLE_BODY = "There was an error parsing the body"
+# What a JSON value's parsing begins at, but a string's: each , : [ { is one more value, key or container.
+JSON_STRUCTURE = b",:[{"
 NOT_UTF8_JSON = "request body is not UTF-8: JSON must be sent as UTF-8 (UTF-16 and UTF-32 are not accepted)"
 
 
@@ -76,8 +78,9 @@ def error_response(status: int, error_type: str, message: str, details: list | N
 
 
 class BodyLimits:
-    """413 for a body over its route's limit, 408 for a body whose client takes longer than ``timeout_s`` in all to
-    send it, 400 for a JSON body that is not UTF-8.
+    """413 for a body over its route's limit (or a JSON body holding more than ``max_json_structure`` of the
+    characters that open a value: ``,`` ``:`` ``[`` ``{``), 408 for a body whose client takes longer than
+    ``timeout_s`` in all to send it, 400 for a JSON body that is not UTF-8.
 
     The size is checked at once when Content-Length declares it, else while the body streams in. The timeout
     covers the whole body, so a client trickling bytes (slowloris) cannot hold a connection and a coroutine
@@ -90,10 +93,13 @@ class BodyLimits:
     a NUL in a JSON body is refused as it streams in, before any parsing.
     """
 
-    def __init__(self, app: ASGIApp, limit_for_path: Callable[[str], int], timeout_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, limit_for_path: Callable[[str], int], timeout_s: float, max_json_structure: int = 0
+    ) -> None:
         self.app = app
         self.limit_for_path = limit_for_path
         self.timeout_s = timeout_s
+        self.max_json_structure = max_json_structure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,14 +120,14 @@ class BodyLimits:
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
-        received = 0
+        received = structure = 0
         # Only the time spent waiting for the client's bytes counts: the app's own work between reads (parsing a
         # multipart body as it streams in) is not the client being slow, and was answered as if it were.
         waited_s = 0.0
         json_body = is_json(media_type(headers.get("content-type", "")))
 
         async def limited_receive() -> Message:
-            nonlocal received, waited_s
+            nonlocal received, structure, waited_s
             started = time.monotonic()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, self.timeout_s - waited_s))
@@ -135,6 +141,10 @@ class BodyLimits:
                 raise StarletteHTTPException(413, _too_large(limit))
             if json_body and b"\x00" in chunk:
                 raise StarletteHTTPException(400, NOT_UTF8_JSON)
+            if json_body and self.max_json_structure:
+                structure += len(chunk) - len(chunk.translate(None, JSON_STRUCTURE))  # one pass, in C
+                if structure > self.max_json_structure:
+                    raise StarletteHTTPException(413, _too_dense(self.max_json_structure))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -142,6 +152,13 @@ class BodyLimits:
 
 def _too_slow(timeout_s: float) -> str:
     return f"request body did not arrive within {timeout_s:g} s; send it faster or in a smaller request"
+
+
+def _too_dense(limit: int) -> str:
+    return (
+        f"the JSON body holds more than {limit} of the characters , : [ {{ (limits.max_json_structure): this API's "
+        "bodies are a few fields and a list of strings; send fewer items"
+    )
 
 
 def _too_large(limit: int) -> str:

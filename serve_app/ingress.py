@@ -422,7 +422,12 @@ class Ingress:
         install_error_handlers(app)
         # Innermost: only a body within its size limit, from an authenticated caller, takes a share of the budget.
         app.add_middleware(BodyBytesInFlight, budget_of=self._body_bytes_budget)
-        app.add_middleware(BodyLimits, limit_for_path=self._body_limit, timeout_s=self.limits.body_timeout_s)
+        app.add_middleware(
+            BodyLimits,
+            limit_for_path=self._body_limit,
+            timeout_s=self.limits.body_timeout_s,
+            max_json_structure=self.limits.max_json_structure,
+        )
         # Run after authentication (middlewares run in reverse order of adding): they limit each caller.
         if self.limits.caller_share < 1.0:  # off by default: no layer at all then (limits are fixed per replica)
             app.add_middleware(CallerShare, share_of=self._caller_share)

@@ -35,6 +35,15 @@ class Limits(BaseModel):
     )
     max_top_k: int = Field(50, ge=1, description="Largest top_k accepted by /faq/match.")
     max_json_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest JSON body (413 above).")
+    max_json_structure: int = Field(
+        100_000,
+        ge=0,
+        description="Most of the characters , : [ and { a JSON body may hold (in strings too), counted as it "
+        "streams in; beyond, 413 payload_too_large before it is parsed. Parsing time grows with them, on the "
+        "ingress's event loop: 650,000 empty lists in 2 MB took 0.17 s a request, and eight clients sending them "
+        "held another caller's question 2 s. 64 questions of 10,000 characters of code-heavy text hold ~40,000. "
+        "0: no limit.",
+    )
     upstream_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a model replica (504 after).")
     work_budget_s: float | None = Field(
         None,

@@ -209,16 +209,49 @@ def test_hundreds_of_thousands_of_wrong_items_get_a_short_answer(monkeypatch):
     fields = [detail["field"] for detail in response.json()["error"]["details"]]
     assert response.status_code == 422 and fields == ["questions.1", "questions.3"]
     # Over MAX_LIST_ITEMS (10,000) the list is refused before any item is looked at: one problem.
-    response = call(app, "POST", "/faq/match", json={"questions": [1] * 100_000})
+    response = call(app, "POST", "/faq/match", json={"questions": [1] * 50_000})
     error = assert_no_echo(response)
     assert response.status_code == 422 and len(error["details"]) == 1
     assert "at most 10000 items" in error["details"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"question": [' + b"[]," * 650_000 + b"[]]}",  # 0.17 s of json.loads, on the event loop
+        b'{"question": "x", "top_k": 5, ' + b'"k": 0, ' * 60_000 + b'"q": 0}',  # unknown keys, each a , and a :
+        b'{"questions": [' + b"0," * 900_000 + b"0]}",
+    ],
+    ids=["empty-lists", "keys", "zeros"],
+)
+def test_json_denser_than_any_request_is_refused_before_it_is_parsed(monkeypatch, body):
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match", content=body, headers={"content-type": "application/json"})
+    error = response.json()["error"]
+    assert response.status_code == 413 and error["type"] == "payload_too_large", response.text[:300]
+    assert "limits.max_json_structure" in error["message"]
+
+
+def test_the_densest_real_request_is_not_refused_as_too_dense(monkeypatch):
+    # 64 questions of 10,000 characters of code-heavy text: ~40,000 of the characters , : [ { in 640 KB.
+    words = ["loop", "array,", "object:", "fn[0]", "{a}", "the", "how", "do", "I", "JavaScript", "value", "map"]
+    text = " ".join(words[(i * 7) % len(words)] for i in range(2_000))[:10_000]
+    body = json.dumps({"questions": [text] * 64}).encode()
+    assert 30_000 < sum(body.count(char) for char in (b",", b":", b"[", b"{")) < Limits().max_json_structure
+    app = build(monkeypatch)
+    response = call(app, "POST", "/faq/match", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text[:300]
+    dense = b'{"question": [' + b"[]," * 650_000 + b"[]]}"
+    lifted = build(monkeypatch, max_json_structure=0)  # 0 lifts it: parsed, then refused as not a string
+    response = call(lifted, "POST", "/faq/match", content=dense, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text[:300]
+
+
 @pytest.mark.parametrize(("path", "known"), [("/faq/match", {"question": "x"}), ("/images/classify", {"image": "x"})])
 def test_a_body_of_150_000_unknown_keys_is_one_problem(monkeypatch, path, known):
-    # 242,000 in 1.9 MB: pydantic's error for each took ~1 s of the ingress's event loop to become a 422.
-    app = build(monkeypatch)
+    # 242,000 in 1.9 MB: pydantic's error for each took ~1 s of the ingress's event loop to become a 422. (With the
+    # JSON structure limit lifted: it refuses so many keys before parsing, test_json_denser_than_any_request...)
+    app = build(monkeypatch, max_json_structure=0)
     keys = [f"k{index}" for index in range(150_000)]
     response = call(app, "POST", path, json=dict.fromkeys(keys, 0) | known)
     error = assert_no_echo(response)
