@@ -15,7 +15,8 @@
    refusing a caller without Ray's token. Prints the time from start to ready and each replica's cold start
    (actor start to serving). ``kills``: pods killed under load one after the other and remade, a worker's or
    the head's (kill_scenario.py; the load sent to a Serve endpoint that stays, or through NGINX configured as
-   kuberay/ingress.yaml). ``update_client_retries``: then serveConfigV2 changed in place under load, every
+   kuberay/ingress.yaml), the remade pod's container started again whenever it exits, as the kubelet would
+   (kubelet.py). ``update_client_retries``: then serveConfigV2 changed in place under load, every
    replica replaced (config_update.py). With ``gcsFaultToleranceOptions`` a redis-server holds the GCS's state
    (redis_store.py), and a kill of ``redis`` is Redis's pod lost and remade, the head container restarted by a
    kubelet stand-in as it exits (redis_kill.py). Not rehearsed: the Ray autoscaler and the Kubernetes objects
@@ -36,6 +37,7 @@ from typing import Any
 
 from serve_app.rehearsal import checks, config_update, image, pod_kill, pods
 from serve_app.rehearsal.kill_scenario import PodKill, killed_under_load, serve_recovered
+from serve_app.rehearsal.kubelet import Kubelet
 from serve_app.rehearsal.manifest import (
     RAY_TOKEN_KEY,
     RAY_TOKEN_SECRET,
@@ -44,7 +46,7 @@ from serve_app.rehearsal.manifest import (
     read_dockerfile,
     read_rayservice,
 )
-from serve_app.rehearsal.redis_kill import Kubelet, RedisDeath
+from serve_app.rehearsal.redis_kill import RedisDeath
 from serve_app.rehearsal.redis_store import RedisStore
 
 # Run in each pod after importing the builder: the replicas' model libraries load when a replica starts, not with
@@ -130,6 +132,7 @@ def rehearse(
     running: list[pods.PodProcess] = []
     redis: RedisStore | None = None
     deaths: list[RedisDeath] = []
+    kubelets: list[Kubelet] = []
     try:
         network.up()
         addresses = network.pods
@@ -161,17 +164,32 @@ def rehearse(
             running.append(pods.PodProcess(command, workdir / log_name))
             latest[spec.name] = running[-1]
 
-        def redis_death(spec: PodSpec, address: pods.PodAddress, number: int) -> RedisDeath:
-            """Redis killed and remade, the head container restarted by a kubelet as it exits (redis_kill.py)."""
-            assert redis is not None  # refused before the pods started otherwise
+        def container_kubelet(spec: PodSpec, address: pods.PodAddress, number: int) -> Kubelet:
+            """The kubelet stand-in for the pod's container (kubelet.py), once a kill has remade it; stopped in
+            the teardown if not before."""
             restarts = itertools.count()
-            kubelet = Kubelet(
-                exited=lambda: latest[spec.name].exited() is not None,
-                clean_up=partial(pod_kill.kill_pod, address.name),
-                restart=lambda: start_pod(spec, address, f"pod-{spec.name}-restarted-{number}-{next(restarts)}.log"),
+            kubelets.append(
+                Kubelet(
+                    exited=lambda: latest[spec.name].exited() is not None,
+                    clean_up=partial(pod_kill.kill_pod, address.name),
+                    restart=lambda: start_pod(
+                        spec, address, f"pod-{spec.name}-restarted-{number}-{next(restarts)}.log"
+                    ),
+                )
             )
-            deaths.append(RedisDeath(redis, kubelet))
-            return deaths[-1]
+            return kubelets[-1]
+
+        def remade_pod(spec: PodSpec, address: pods.PodAddress, number: int) -> tuple[Callable[[], None], Kubelet]:
+            """A killed pod made again (KubeRay's part), then its container restarted whenever it exits (the
+            kubelet's): a remade worker's `ray start` gives up when the GCS is too busy to register it in time
+            (seen under the rehearsal's load on 2 cores), and on Kubernetes its container would start again."""
+            kubelet = container_kubelet(spec, address, number)
+
+            def remake() -> None:
+                start_pod(spec, address, f"pod-{spec.name}-remade-{number}.log")
+                kubelet.start()
+
+            return remake, kubelet
 
         start = time.monotonic()
         for spec, address in zip(pod_specs, addresses, strict=True):
@@ -219,12 +237,16 @@ def rehearse(
             group = "head" if kill.group == "redis" else kill.group
             index = [spec.group for spec in pod_specs].index(group)
             spec, address = pod_specs[index], addresses[index]
-            remake: Callable[[], None] = partial(start_pod, spec, address, f"pod-{spec.name}-remade-{number}.log")
             kill_processes: Callable[[], int] | None = None
             death: RedisDeath | None = None
             if kill.group == "redis":
-                death = redis_death(spec, address, number)
-                kill_processes, remake = death.kill, death.remake
+                # Redis's death takes the head container down, and the kubelet alone starts it again.
+                assert redis is not None  # refused before the pods started otherwise
+                death = RedisDeath(redis, container_kubelet(spec, address, number))
+                deaths.append(death)
+                kill_processes, remake, kubelet = death.kill, death.remake, death.kubelet
+            else:
+                remake, kubelet = remade_pod(spec, address, number)
             stays = [a for a in endpoints.values() if a != address]
             if not stays:
                 raise RuntimeError(f"pod {spec.name} is the Serve service's one endpoint: none serves while it is dead")
@@ -240,6 +262,9 @@ def rehearse(
                 killed += death.checks()
                 death.stop()  # its kubelet stand-in must not race a later kill of the head
                 record.update(death.record())
+            else:
+                kubelet.stop()  # nor the remade pod's a later kill of it
+                record["remade_pod_container_restarted_at_s"] = list(kubelet.restarted_at_s)
             record["replicas_by_pod_before_kill"], record["replicas_by_pod_after"] = before, placement()
             record["serve_controller_pod_before_kill"] = controller
             record["serve_controller_pod_after"] = controller_pod()
@@ -274,6 +299,8 @@ def rehearse(
     finally:
         for death in deaths:
             death.stop()
+        for kubelet in kubelets:
+            kubelet.stop()
         for process in reversed(running):
             process.stop()
         network.down()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.rehearsal import redis_kill
-from serve_app.rehearsal.redis_kill import Kubelet, RedisDeath
+from serve_app.rehearsal import kubelet as kubelet_module
+from serve_app.rehearsal.kubelet import Kubelet
+from serve_app.rehearsal.redis_kill import RedisDeath
 from serve_app.rehearsal.redis_store import RedisStore, _answers
 
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (Debian)")
@@ -49,7 +50,7 @@ def test_redis_killed_and_started_again_keeps_its_data_and_password(tmp_path: Pa
 
 
 def test_the_kubelet_restarts_an_exited_container_at_once_then_after_its_backoff(monkeypatch):
-    monkeypatch.setattr(redis_kill, "FIRST_BACKOFF_S", 1.0)
+    monkeypatch.setattr(kubelet_module, "FIRST_BACKOFF_S", 1.0)
     containers = [subprocess.Popen(["sleep", "0.2"])]
     events: list[str] = []
 
