@@ -47,7 +47,7 @@ from serve_app.media_types import is_json, media_type
 from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
 from serve_app.scope_rewrite import ScopeRewrite
-from serve_app.serve_control_headers import ServeControlHeaders
+from serve_app.serve_control_headers import ServeControlHeaders, serving_in_a_replica
 
 logger = logging.getLogger("ray.serve")
 
@@ -197,7 +197,7 @@ def proxy_middlewares() -> list[Middleware]:
     called in the process that runs that server, before it serves: where its parser is fixed too."""
     drop_request_trailers()
     limit_request_heads()
-    return [Middleware(ClientRequestIds), Middleware(ServeControlHeaders)]
+    return [Middleware(ClientRequestIds), Middleware(ServeControlHeaders, hold_continue=serving_in_a_replica())]
 
 
 class RequestIds:

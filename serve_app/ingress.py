@@ -32,6 +32,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import InvalidInput, ModelUnavailable, Refused, WorkBudgetExceeded
 from deployments.transport import CALL_SIZE_ENV
+from serve_app.abandoned_requests import CancelAbandoned
 from serve_app.admission import BodyBytesInFlight, CallerShare, InFlightLimit
 from serve_app.auth import Authenticator, AuthMiddleware, AuthSettings, Principal
 from serve_app.coalesce import Coalescer
@@ -438,8 +439,10 @@ class Ingress:
         app.add_middleware(InFlightLimit, group_of=self._admission_group)
         # Every answer, refusals included, carries the client's own request id back.
         app.add_middleware(RequestIds)
-        # Outermost: every answer is counted and timed, the other middlewares' refusals included.
+        # Every answer is counted and timed, the other middlewares' refusals included.
         app.add_middleware(RequestMetrics, recorder=self.metrics)
+        # Outermost: a request whose client has gone is cancelled whole, wherever Serve does not do it.
+        app.add_middleware(CancelAbandoned)
 
         @app.api_route(DEMO_PATH, methods=["GET", "HEAD"], include_in_schema=False)
         async def demo_page() -> HTMLResponse:

@@ -9,6 +9,7 @@ an error type our own code names, a model name, a model version (few at a time),
 Never a question, a key, a caller or a request id.
 """
 
+import asyncio
 import json
 import re
 import time
@@ -35,6 +36,7 @@ GROUP_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
 ARRIVED_AT = "serve_app.arrived_at"
 # Error types are ours (serve_app.errors), but a label must stay bounded even if one ever carried input.
 ERROR_TYPE = re.compile(r"[a-z_]{1,40}")
+CANCELLED_STATUS = 499  # NGINX's "client closed request": a request cancelled before it was answered
 MAX_ERROR_BODY_BYTES = 4096  # an error body is bounded (serve_app.errors); a longer one is not ours
 
 
@@ -163,11 +165,11 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = scope[ARRIVED_AT] = time.perf_counter()
-        answer: dict = {"status": 500, "challenge": "", "body": b"", "full": False}
+        answer: dict = {"status": 500, "challenge": "", "body": b"", "full": False, "started": False}
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
+                answer["status"], answer["started"] = message["status"], True
                 headers = dict(message.get("headers") or [])
                 answer["challenge"] = headers.get(b"www-authenticate", b"").decode("latin-1")
             elif message["type"] == "http.response.body" and answer["status"] >= 400 and not answer["full"]:
@@ -177,12 +179,20 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, recording_send)
+        except asyncio.CancelledError:
+            # Serve cancels a request whose client has gone (serve_app/abandoned_requests.py): not our fault, and
+            # counted apart, as NGINX's 499, not as the 500 of a request that failed unanswered.
+            if not answer["started"]:
+                answer["status"] = CANCELLED_STATUS
+            raise
         finally:
             self._record(scope["path"], answer, time.perf_counter() - started)
 
     def _record(self, path: str, answer: dict, seconds: float) -> None:
         status, message, error_type = answer["status"], "", ""
-        if status >= 400:
+        if status == CANCELLED_STATUS:
+            error_type = "cancelled"
+        elif status >= 400:
             error_type, message = _error_of(answer["body"])
         self.recorder.observe_request(path, status, error_type, seconds)
         if status == 401:

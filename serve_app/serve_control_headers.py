@@ -12,14 +12,17 @@ It then sets one itself: an ingress replica's server watches each request for a 
 once, and uvicorn answers `100 Continue` on that first read, before our routes have checked the credential, the
 Content-Type or the declared size; a client that asked to hear first sent its body (up to the route's limit) for
 a 401, 413 or 415. With `x-request-disconnect-disabled: ?1` Serve hands the route uvicorn's own receive, so the
-100 Continue goes out only when a route reads the body, after its checks. Such a request is not watched for its
-client's disconnect (its work budget still bounds it). Serve's proxy (the plain mode) reads each body at once
-whatever the header says; there the 100 Continue still comes first.
+100 Continue goes out only when a route reads the body, after its checks. Serve does not watch such a request for
+its client's disconnect; the ingress does, once the body is read (serve_app/abandoned_requests.py). Serve's proxy
+(the plain mode) reads each body at once whatever the header says, and would not watch a marked request either:
+there nothing is marked, and the 100 Continue still comes first.
 """
 
 import os
 
-from starlette.types import Scope
+from ray import serve
+from ray.serve.exceptions import RayServeException
+from starlette.types import ASGIApp, Scope
 
 from serve_app.scope_rewrite import ScopeRewrite
 
@@ -43,12 +46,26 @@ def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in headers)
 
 
+def serving_in_a_replica() -> bool:
+    """Whether this process's HTTP server is an ingress replica's own (the fast ingress), not Serve's proxy."""
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return False
+    return True
+
+
 class ServeControlHeaders(ScopeRewrite):
-    """Drops the headers that steer Ray Serve from a client's request; marks one that expects `100 Continue` so that
-    Serve leaves its body unread until a route reads it (see the module)."""
+    """Drops the headers that steer Ray Serve from a client's request; in an ingress replica's server
+    (``hold_continue``), marks one that expects `100 Continue` so that Serve leaves its body unread until a route
+    reads it (see the module)."""
+
+    def __init__(self, app: ASGIApp, hold_continue: bool = True) -> None:
+        super().__init__(app)
+        self.hold_continue = hold_continue
 
     def rewrite(self, scope: Scope) -> Scope:
         headers = [(k, v) for k, v in scope["headers"] if not _is_serve_control(k)]
-        if scope["type"] == "http" and _expects_continue(headers):
+        if self.hold_continue and scope["type"] == "http" and _expects_continue(headers):
             headers.append((DISCONNECT_DISABLED, b"?1"))
         return {**scope, "headers": headers}

@@ -8,13 +8,14 @@ import pytest
 
 from serve_app.http import proxy_middlewares
 from serve_app.request_head_limit import DEFAULT_MAX_HEAD_BYTES
-from tests.unit.test_request_trailers import answers, running_echo_server
+from tests.unit.test_request_trailers import answers, echo
+from tests.uvicorn_server import running_uvicorn
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     proxy_middlewares()  # what Ray's hook call does in the server's process, before it serves
-    with running_echo_server() as free:
+    with running_uvicorn(echo) as free:
         yield free
 
 

@@ -1,17 +1,13 @@
 """serve_app.request_trailers against a real uvicorn server on httptools, as Ray Serve runs it."""
 
-import asyncio
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-import uvicorn
 
 from serve_app.request_trailers import SAFE_PROTOCOLS, drop_request_trailers
+from tests.uvicorn_server import running_uvicorn
 
 
 async def echo(scope: dict, receive, send) -> None:
@@ -30,31 +26,11 @@ async def echo(scope: dict, receive, send) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-@contextmanager
-def running_echo_server() -> Iterator[int]:
-    """``echo`` served by uvicorn on httptools in a thread of this process; yields its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(echo, host="127.0.0.1", port=free, http="httptools", log_level="error"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield free
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     drop_request_trailers()
     drop_request_trailers()  # a second call changes nothing
-    with running_echo_server() as free:
+    with running_uvicorn(echo) as free:
         yield free
 
 

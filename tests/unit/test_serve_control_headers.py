@@ -1,19 +1,22 @@
 """serve_app.serve_control_headers: what reaches Ray Serve's HTTP servers of a client's headers."""
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from serve_app.serve_control_headers import ServeControlHeaders
 
 
-def headers_passed_on(headers: list[tuple[bytes, bytes]], scope_type: str = "http") -> list[tuple[bytes, bytes]]:
+def headers_passed_on(
+    headers: list[tuple[bytes, bytes]], scope_type: str = "http", middleware: Callable = ServeControlHeaders
+) -> list[tuple[bytes, bytes]]:
     seen: list = []
 
     async def app(scope, receive, send) -> None:
         seen.extend(scope["headers"])
 
-    asyncio.run(ServeControlHeaders(app)({"type": scope_type, "headers": headers}, None, None))
+    asyncio.run(middleware(app)({"type": scope_type, "headers": headers}, None, None))
     return seen
 
 
@@ -45,3 +48,13 @@ def test_a_request_expecting_100_continue_leaves_its_body_unread_by_serve(value)
 def test_other_requests_are_watched_for_a_disconnect_as_serve_does():
     assert headers_passed_on([(b"expect", b"something-else")]) == [(b"expect", b"something-else")]
     assert headers_passed_on([(b"expect", b"100-continue")], "websocket") == [(b"expect", b"100-continue")]
+
+
+def test_serves_own_proxy_leaves_requests_expecting_100_continue_to_its_disconnect_watch():
+    # Serve's proxy reads every body at once whatever the header says, and would not watch a marked request for
+    # its client's disconnect: only an ingress replica's own server (in a replica) marks them.
+    from serve_app.http import proxy_middlewares
+
+    hook = next(m for m in proxy_middlewares() if m.cls is ServeControlHeaders)
+    sent = [(b"expect", b"100-continue")]
+    assert headers_passed_on(sent, middleware=lambda app: hook.cls(app, *hook.args, **hook.kwargs)) == sent
