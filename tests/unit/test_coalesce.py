@@ -142,26 +142,18 @@ def test_a_group_is_sent_in_no_callers_context():
     assert seen == [None, None]  # the first alone, then the two that waited, together
 
 
-class Ending:
-    """Answers each grouped call after ``delay_s`` with its items; records how each call ended."""
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.ended: list[str] = []
-
-    async def __call__(self, items: list[int]) -> list[int]:
-        try:
-            await asyncio.sleep(self.delay_s)
-        except asyncio.CancelledError:
-            self.ended.append(f"cancelled {items}")
-            raise
-        self.ended.append(f"answered {items}")
-        return items
-
-
 @pytest.mark.parametrize("leaving", [(1,), (1, 2)])
 def test_a_groups_call_is_cancelled_once_none_of_its_callers_waits_and_not_before(leaving):
-    downstream = Ending(delay_s=0.1)
+    ended: list[str] = []
+
+    async def downstream(items: list[int]) -> list[int]:
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            ended.append(f"cancelled {items}")
+            raise
+        ended.append(f"answered {items}")
+        return items
 
     async def scenario() -> list:
         coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
@@ -176,13 +168,22 @@ def test_a_groups_call_is_cancelled_once_none_of_its_callers_waits_and_not_befor
     answers = asyncio.run(scenario())
     assert answers[0] == 0 and all(isinstance(answers[item], asyncio.CancelledError) for item in leaving)
     if leaving == (1,):
-        assert answers[2] == 2 and downstream.ended == ["answered [0]", "answered [1, 2]"]
+        assert answers[2] == 2 and ended == ["answered [0]", "answered [1, 2]"]
     else:
-        assert downstream.ended == ["answered [0]", "cancelled [1, 2]"]
+        assert ended == ["answered [0]", "cancelled [1, 2]"]
 
 
 def test_a_lone_callers_call_is_cancelled_with_its_wait_and_a_timed_out_one_too():
-    downstream = Ending(delay_s=0.2)
+    ended: list[str] = []
+
+    async def downstream(items: list[int]) -> list[int]:
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            ended.append(f"cancelled {items}")
+            raise
+        ended.append(f"answered {items}")
+        return items
 
     async def scenario() -> None:
         coalescer = Coalescer(downstream, max_group=64, max_in_flight=2)
@@ -194,4 +195,4 @@ def test_a_lone_callers_call_is_cancelled_with_its_wait_and_a_timed_out_one_too(
         await asyncio.sleep(0.3)  # past the calls' end, before the loop closes
 
     asyncio.run(scenario())
-    assert downstream.ended == ["cancelled [0]", "cancelled [1]"]
+    assert ended == ["cancelled [0]", "cancelled [1]"]
