@@ -1,7 +1,9 @@
 """serveConfigV2 changed under load, as KubeRay applies an edited RayService: PUT to the dashboard, in place.
 
 The change touches every deployment (an environment variable in the application's ``runtime_env``), so Serve
-replaces every replica, a rolling update: what an operator's config change costs the clients. Reported: requests
+replaces every replica, a rolling update: what an operator's config change costs the clients. The
+ImageClassifier's replacement starts before the old replica stops (``max_surge_percent``) and needs a GPU of its
+own: the autoscaler stand-in (autoscaler.py) adds a GPU pod for it. Reported: requests
 sent, answered, failed, and each deployment's replicas per pod before and after, so a placement rule
 (``max_replicas_per_node``) that would hold a new replica back shows.
 """
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from serve_app.rehearsal import checks, pod_kill
+from serve_app.rehearsal.autoscaler import GpuAutoscaler
 
 REVISION_VARIABLE = "SERVE_APP_REHEARSAL_REVISION"  # read by nothing: a change that replaces every replica
 UPDATE_AT_S = 15
@@ -38,9 +41,11 @@ def updated_under_load(
     api_key: str,
     placement: Callable[[], dict[str, dict[str, int]]],
     client_retries: int,
+    scaler: GpuAutoscaler | None = None,
     settle_s: float = 180,
 ) -> tuple[list[tuple[str, bool, str]], dict]:
-    """(checks, record): the revised serveConfigV2 PUT ``UPDATE_AT_S`` into ``LOAD_S`` of load."""
+    """(checks, record): the revised serveConfigV2 PUT ``UPDATE_AT_S`` into ``LOAD_S`` of load; ``scaler``, the
+    autoscaler stand-in, watches from the PUT until the update settled."""
     name = serve_config["applications"][0]["name"]
     old = replica_ids(checks.application_status(head_ip, name, token))
     before = placement()
@@ -48,6 +53,8 @@ def updated_under_load(
 
     def update() -> None:
         answers.append(checks.put_serve_config(head_ip, revised(serve_config), token).status)
+        if scaler is not None:
+            scaler.start()
 
     sent, routes = pod_kill.under_load(base_url, api_key, update, LOAD_S, UPDATE_AT_S, client_retries=client_retries)
     deadline = time.monotonic() + settle_s
@@ -56,6 +63,8 @@ def updated_under_load(
         time.sleep(2)
         application = checks.application_status(head_ip, name, token)
     replaced = not old & replica_ids(application) and application.get("status") == "RUNNING"
+    if scaler is not None:
+        scaler.stop()
     record = {
         "put_status": answers[0] if answers else None,
         "updated_at_s": UPDATE_AT_S,
@@ -63,6 +72,9 @@ def updated_under_load(
         "every_replica_replaced_and_running": replaced,
         "replicas_by_pod_before": before,
         "replicas_by_pod_after": placement(),
+        # Since the PUT: when the autoscaler stand-in added a GPU pod for a replacement waiting for a GPU.
+        "gpu_pods_added_at_s": scaler.added_at_s if scaler else None,
+        "autoscaler_error": repr(scaler.error) if scaler and scaler.error else None,
         **pod_kill.load_record(sent, routes, client_retries),
     }
     what = f"serveConfigV2 updated in place under load at {UPDATE_AT_S} s (every replica replaced)"

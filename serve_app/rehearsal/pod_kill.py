@@ -26,6 +26,8 @@ from http.client import HTTPException
 from serve_app.rehearsal.checks import http, jpeg_bytes
 
 CLIENT_TIMEOUT_S = 60.0  # above the ingress's upstream_timeout_s (30 s): a request's own wait decides
+DETAIL_CHARS = 160
+FAILURES_LISTED = 5
 CLIENT_RETRIES = 2  # docs/api.md "Retrying": once or twice, 0.2 s then 0.4 s later
 
 
@@ -36,6 +38,7 @@ class Sent:
     latency_s: float
     status: int | str  # an HTTP status, or the name of the connection error
     retries: int  # times it was sent again after its connection failed without an answer
+    detail: str = ""  # a failed answer's error code and message (its body's start): what failed it, for the record
 
 
 def kill_pod(network_namespace: str) -> int:
@@ -50,6 +53,13 @@ def kill_pod(network_namespace: str) -> int:
     return len(pids)
 
 
+def _error_detail(body: object) -> str:
+    """A failed answer's ``error`` and ``message`` (our JSON errors, HAProxy's pages), else its start."""
+    if isinstance(body, dict):
+        return f"{body.get('error', '')}: {body.get('message', '')}"[:DETAIL_CHARS]
+    return str(body)[:DETAIL_CHARS]
+
+
 def _client(
     base_url: str, api_key: str, route: str, deadline: float, began: float, sent: list[Sent], client_retries: int
 ) -> None:
@@ -60,24 +70,25 @@ def _client(
         question = json.dumps({"question": "how do I deep copy an object in javascript", "top_k": 3}).encode()
         path, body, headers = "/faq/match", question, {"Content-Type": "application/json", **auth}
 
-    def send() -> int | str:
+    def send() -> tuple[int | str, str]:
         try:
-            return http("POST", base_url + path, body, headers, timeout=CLIENT_TIMEOUT_S).status
+            answer = http("POST", base_url + path, body, headers, timeout=CLIENT_TIMEOUT_S)
         except TimeoutError:  # waited the whole client timeout: not a lost connection, never sent again
-            return "TimeoutError"
+            return "TimeoutError", ""
         # Refused, reset, closed without an answer or in the middle of one (IncompleteRead): no whole answer came.
         except (OSError, HTTPException) as error:
-            return type(error).__name__
+            return type(error).__name__, str(error)[:DETAIL_CHARS]
+        return answer.status, "" if answer.status == 200 else _error_detail(answer.body)
 
     while time.monotonic() < deadline:
         started, retries = time.monotonic(), 0
-        status = send()
+        status, detail = send()
         # A lost connection, or HAProxy's 502 `ingress_lost` (docs/api.md "Retrying"), is sent again.
         while (status == 502 or (isinstance(status, str) and status != "TimeoutError")) and retries < client_retries:
             retries += 1
             time.sleep(0.2 * retries)
-            status = send()
-        sent.append(Sent(route, started - began, time.monotonic() - started, status, retries))
+            status, detail = send()
+        sent.append(Sent(route, started - began, time.monotonic() - started, status, retries, detail))
 
 
 def under_load(
@@ -128,6 +139,17 @@ def load_record(sent: list[Sent], routes: list[str], client_retries: int) -> dic
             for route in dict.fromkeys(routes)
         },
         "answered_by_route": dict(Counter(s.route for s in sent if s.status == 200)),
+        # The first few failures whole: what failed them, and after how long (a 504 at 30 s is the upstream timeout).
+        "first_failures": [
+            {
+                "route": s.route,
+                "started_s": round(s.started_s, 1),
+                "latency_s": round(s.latency_s, 1),
+                "status": s.status,
+                "detail": s.detail,
+            }
+            for s in sorted(failed, key=lambda s: s.started_s)[:FAILURES_LISTED]
+        ],
     }
 
 

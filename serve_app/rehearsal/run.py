@@ -17,10 +17,11 @@
    the head's (kill_scenario.py; the load sent to a Serve endpoint that stays, or through NGINX configured as
    kuberay/ingress.yaml), the remade pod's container started again whenever it exits, as the kubelet would
    (kubelet.py). ``update_client_retries``: then serveConfigV2 changed in place under load, every
-   replica replaced (config_update.py). With ``gcsFaultToleranceOptions`` a redis-server holds the GCS's state
+   replica replaced (config_update.py), and a GPU pod added when a surging replacement waits for a GPU, as the
+   Ray autoscaler would (autoscaler.py). With ``gcsFaultToleranceOptions`` a redis-server holds the GCS's state
    (redis_store.py), and a kill of ``redis`` is Redis's pod lost and remade, the head container restarted by a
-   kubelet stand-in as it exits (redis_kill.py). Not rehearsed: the Ray autoscaler and the Kubernetes objects
-   around the pods (Service, Ingress, NetworkPolicy).
+   kubelet stand-in as it exits (redis_kill.py). Not rehearsed: the rest of the Ray autoscaler and the Kubernetes
+   objects around the pods (Service, Ingress, NetworkPolicy).
 """
 
 import copy
@@ -30,12 +31,12 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from serve_app.rehearsal import checks, config_update, image, pod_kill, pods
+from serve_app.rehearsal import autoscaler, checks, config_update, image, pod_kill, pods
 from serve_app.rehearsal.kill_scenario import PodKill, killed_under_load, serve_recovered
 from serve_app.rehearsal.kubelet import Kubelet
 from serve_app.rehearsal.manifest import (
@@ -53,6 +54,7 @@ from serve_app.rehearsal.redis_store import RedisStore
 # the graph, and a pod that cannot import them (a read-only root without numba's cache directory) must fail here.
 IMPORT_REPLICA_MODULES = "import serve_app.app; serve_app.app.import_replica_modules()"
 SECRET_NAME = "serve-app-api-keys"
+ADDED_PODS = 1  # the GPU pod an update's surging ImageClassifier needs (autoscaler.py)
 REDIS_SECRET = "serve-app-redis"  # kuberay/redis.yaml's password, as kuberay/aks/setup.sh creates it
 
 
@@ -128,14 +130,16 @@ def rehearse(
     start = time.monotonic()
     image.bake(image_spec, fs)
     outcome.timings["build_s"] = round(time.monotonic() - start, 1)
-    network = pods.PodNetwork(len(pod_specs))
+    # Besides the manifest's pods, room for those the autoscaler stand-in may add (autoscaler.py).
+    network = pods.PodNetwork(len(pod_specs) + ADDED_PODS)
     running: list[pods.PodProcess] = []
     redis: RedisStore | None = None
     deaths: list[RedisDeath] = []
     kubelets: list[Kubelet] = []
+    scalers: list[autoscaler.GpuAutoscaler] = []
     try:
         network.up()
-        addresses = network.pods
+        addresses, spare_addresses = network.pods[: len(pod_specs)], network.pods[len(pod_specs) :]
         head_ip = addresses[0].ip
         if "RAY_REDIS_ADDRESS" in pod_specs[0].env:
             redis = RedisStore(pod_specs[0].env.get("REDIS_PASSWORD"), workdir)
@@ -276,8 +280,38 @@ def rehearse(
             outcome.timings.setdefault("pod_kills", []).append(record)
             say(f"     pod {kill.group if death else spec.name} killed: {json.dumps(record)}")
         if update_client_retries is not None:
+            gpu_spec = next((spec for spec in pod_specs if "num-gpus" in spec.ray_start_params), None)
+            gpu_deployments, added_pods = autoscaler.gpu_deployments(serve_config), itertools.count()
+
+            def add_gpu_pod() -> None:
+                """What the autoscaler asks KubeRay for: one more pod of the GPU group, on a spare address."""
+                assert gpu_spec is not None
+                number = next(added_pods)
+                spec, address = replace(gpu_spec, name=f"{gpu_spec.group}-added-{number}"), spare_addresses[number]
+                env = pods.pod_environment(spec, image_spec, fs, address, head_ip)
+                commands[spec.name] = (pods.conditions_script(spec, image_spec, fs), env)
+                pod_names[address.ip] = spec.name
+                start_pod(spec, address, f"pod-{spec.name}.log")
+
+            if gpu_spec is not None and gpu_deployments:
+                scalers.append(
+                    autoscaler.GpuAutoscaler(
+                        lambda: autoscaler.unplaced_replicas(
+                            checks.application_status(head_ip, app_name, token), gpu_deployments
+                        ),
+                        add_gpu_pod,
+                        max_pods=len(spare_addresses),
+                    )
+                )
             updated, record = config_update.updated_under_load(
-                serve_config, head_ip, token, base_url, api_key, placement, update_client_retries
+                serve_config,
+                head_ip,
+                token,
+                base_url,
+                api_key,
+                placement,
+                update_client_retries,
+                scalers[-1] if scalers else None,
             )
             results += updated
             outcome.timings["config_update"] = record
@@ -301,6 +335,8 @@ def rehearse(
             death.stop()
         for kubelet in kubelets:
             kubelet.stop()
+        for scaler in scalers:
+            scaler.stop()
         for process in reversed(running):
             process.stop()
         network.down()

@@ -6,7 +6,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serve_app.rehearsal.pod_kill import CLIENT_RETRIES, Sent, _client
+from serve_app.rehearsal.pod_kill import CLIENT_RETRIES, DETAIL_CHARS, Sent, _client, load_record
 
 
 class Flaky(BaseHTTPRequestHandler):
@@ -20,7 +20,8 @@ class Flaky(BaseHTTPRequestHandler):
             Flaky.drops -= 1
             self.close_connection = True  # no status line: the client sees the connection end
             return
-        body = json.dumps({"ok": True}).encode()
+        answer = {"ok": True} if Flaky.status == 200 else {"error": "upstream_timeout", "message": "x" * 500}
+        body = json.dumps(answer).encode()
         self.send_response(Flaky.status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -81,3 +82,13 @@ def test_an_answer_cut_off_mid_body_is_a_lost_connection_not_the_end_of_the_clie
     assert (one.status, one.retries) == (200, 1)
     first, *_ = _load(drops=0, cuts=1, retries=0)
     assert (first.status, first.retries) == ("IncompleteRead", 0)
+
+
+def test_the_record_says_what_failed_the_first_failures_in_a_short_detail():
+    sent = _load(drops=0, status=504)
+    record = load_record(sent, ["faq"], client_retries=0)
+    first = record["first_failures"][0]
+    assert record["failed_by_status"] == {"504": len(sent)}
+    assert first["status"] == 504 and first["route"] == "faq" and first["latency_s"] >= 0
+    assert first["detail"].startswith("upstream_timeout: xxx") and len(first["detail"]) == DETAIL_CHARS
+    assert len(record["first_failures"]) == min(len(sent), 5)
