@@ -10,7 +10,9 @@ admission limit counts every request from its arrival).
 """
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -40,7 +42,8 @@ class Coalescer(Generic[Item, Result]):
         """The result of ``item``'s group.
 
         ``timeout_s`` bounds the whole wait, the time queued behind groups in flight included (TimeoutError
-        after it; the item then leaves the queue, or its group's answer is dropped).
+        after it; the item then leaves the queue, or its group's answer is dropped). A group's call is cancelled
+        when none of its callers waits for it any more.
         """
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
@@ -60,9 +63,14 @@ class Coalescer(Generic[Item, Result]):
             self.groups += 1
             self.items += len(group)
             self.largest_group = max(self.largest_group, len(group))
-            task = asyncio.get_running_loop().create_task(self._run(group))
+            # In a context of its own, not the one of whichever request sent it: Ray Serve cancels the calls a request
+            # made in its context when that request is cancelled (its client gone), and the group is every
+            # waiting request's call: it would fail the others with it.
+            task = asyncio.get_running_loop().create_task(self._run(group), context=contextvars.Context())
             self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
             task.add_done_callback(self._tasks.discard)
+            for _, future in group:
+                future.add_done_callback(partial(_cancel_when_all_gone, group, task))
 
     async def _run(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
@@ -84,3 +92,9 @@ class Coalescer(Generic[Item, Result]):
 
     def stats(self) -> dict[str, int]:
         return {"groups": self.groups, "requests": self.items, "largest_group": self.largest_group}
+
+
+def _cancel_when_all_gone(group: list[tuple[object, asyncio.Future]], task: asyncio.Task, _: asyncio.Future) -> None:
+    """The group's call cancelled once every request in it has stopped waiting (cancelled, or timed out)."""
+    if not task.done() and all(future.cancelled() for _, future in group):
+        task.cancel()

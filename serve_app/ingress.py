@@ -345,6 +345,9 @@ class Ingress:
             response = make_call()
             try:
                 answer = await asyncio.wait_for(response, max(0.0, deadline - time.monotonic()))
+            except asyncio.CancelledError:
+                response.cancel()  # the model's work stops too, outside a request's context (grouped FAQ calls)
+                raise
             except TimeoutError:
                 response.cancel()
                 raise TimeoutError("the model did not answer within the upstream timeout") from None

@@ -1,4 +1,5 @@
 import asyncio
+import contextvars
 
 import pytest
 
@@ -114,3 +115,83 @@ def test_the_timeout_bounds_the_wait_behind_groups_in_flight_and_a_timed_out_ite
     assert waited < 0.25  # not the 0.3 s the call in flight takes
     assert (answer, late) == (2, 6)
     assert groups == [[1], [3]]  # 2 left the queue when its time ran out
+
+
+REQUEST = contextvars.ContextVar("request", default=None)  # as Ray Serve's request context
+
+
+def test_a_group_is_sent_in_no_callers_context():
+    # Ray Serve cancels the calls a cancelled request made in its context: a group sent in one caller's context
+    # would be cancelled, for every caller in it, when that one's client left.
+    seen: list = []
+
+    async def downstream(items: list[int]) -> list[int]:
+        seen.append(REQUEST.get())
+        await asyncio.sleep(0.01)
+        return items
+
+    async def caller(coalescer: Coalescer, item: int) -> int:
+        REQUEST.set(f"request {item}")
+        return await coalescer.submit(item)
+
+    async def scenario() -> list[int]:
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
+        return await asyncio.gather(*(caller(coalescer, item) for item in range(3)))
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+    assert seen == [None, None]  # the first alone, then the two that waited, together
+
+
+class Ending:
+    """Answers each grouped call after ``delay_s`` with its items; records how each call ended."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.ended: list[str] = []
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.ended.append(f"cancelled {items}")
+            raise
+        self.ended.append(f"answered {items}")
+        return items
+
+
+@pytest.mark.parametrize("leaving", [(1,), (1, 2)])
+def test_a_groups_call_is_cancelled_once_none_of_its_callers_waits_and_not_before(leaving):
+    downstream = Ending(delay_s=0.1)
+
+    async def scenario() -> list:
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=1)
+        callers = [asyncio.create_task(coalescer.submit(item)) for item in range(3)]
+        await asyncio.sleep(0.15)  # 0 answered; 1 and 2 sent together at 0.1 s
+        for item in leaving:
+            callers[item].cancel()
+        answers = await asyncio.gather(*callers, return_exceptions=True)
+        await asyncio.sleep(0.1)  # past the call's end: it ended by itself, or was cancelled, before the loop closes
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[0] == 0 and all(isinstance(answers[item], asyncio.CancelledError) for item in leaving)
+    if leaving == (1,):
+        assert answers[2] == 2 and downstream.ended == ["answered [0]", "answered [1, 2]"]
+    else:
+        assert downstream.ended == ["answered [0]", "cancelled [1, 2]"]
+
+
+def test_a_lone_callers_call_is_cancelled_with_its_wait_and_a_timed_out_one_too():
+    downstream = Ending(delay_s=0.2)
+
+    async def scenario() -> None:
+        coalescer = Coalescer(downstream, max_group=64, max_in_flight=2)
+        alone = asyncio.create_task(coalescer.submit(0))
+        await asyncio.sleep(0.05)
+        alone.cancel()
+        with pytest.raises(TimeoutError):
+            await coalescer.submit(1, timeout_s=0.05)
+        await asyncio.sleep(0.3)  # past the calls' end, before the loop closes
+
+    asyncio.run(scenario())
+    assert downstream.ended == ["cancelled [0]", "cancelled [1]"]
