@@ -77,10 +77,28 @@ def error_response(status: int, error_type: str, message: str, details: list | N
     return JSONResponse(error_body(error_type, message, details), status_code=status, headers=headers or None)
 
 
+def not_json(content_type: str) -> JSONResponse:
+    """415 for a body a JSON route cannot take, naming (the start of) what it was sent as."""
+    message = f"Content-Type must be application/json, got {echo(content_type or 'none')}"
+    return error_response(415, "unsupported_media_type", message)
+
+
+def _declares_body(headers: Headers) -> bool:
+    """A request that says a body follows (a Content-Length above 0, or a chunked one)."""
+    declared = headers.get("content-length", "")
+    return (declared.isascii() and declared.isdigit() and int(declared) > 0) or "chunked" in ",".join(
+        headers.getlist("transfer-encoding")
+    ).lower()
+
+
 class BodyLimits:
     """413 for a body over its route's limit (or a JSON body holding more than ``max_json_structure`` of the
     characters that open a value: ``,`` ``:`` ``[`` ``{``), 408 for a body whose client takes longer than
-    ``timeout_s`` in all to send it, 400 for a JSON body that is not UTF-8.
+    ``timeout_s`` in all to send it, 400 for a JSON body that is not UTF-8, 415 for a body of another type sent
+    to a route that takes JSON (``json_route``).
+
+    What the headers tell is refused before a byte of the body is read: a client that asked to hear first
+    (``Expect: 100-continue``) gets the refusal instead of ``100 Continue``, and does not send the body for nothing.
 
     The size is checked at once when Content-Length declares it, else while the body streams in. The timeout
     covers the whole body, so a client trickling bytes (slowloris) cannot hold a connection and a coroutine
@@ -94,10 +112,16 @@ class BodyLimits:
     """
 
     def __init__(
-        self, app: ASGIApp, limit_for_path: Callable[[str], int], timeout_s: float, max_json_structure: int = 0
+        self,
+        app: ASGIApp,
+        limit_for_path: Callable[[str], int],
+        timeout_s: float,
+        max_json_structure: int = 0,
+        json_route: Callable[[str, str], bool] = lambda method, path: False,
     ) -> None:
         self.app = app
         self.limit_for_path = limit_for_path
+        self.json_route = json_route
         self.timeout_s = timeout_s
         self.max_json_structure = max_json_structure
 
@@ -120,11 +144,16 @@ class BodyLimits:
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
+        content_type = media_type(headers.get("content-type", ""))
+        json_body = is_json(content_type)
+        if not json_body and _declares_body(headers) and self.json_route(scope["method"], scope["path"]):
+            # The route's own validation says the same, but only after the whole body came (a 100 Continue first).
+            await not_json(content_type)(scope, receive, send)
+            return
         received = structure = 0
         # Only the time spent waiting for the client's bytes counts: the app's own work between reads (parsing a
         # multipart body as it streams in) is not the client being slow, and was answered as if it were.
         waited_s = 0.0
-        json_body = is_json(media_type(headers.get("content-type", "")))
 
         async def limited_receive() -> Message:
             nonlocal received, structure, waited_s
@@ -253,9 +282,7 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
     # FastAPI parses a body as JSON only when the header says so; without one, a JSON body would fail as
     # "not a dictionary", which hides the real mistake. (No header and no body: simply missing, below.)
     if about_body and not is_json(content_type) and not (body_missing and not content_type):
-        return error_response(
-            415, "unsupported_media_type", f"Content-Type must be application/json, got {echo(content_type or 'none')}"
-        )
+        return not_json(content_type)
     if any(problem["type"] == "json_invalid" for problem in problems):
         reason = next(str(p.get("ctx", {}).get("error", "")) for p in problems if p["type"] == "json_invalid")
         reason = shorten(reason, MAX_DETAIL_CHARS)

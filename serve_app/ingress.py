@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import (
@@ -424,6 +425,7 @@ class Ingress:
             redirect_slashes=False,
         )
         install_error_handlers(app)
+        self._json_body_routes: set[tuple[str, str]] = set()  # (method, path), once the routes below are made
         # Innermost: only a body within its size limit, from an authenticated caller, takes a share of the budget.
         app.add_middleware(BodyBytesInFlight, budget_of=self._body_bytes_budget)
         app.add_middleware(
@@ -431,6 +433,7 @@ class Ingress:
             limit_for_path=self._body_limit,
             timeout_s=self.limits.body_timeout_s,
             max_json_structure=self.limits.max_json_structure,
+            json_route=self._json_route,
         )
         # Run after authentication (middlewares run in reverse order of adding): they limit each caller.
         if self.limits.caller_share < 1.0:  # off by default: no layer at all then (limits are fixed per replica)
@@ -549,4 +552,14 @@ class Ingress:
             collected predictions (409 collection_disabled when model data collection is off)."""
             return {"request_id": feedback.request_id, "outcome": self._record_feedback(request, feedback)}
 
+        # What BodyLimits refuses a non-JSON body on before reading it: the routes whose body is a JSON model.
+        self._json_body_routes.update(
+            (method, route.path)
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.body_field is not None
+            for method in route.methods
+        )
         return app
+
+    def _json_route(self, method: str, path: str) -> bool:
+        return any(method == taken and path.endswith(route) for taken, route in self._json_body_routes)

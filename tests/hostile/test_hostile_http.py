@@ -188,10 +188,10 @@ def test_serves_own_proxy_behind_haproxy_keeps_the_same_rules(deployed, auth_hea
     assert headers["x-request-id"] != "attacker-chosen-id"  # the client's is kept beside it, as x-client-request-id
 
 
-def _upload_head(credential: str, content_type: str, length: int) -> bytes:
-    """The head of an image upload that asks to hear first (`Expect: 100-continue`) before sending its body."""
+def _upload_head(credential: str, content_type: str, length: int, path: str = "/images/classify") -> bytes:
+    """The head of an upload that asks to hear first (`Expect: 100-continue`) before sending its body."""
     return (
-        f"POST /images/classify HTTP/1.1\r\nHost: test\r\n{credential}Content-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: test\r\n{credential}Content-Type: {content_type}\r\n"
         f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
     ).encode()
 
@@ -209,6 +209,18 @@ def test_a_client_expecting_100_continue_hears_a_refusal_before_it_sends_the_bod
         sock.sendall(_upload_head(credential, "text/plain" if case == "not an image" else "image/png", length))
         first = sock.recv(65_536)
     assert first.startswith(f"HTTP/1.1 {status} ".encode()), first[:200]
+
+
+def test_a_client_expecting_100_continue_hears_that_a_json_route_takes_no_other_body_type(deployed, auth_headers):
+    """/faq/match granted `100 Continue`, took the whole body and only then answered 415 (a body over HAProxy's
+    buffer, which HAProxy passes on without waiting for it)."""
+    credential = f"Authorization: {auth_headers['Authorization']}\r\n"
+    url = urlparse(deployed)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(_upload_head(credential, "text/plain", 1_000_000, path="/faq/match"))
+        first = read_response(sock)  # a 100 Continue would come alone, its empty head a whole response here
+    assert first.startswith("HTTP/1.1 415 "), first[:200]
+    assert "unsupported_media_type" in first
 
 
 def test_an_upload_expecting_100_continue_is_served_once_its_body_follows(deployed, auth_headers):

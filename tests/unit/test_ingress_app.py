@@ -805,3 +805,67 @@ def test_top_k_in_both_the_query_and_the_body_is_refused(monkeypatch, form):
     assert response.status_code == 422, response.text
     assert "both the query and the body" in response.json()["error"]["message"]
     assert call(app, "POST", "/images/classify", **kwargs).status_code == 200
+
+
+def _unread_body_answer(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:
+    """(status, JSON body, times the app asked for the body) of a POST whose body is never sent."""
+    reads = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(3600)  # a client that waits for `100 Continue` before it sends its body
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"authorization", f"Bearer {API_KEY}".encode()), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body), reads
+
+
+@pytest.mark.parametrize("path", ["/faq/match", "/score", "/feedback"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-type", b"text/plain"), (b"content-length", b"1000")],
+        [(b"content-length", b"1000")],  # no Content-Type: FastAPI would not parse it as JSON either
+        [(b"content-type", b"application/x-www-form-urlencoded"), (b"transfer-encoding", b"chunked")],
+    ],
+)
+def test_a_json_route_refuses_another_body_type_before_reading_the_body(monkeypatch, path, headers):
+    # /faq/match read the whole body (granting `100 Continue` to a client that asked to hear first) and only then
+    # answered that it was not JSON; /images/classify refused first.
+    status, body, reads = _unread_body_answer(build(monkeypatch), path, headers)
+    assert (status, body["error"]["type"], reads) == (415, "unsupported_media_type", 0)
+    assert "application/json" in body["error"]["message"]
+
+
+def test_a_json_body_and_other_routes_still_reach_their_reading(monkeypatch):
+    app = build(monkeypatch)
+    answered = call(app, "POST", "/faq/match", json={"question": "sort"})
+    assert answered.status_code == 200
+    # Not a JSON route: the image route reads what it is sent (its own checks say what is wrong with it).
+    refused = call(app, "POST", "/images/classify", content=b"x", headers={"Content-Type": "text/plain"})
+    assert refused.status_code == 415
+    # No body at all: the route's own validation answers, as before (a body is required, and not of that type).
+    missing = call(app, "POST", "/faq/match", headers={"Content-Type": "text/plain"})
+    assert missing.status_code == 415, missing.text
+    bare = call(app, "POST", "/faq/match")
+    assert bare.status_code == 422 and bare.json()["error"]["message"] == "request body is required"
