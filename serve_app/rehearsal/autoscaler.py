@@ -9,9 +9,10 @@ stopped. Without a new pod the replacement would wait for ever. Not rehearsed: r
 which the old replica keeps serving).
 """
 
-import threading
 import time
 from collections.abc import Callable
+
+from serve_app.rehearsal.background import BackgroundWatch
 
 POLL_S = 1.0
 # A demand pending this long gets a pod: the autoscaler's update loop runs every 5 s.
@@ -39,7 +40,7 @@ def unplaced_replicas(application: dict, deployments: set[str]) -> int:
     )
 
 
-class GpuAutoscaler:
+class GpuAutoscaler(BackgroundWatch):
     """Adds a GPU pod (``add_pod``, at most ``max_pods`` times) when ``pending`` has said so for ``react_s``."""
 
     def __init__(
@@ -49,38 +50,23 @@ class GpuAutoscaler:
         max_pods: int,
         react_s: float = REACT_S,
     ) -> None:
+        super().__init__()
         self._pending, self._add_pod, self._max_pods, self._react_s = pending, add_pod, max_pods, react_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self.began = time.monotonic()
         self.added_at_s: list[float] = []  # since start()
-        self.error: BaseException | None = None  # what stopped it early, for the record
-
-    def start(self) -> None:
-        self.began = time.monotonic()
-        self._thread.start()
 
     def _watch(self) -> None:
         pending_since: float | None = None
-        try:
-            while len(self.added_at_s) < self._max_pods and not self._stop.wait(POLL_S):
-                try:
-                    pending = self._pending()
-                except (OSError, ValueError):  # the dashboard busy or restarting: ask again at the next poll
-                    continue
-                if not pending:
-                    pending_since = None
-                    continue
-                now = time.monotonic()
-                pending_since = pending_since or now
-                if now - pending_since >= self._react_s:
-                    self._add_pod()
-                    self.added_at_s.append(round(now - self.began, 1))
-                    pending_since = None
-        except Exception as error:  # kept for the record: the scenario's checks show it
-            self.error = error
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        while len(self.added_at_s) < self._max_pods and not self._stopped.wait(POLL_S):
+            try:
+                pending = self._pending()
+            except (OSError, ValueError):  # the dashboard busy or restarting: ask again at the next poll
+                continue
+            if not pending:
+                pending_since = None
+                continue
+            now = time.monotonic()
+            pending_since = pending_since or now
+            if now - pending_since >= self._react_s:
+                self._add_pod()
+                self.added_at_s.append(round(now - self.began, 1))
+                pending_since = None

@@ -7,6 +7,7 @@ import json
 from fastapi import FastAPI, Request
 
 from serve_app.http import install_error_handlers
+from tests.asgi import http_scope
 
 
 def app_reading_a_form() -> FastAPI:
@@ -22,20 +23,7 @@ def app_reading_a_form() -> FastAPI:
 
 
 def test_a_client_hanging_up_mid_upload_is_a_client_error_not_ours():
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/upload",
-        "raw_path": b"/upload",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"multipart/form-data; boundary=xyz")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("POST", "/upload", [(b"content-type", b"multipart/form-data; boundary=xyz")], server="127.0.0.1")
     incoming = [
         {"type": "http.request", "body": b'--xyz\r\nContent-Disposition: form-data; name="image"', "more_body": True},
         {"type": "http.disconnect"},

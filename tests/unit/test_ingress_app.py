@@ -16,6 +16,7 @@ from deployments.errors import InputTooLarge, InvalidInput, ModelUnavailable, Re
 from serve_app.http import BodyLimits, ClientRequestIds, client_request_id
 from serve_app.ingress import CachedState, Ingress
 from serve_app.settings import Limits
+from tests.asgi import http_scope
 from tests.images import variants
 
 API_KEY = "unit-test-key-0123456789abcdef"
@@ -145,20 +146,7 @@ def test_huge_invalid_json_fields_and_keys_are_not_echoed(monkeypatch, path, bod
 
 def asgi_call(app, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes):
     """Straight through ASGI, for what HTTP client libraries refuse to send (a 200 KB query string)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {API_KEY}".encode()), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("test", 80),
-    }
+    scope = http_scope(method, path, [(b"authorization", f"Bearer {API_KEY}".encode()), *headers], query)
     incoming = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[dict] = []
 
@@ -821,20 +809,7 @@ def _unread_body_answer(app, path: str, headers: list[tuple[bytes, bytes]]) -> t
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), (b"authorization", f"Bearer {API_KEY}".encode()), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("test", 80),
-    }
+    scope = http_scope("POST", path, [(b"host", b"test"), (b"authorization", f"Bearer {API_KEY}".encode()), *headers])
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
     body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
     return sent[0]["status"], json.loads(body), reads
