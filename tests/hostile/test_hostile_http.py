@@ -314,6 +314,48 @@ def test_an_upload_over_haproxys_buffer_stops_when_its_client_resets_right_after
     assert 2 <= classified <= 2 + 2, classified  # the two that stayed, and at most a batch place or two
 
 
+def _faq_scoring(deployed: str, auth_headers: dict) -> dict[str, int]:
+    """The FAQ replica's counters of finished calls, once they stop moving (/readyz's state is at most 1 s old)."""
+    settled: dict | None = None
+    while True:
+        time.sleep(1.1)
+        now = httpx.get(deployed + "/readyz", headers=auth_headers).json()["models"]["faq"]["batching"]
+        if now == settled:
+            return now
+        settled = now
+
+
+def test_an_abandoned_faq_request_stops_scoring_on_the_replica(deployed, auth_headers):
+    """A client that leaves a costly FAQ request (64 questions of new words, ~1.5 s of scoring here) stops its
+    scoring on the FAQ replica, not only the ingress's wait: the replica never finishes the call."""
+    from tests.unit.test_work_budget import costly_question
+
+    url = urlparse(deployed)
+
+    def sent(seed: int, leave_after_s: float | None) -> dict[str, int]:
+        questions = [costly_question(seed + n) for n in range(64)]
+        body = json.dumps({"questions": questions, "top_k": 3}).encode()
+        head = (
+            f"POST /faq/match HTTP/1.1\r\nHost: test\r\nAuthorization: {auth_headers['Authorization']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        before = _faq_scoring(deployed, auth_headers)
+        with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+            sock.sendall(head + body)
+            if leave_after_s is None:
+                assert read_response(sock).startswith("HTTP/1.1 200 ")
+            else:
+                time.sleep(leave_after_s)
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )  # reset, as a killed client
+        after = _faq_scoring(deployed, auth_headers)
+        return {key: after[key] - before[key] for key in ("requests", "questions_scored")}
+
+    assert sent(1_000, leave_after_s=None) == {"requests": 1, "questions_scored": 64}  # what finishing it counts
+    assert sent(2_000, leave_after_s=0.3) == {"requests": 0, "questions_scored": 0}
+
+
 @pytest.mark.parametrize("name", ["x-request-timeout-seconds", "X-REQUEST-TIMEOUT-SECONDS"])
 def test_a_client_cannot_set_ray_serves_request_timeout(http, name):
     """Serve read `x-request-timeout-seconds` from any client (0 lifts the timeout; 0.001 failed the request)."""
