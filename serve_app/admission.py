@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.asgi import send_error
 from serve_app.errors import Overloaded
+from serve_app.media_types import declared_length
 from serve_app.ratelimit import caller_key
 
 RETRY_AFTER_S = 1
@@ -78,8 +79,7 @@ class BodyBytesInFlight:
             await self.app(scope, receive, send)
             return
         name, budget = group
-        declared = Headers(scope=scope).get("content-length", "")  # the first, as the routes read headers
-        reserved = int(declared) if declared.isascii() and declared.isdigit() else 0
+        reserved = declared_length(Headers(scope=scope)) or 0
         if self.held.get(name, 0) + reserved > budget:
             await send_error(send, 503, "overloaded", _no_room(name, budget), {"retry-after": str(RETRY_AFTER_S)})
             return

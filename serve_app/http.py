@@ -43,7 +43,7 @@ from serve_app.errors import (
     error_body,
     status_of,
 )
-from serve_app.media_types import is_json, media_type
+from serve_app.media_types import declared_length, is_json, media_type
 from serve_app.request_head_limit import limit_request_heads
 from serve_app.request_trailers import drop_request_trailers
 from serve_app.scope_rewrite import ScopeRewrite
@@ -83,12 +83,9 @@ def not_json(content_type: str) -> JSONResponse:
     return error_response(415, "unsupported_media_type", message)
 
 
-def _declares_body(headers: Headers) -> bool:
+def _declares_body(headers: Headers, length: int | None) -> bool:
     """A request that says a body follows (a Content-Length above 0, or a chunked one)."""
-    declared = headers.get("content-length", "")
-    return (declared.isascii() and declared.isdigit() and int(declared) > 0) or "chunked" in ",".join(
-        headers.getlist("transfer-encoding")
-    ).lower()
+    return bool(length) or "chunked" in ",".join(headers.getlist("transfer-encoding")).lower()
 
 
 class BodyLimits:
@@ -140,13 +137,13 @@ class BodyLimits:
             message = "request bodies are not decoded: send it without Content-Encoding (compression)"
             await error_response(415, "unsupported_content_encoding", message)(scope, receive, send)
             return
-        declared = headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        length = declared_length(headers)
+        if length is not None and length > limit:
             await error_response(413, "payload_too_large", _too_large(limit))(scope, receive, send)
             return
         content_type = media_type(headers.get("content-type", ""))
         json_body = is_json(content_type)
-        if not json_body and _declares_body(headers) and self.json_route(scope["method"], scope["path"]):
+        if not json_body and _declares_body(headers, length) and self.json_route(scope["method"], scope["path"]):
             # The route's own validation says the same, but only after the whole body came (a 100 Continue first).
             await not_json(content_type)(scope, receive, send)
             return

@@ -1,4 +1,7 @@
-"""What a request's Content-Type names, read one way by every check that looks at it."""
+"""What a request's headers say about its body (its media type, its declared length), read one way by every check
+that looks at them."""
+
+from starlette.datastructures import Headers
 
 
 def media_type(content_type: str) -> str:
@@ -9,3 +12,10 @@ def media_type(content_type: str) -> str:
 def is_json(media: str) -> bool:
     """application/json, or a structured syntax suffix of it (application/problem+json, RFC 6839)."""
     return media == "application/json" or media.endswith("+json")
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The length the first Content-Length declares (as the routes read headers); None when there is none, or it is
+    not a plain decimal number (Python's ``int`` would take ``+5``, ``5_0`` or non-ASCII digits)."""
+    declared = headers.get("content-length", "")
+    return int(declared) if declared.isascii() and declared.isdigit() else None
