@@ -45,6 +45,11 @@ JWT_ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key must be at least as long as the hash output
 JWT_LEEWAY_S = 5  # tolerates small clock skew between the minting machine and the replicas
 MAX_CREDENTIAL_CHARS = 8192  # anything longer is no key or token of ours; refuse before hashing or parsing
+# RFC 7519's NumericDate: a JSON number of seconds since 1970. PyJWT also takes strings of digits, and numbers of any
+# size: an `exp` of 10**400 overflowed the lifetime check into a 500, and one of 1e308 came back in the message.
+DATE_CLAIMS = ("exp", "iat", "nbf")
+LATEST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
+NUMERIC_DATE_HINT = "a JSON number of seconds since 1970 (RFC 7519 NumericDate), before the year 10000"
 DEFAULT_MAX_TOKEN_LIFETIME_S = 86_400  # a day: "short-lived"; a leaked token stops working by tomorrow
 KEY_NAMES = ("primary", "secondary")
 BEARER_HINT = "send 'Authorization: Bearer <api key or token>'"
@@ -238,11 +243,11 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             return AuthFailure("invalid credentials", "invalid_token")
+        for claim in DATE_CLAIMS:
+            if claim in claims and not _is_numeric_date(claims[claim]):
+                return AuthFailure(f"token claim '{claim}' is not a date: {NUMERIC_DATE_HINT}", "invalid_token")
         limit = self._settings.max_token_lifetime_s
-        try:
-            lifetime = float(claims["exp"]) - float(claims["iat"])
-        except (TypeError, ValueError):
-            return AuthFailure("invalid credentials", "invalid_token")
+        lifetime = claims["exp"] - claims["iat"]
         if lifetime > limit:
             message = (
                 f"token lifetime (exp - iat) of {lifetime:.0f} s is over the limit of {limit} s; mint a shorter one"
@@ -252,6 +257,14 @@ class Authenticator:
 
     def _env_names(self) -> str:
         return f"{self._settings.api_key_env} (comma-separated API keys) or {self._settings.jwt_secret_env}"
+
+
+def _is_numeric_date(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= LATEST_NUMERIC_DATE  # compared as is: an int past any float, or NaN, is out of range
+    )
 
 
 def _bearer_credential(header: str | None) -> str | AuthFailure:

@@ -206,6 +206,35 @@ def test_a_token_living_longer_than_the_limit_is_401_however_it_was_signed(lifet
     assert "is over the limit" in assert_unauthorized(get(build(), authorization=bearer(old)), old)
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"exp": 10**400}, id="exp-past-any-float"),
+        pytest.param({"iat": -(10**400)}, id="iat-past-any-float"),
+        pytest.param({"exp": 1e308}, id="exp-huge-float"),
+        pytest.param({"exp": float("inf")}, id="exp-infinite"),
+        pytest.param({"iat": float("nan")}, id="iat-nan"),
+        pytest.param({"exp": "EXP"}, id="exp-a-string-of-digits"),
+        pytest.param({"iat": "IAT"}, id="iat-a-string-of-digits"),
+        pytest.param({"iat": -1}, id="iat-before-1970"),
+        pytest.param({"nbf": 10**400}, id="nbf-past-any-float"),
+        pytest.param({"nbf": "NOW"}, id="nbf-a-string-of-digits"),
+    ],
+)
+def test_a_signed_token_whose_dates_are_not_numbers_of_seconds_is_401(claims):
+    # RFC 7519's NumericDate is a JSON number; PyJWT took strings of digits, and 10**400 overflowed into a 500.
+    now = int(time.time())
+    strings = {"EXP": str(now + 60), "IAT": str(now), "NOW": str(now)}
+    credential = token(**{claim: strings.get(value, value) for claim, value in claims.items()})
+    message = assert_unauthorized(get(build(), authorization=bearer(credential)), credential)
+    assert len(message) < 120 and "0000000000" not in message  # no number of the token's comes back whole
+
+
+def test_a_token_with_float_dates_is_fine():
+    now = time.time()
+    assert get(build(), authorization=bearer(token(iat=now, exp=now + 60.5))).status_code == 200
+
+
 def test_the_token_lifetime_limit_is_a_setting():
     now = int(time.time())
     assert get(build(), authorization=bearer(token(iat=now, exp=now + 86_400))).status_code == 200  # exactly the limit
