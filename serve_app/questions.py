@@ -16,8 +16,15 @@ INVISIBLE = (
     r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
     r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
 )
+# Unicode's other Default_Ignorable_Code_Points (DerivedCoreProperties.txt, the same in Unicode 14 to 16): drawn as
+# nothing, though neither control nor format characters: Hangul fillers, variation selectors, the combining
+# grapheme joiner, Khmer's inherent vowels, and the code points reserved for more of them.
+IGNORABLE = (
+    r"\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2065\u3164\ufe00-\ufe0f\uffa0\ufff0-\ufff8"
+    r"\U000e0000\U000e0002-\U000e001f\U000e0080-\U000e0fff"
+)
 # A question of nothing but whitespace and invisible characters has nothing to match.
-BLANK = re.compile(rf"[\s{INVISIBLE}]*")
+BLANK = re.compile(rf"[\s{INVISIBLE}{IGNORABLE}]*")
 # A lone surrogate is not Unicode text (JSON can carry "\udfff"): encoding it to UTF-8 fails, in the dense model's
 # tokenizer (its whole grouped call failed) and in data collection, so it is refused before anything uses it.
 SURROGATE = re.compile(r"[\ud800-\udfff]")
