@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -78,6 +80,33 @@ def test_exif_larger_than_a_jpeg_can_carry_is_refused_before_it_is_read(image_fo
     with pytest.raises(InvalidInput) as raised:
         decode_image(data, LIMIT)
     assert raised.value.kind == "image_metadata_too_large" and "780" in str(raised.value)
+
+
+def png_with_text(chunks: int, inflated_bytes: int, after_pixels: bool = False) -> bytes:
+    """A 64 x 64 PNG with ``chunks`` zTXt chunks, each inflating to ``inflated_bytes`` (a few KB each on the wire)."""
+    png = encode(Image.new("RGB", (64, 64)), "png")
+    text = zlib.compress(b"a" * inflated_bytes, 9)
+    body = [b"k%d\x00\x00" % index + text for index in range(chunks)]
+    packed = b"".join(
+        struct.pack(">I", len(d)) + b"zTXt" + d + struct.pack(">I", zlib.crc32(b"zTXt" + d)) for d in body
+    )
+    at = png.index(b"IEND" if after_pixels else b"IDAT") - 4
+    return png[:at] + packed + png[at:]
+
+
+@pytest.mark.parametrize("after_pixels", [False, True], ids=["before-the-pixels", "after-the-pixels"])
+def test_png_text_inflating_past_a_mebibyte_is_refused(after_pixels):
+    # 60 chunks of 1 MB each (61 KB sent) took 168 ms of CPU to open, twice a request; counted as 4,096 pixels.
+    with pytest.raises(InvalidInput) as raised:
+        preprocess(png_with_text(60, 1_000_000, after_pixels), LIMIT)
+    assert raised.value.kind == "image_too_complex" and "text chunks" in str(raised.value)
+    assert preprocess(png_with_text(4, 200_000, after_pixels), LIMIT).shape == (3, 224, 224)
+
+
+def test_a_bomb_past_pillows_own_limit_names_its_pixels_not_pillows_limit():
+    with pytest.raises(InputTooLarge) as raised:
+        preprocess(decompression_bomb(200_000_000), LIMIT)
+    assert "images.max_pixels" in str(raised.value) and "178956970" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
