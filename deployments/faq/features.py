@@ -47,6 +47,13 @@ EQUIVALENT_TOKEN_PATTERNS = {
 # recomputed each time (a 64-character word: ~100 microseconds).
 WORD_CACHE_BYTES = 32 * 1024 * 1024
 MAX_CACHED_WORD_CHARS = 64
+# Distinct words of one text whose character n-grams count, per view; later ones count as words of an unknown script
+# (only their padding's n-grams). A word new to the cache costs ~10 us, so 10,000 characters of distinct never-seen
+# 2-4 letter words (~2,500 of them) cost 34-41 ms against 4-8 ms for prose of the same length, and 64 such
+# questions 1.9-2.3 s (benchmarks/results/worst_inputs_questions.md). Real questions come nowhere near it: the
+# Stack Overflow originals and duplicates have 35 distinct words at the median, 147 at most. By position in the
+# text, not by what the cache holds, so a text's features never depend on what was asked before it.
+MAX_DISTINCT_WORDS_PER_TEXT = 512
 # scipy keeps a CSR matrix's indices as int32 when they fit and converts anything else on construction, which
 # costs more than building one question's row: columns are int32 from the start (vocabularies stay far below 2**31).
 COLUMN_DTYPE = np.int32
@@ -188,12 +195,15 @@ class TextFeatures:
         """Columns and counts of the text's character n-grams, a column once per distinct word holding it."""
         # char_wb pads each whitespace-separated word with one space on each side and never crosses words.
         columns, counts = [], []
-        known = self._known_chars
+        known, cache, unknown = self._known_chars, self._word_char_counts, self._unknown_word_counts
+        distinct = 0
         for token, repeats in Counter(tokens(text)).items():
-            if known.isdisjoint(token):  # tokens are lower-cased, and lower() of that changes nothing
-                token_columns, token_counts = self._unknown_word_counts
+            # tokens are lower-cased, and lower() of that changes nothing
+            if distinct == MAX_DISTINCT_WORDS_PER_TEXT or known.isdisjoint(token):
+                token_columns, token_counts = unknown
             else:
-                token_columns, token_counts = self._word_char_counts(token)
+                distinct += 1
+                token_columns, token_counts = cache(token)
             columns.append(token_columns)
             counts.append(token_counts if repeats == 1 else token_counts * repeats)
         if not columns:
