@@ -168,7 +168,10 @@ class FeedbackRequest(RequestBody):
         description="The X-Request-Id header of the answer this feedback is about.",
     )
     item: int = Field(0, ge=0, le=4096, description="Which question or image of that request (0-based).")
-    faq_id: int | None = Field(None, description="Id of the FAQ original that answers the question.")
+    # Any id a FAQ's TSV may hold, within what a 64-bit integer column stores: a 4,201-digit id was recorded.
+    faq_id: int | None = Field(
+        None, ge=-(2**63), le=2**63 - 1, description="Id of the FAQ original that answers the question."
+    )
     image_class: int | None = Field(None, ge=0, le=999, description="The image's true ImageNet-1k class index.")
     helpful: bool | None = Field(None, description="Whether the answer helped.")
 

@@ -205,8 +205,20 @@ def test_feedback_outcomes_of_a_remembered_prediction():
         {"request_id": "r", "image_class": 1000},
         {"request_id": "r\n", "faq_id": 1},
         {"request_id": "r", "faq_id": 1, "extra": 1},
+        {"request_id": "r", "faq_id": 10**4200},
+        {"request_id": "r", "faq_id": -(2**63) - 1},
     ],
-    ids=["two-labels", "no-label", "empty-id", "bool-id", "class-range", "control-char", "extra"],
+    ids=[
+        "two-labels",
+        "no-label",
+        "empty-id",
+        "bool-id",
+        "class-range",
+        "control-char",
+        "extra",
+        "huge-id",
+        "below-int64",
+    ],
 )
 def test_invalid_feedback_is_refused(body):
     with pytest.raises(ValidationError):
