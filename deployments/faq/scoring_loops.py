@@ -10,6 +10,11 @@ arithmetic costs; the matrix products stay BLAS calls (numba's ``np.dot``). The 
 ``cache=True`` keeps the machine code beside this file, or in NUMBA_CACHE_DIR (numba_cache.py, seeded from the
 image's build: numba_seed.py): the first import on a machine compiles for ~10 s, later ones load in well under a
 second (benchmarks/results/faq_numba.md: what the loops save, and that a seeded replica compiles nothing).
+
+``nogil=True``: the loops let go of the GIL while they run, so the FAQ replica's event loop takes and answers calls
+(gRPC) while its scoring thread computes a chunk. Side by side against FastAPI with 2 workers, three pairs of
+runs alternating (benchmarks/results/faq_nogil.md): 8% more requests/s at c=16 and 12-16% more at c=64 (ratio to
+the peer 0.94-1.17 against 0.82-0.93), and 0.2-0.7 ms more at c=1 (the thread waits to take the GIL back).
 """
 
 import numpy as np
@@ -22,7 +27,7 @@ seed_numba_cache()  # before the decorators below look for cached machine code
 SCORERS_BESIDE_KERNELS = 8  # view_zscores' linear kernel, naive Bayes, projection and 5 document cosines
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tfidf_weights(columns: np.ndarray, counts: np.ndarray, idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A text's distinct columns (sorted) and their unit-norm sublinear TF-IDF weights, (1 + log count) * idf,
     from (column, count) pairs in which a column may repeat."""
@@ -42,7 +47,7 @@ def tfidf_weights(columns: np.ndarray, counts: np.ndarray, idf: np.ndarray) -> t
     return distinct[:n], weights / np.sqrt(squares) if n else weights
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tfidf_row(
     word_columns: np.ndarray,
     word_counts: np.ndarray,
@@ -62,7 +67,7 @@ def tfidf_row(
     return columns, np.concatenate((word_weights, char_weights)) * scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sparse_product(
     q_indptr: np.ndarray,
     q_indices: np.ndarray,
@@ -83,7 +88,7 @@ def sparse_product(
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def zscore_rows(scores: np.ndarray) -> np.ndarray:
     """(questions, scorers, originals) scores z-scored over the originals, in place (a constant row -> 0)."""
     n = scores.shape[2]
@@ -103,7 +108,7 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def class_sum_max(
     cosine: np.ndarray, order: np.ndarray, starts: np.ndarray, classes: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +129,7 @@ def class_sum_max(
     return sums, maxima
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rerank_rows(
     zscores: np.ndarray, order: np.ndarray, n_candidates: int, weights: np.ndarray, class_bias: np.ndarray
 ) -> np.ndarray:
@@ -167,7 +172,7 @@ def rerank_rows(
     return scores
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def view_zscores(
     product: np.ndarray,
     n_documents: int,
