@@ -11,6 +11,7 @@ model fills the cache with its training words when it loads (``warm``): a replic
 what later ones do.
 """
 
+import sys
 from collections import Counter
 from typing import NamedTuple
 
@@ -47,13 +48,14 @@ EQUIVALENT_TOKEN_PATTERNS = {
 # recomputed each time (a 64-character word: ~100 microseconds).
 WORD_CACHE_BYTES = 32 * 1024 * 1024
 MAX_CACHED_WORD_CHARS = 64
-# Distinct words of one text whose character n-grams count, per view; later ones count as words of an unknown script
-# (only their padding's n-grams). A word new to the cache costs ~10 us, so 10,000 characters of distinct never-seen
-# 2-4 letter words (~2,500 of them) cost 34-41 ms against 4-8 ms for prose of the same length, and 64 such
-# questions 1.9-2.3 s (benchmarks/results/worst_inputs_questions.md). Real questions come nowhere near it: the
+# Distinct words of a question whose character n-grams count, per view; later ones count as words of an unknown
+# script (only their padding's n-grams). A word new to the cache costs ~10 us, so 10,000 characters of distinct
+# never-seen 2-4 letter words (~2,500 of them) cost 34-41 ms against 4-8 ms for prose of the same length, and 64
+# such questions 1.9-2.3 s (benchmarks/results/worst_inputs_questions.md). Real questions come nowhere near it: the
 # Stack Overflow originals and duplicates have 35 distinct words at the median, 147 at most. By position in the
-# text, not by what the cache holds, so a text's features never depend on what was asked before it.
-MAX_DISTINCT_WORDS_PER_TEXT = 512
+# text, not by what the cache holds, so a question's features never depend on what was asked before it. Questions
+# only (View.zscores): the FAQ's own documents are read whole when a model is trained, however long.
+MAX_DISTINCT_WORDS_PER_QUESTION = 512
 # scipy keeps a CSR matrix's indices as int32 when they fit and converts anything else on construction, which
 # costs more than building one question's row: columns are int32 from the start (vocabularies stay far below 2**31).
 COLUMN_DTYPE = np.int32
@@ -191,15 +193,15 @@ class TextFeatures:
         columns = [column for term in self._word_analyzer(text) if (column := vocabulary.get(term)) is not None]
         return np.array(columns, dtype=COLUMN_DTYPE), np.ones(len(columns))
 
-    def _char_counts(self, text: str) -> Counts:
-        """Columns and counts of the text's character n-grams, a column once per distinct word holding it."""
+    def _char_counts(self, text: str, max_distinct_words: int | None) -> Counts:
+        """Columns and counts of the text's character n-grams, a column once per distinct word holding it; past
+        ``max_distinct_words`` distinct words, a word counts as one of a script the vocabulary lacks."""
         # char_wb pads each whitespace-separated word with one space on each side and never crosses words.
         columns, counts = [], []
         known, cache, unknown = self._known_chars, self._word_char_counts, self._unknown_word_counts
-        distinct = 0
+        distinct, most = 0, sys.maxsize if max_distinct_words is None else max_distinct_words
         for token, repeats in Counter(tokens(text)).items():
-            # tokens are lower-cased, and lower() of that changes nothing
-            if distinct == MAX_DISTINCT_WORDS_PER_TEXT or known.isdisjoint(token):
+            if distinct == most or known.isdisjoint(token):  # tokens are lower-cased: lower() changes nothing more
                 token_columns, token_counts = unknown
             else:
                 distinct += 1
@@ -210,13 +212,14 @@ class TextFeatures:
             return np.empty(0, dtype=COLUMN_DTYPE), np.empty(0)
         return np.concatenate(columns), np.concatenate(counts)
 
-    def rows(self, texts: list[str]) -> Rows:
+    def rows(self, texts: list[str], max_distinct_words: int | None = None) -> Rows:
         """The texts' features as CSR arrays: what scoring reads (a scipy matrix costs more to build than a
-        question's features)."""
+        question's features). ``max_distinct_words``: as ``_char_counts``; None reads every word."""
         indptr, indices, values = [0], [], []
         for text in texts:
+            char_counts = self._char_counts(text, max_distinct_words)
             columns, weights = tfidf_row(
-                *self._word_counts(text), self.word.idf_, *self._char_counts(text), self.char.idf_, self.char_offset
+                *self._word_counts(text), self.word.idf_, *char_counts, self.char.idf_, self.char_offset
             )
             indices.append(columns)
             values.append(weights)
@@ -225,6 +228,6 @@ class TextFeatures:
             return Rows(np.zeros(1, dtype=COLUMN_DTYPE), np.empty(0, dtype=COLUMN_DTYPE), np.empty(0))
         return Rows(np.array(indptr, dtype=COLUMN_DTYPE), np.concatenate(indices), np.concatenate(values))
 
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
-        rows = self.rows(texts)
+    def transform(self, texts: list[str], max_distinct_words: int | None = None) -> sp.csr_matrix:
+        rows = self.rows(texts, max_distinct_words)
         return sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=(len(texts), self.n_features))

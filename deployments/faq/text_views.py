@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deployments.faq.config import FaqModelConfig
-from deployments.faq.features import TextFeatures, tokens
+from deployments.faq.features import MAX_DISTINCT_WORDS_PER_QUESTION, TextFeatures, tokens
 from deployments.faq.scorers import Stacked, fit_scorers, stacked_projection, zscores_and_cosines
 from deployments.faq.scoring_loops import SCORERS_BESIDE_KERNELS
 from deployments.faq.text import stem_words
@@ -140,4 +140,5 @@ class View:
 
     def zscores(self, cleaned: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The scorers' z-scores for cleaned questions, and each question's cosine to every training document."""
-        return zscores_and_cosines(self.scorers, self.features.rows(self.spec.texts(cleaned)), self._stacked)
+        rows = self.features.rows(self.spec.texts(cleaned), MAX_DISTINCT_WORDS_PER_QUESTION)
+        return zscores_and_cosines(self.scorers, rows, self._stacked)

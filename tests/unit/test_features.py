@@ -9,7 +9,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from deployments.faq.data import load_jsonl
 from deployments.faq.demo import DEMO_FAQ_PATH
-from deployments.faq.features import MAX_DISTINCT_WORDS_PER_TEXT as MAX
+from deployments.faq.features import MAX_DISTINCT_WORDS_PER_QUESTION as MAX
 from deployments.faq.features import TextFeatures, char_wb_ngrams
 from deployments.faq.text import clean_text
 from deployments.faq.word_cache import WordCache
@@ -51,21 +51,24 @@ def test_words_of_a_script_the_vocabulary_lacks_are_neither_computed_nor_cached(
     assert np.abs((rows - features.reference_transform(question)).toarray()).max() < 1e-12
 
 
-def test_only_a_texts_first_max_distinct_words_count_as_themselves():
+def test_only_a_questions_first_max_distinct_words_count_as_themselves():
     # 2,500 distinct never-seen words cost ~10 us each: a 10,000-character question took 34-41 ms, prose 4-8 ms.
     dataset = load_jsonl(DEMO_FAQ_PATH)
     features = TextFeatures.fit([clean_text(o.text) for o in dataset.originals], 0.3, (1, 4), 1.0)
     rng = random.Random(0)
     words = list(dict.fromkeys("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6)) for _ in range(3 * MAX)))
     text = " ".join(words + words[:10])
-    first = features.transform([text])
+    first = features.transform([text], MAX)
     assert features._word_char_counts.cache_info().misses == MAX
     # The later words count as words of a script the vocabulary lacks; repeats of the first ones still count.
     expected = features.reference_transform([" ".join(words[:MAX] + ["\U00020000"] * (len(words) - MAX) + words[:10])])
     assert np.abs((first - expected).toarray()).max() < 1e-12
     # By position, not by what the cache holds: the same text gives the same features once its words are cached.
     features.transform([" ".join(words[MAX:])])
-    assert np.abs((features.transform([text]) - first).toarray()).max() == 0
+    assert np.abs((features.transform([text], MAX) - first).toarray()).max() == 0
+    # Without the bound (a FAQ's own documents, when a model is trained) every word counts.
+    whole = features.transform([text])
+    assert np.abs((whole - features.reference_transform([text])).toarray()).max() < 1e-12
 
 
 def test_operators_are_words():
