@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision.models import ResNet152_Weights
 
 from deployments.errors import MAX_DETAIL_CHARS, InputTooLarge, InvalidInput, shorten
@@ -53,13 +53,6 @@ MAX_PIXELS_PER_BYTE = 20_000
 # 12 of them in one request held the image replica for 30 s while the pixel budgets saw 2,048 pixels each.
 MAX_EXIF_BYTES = 65_536
 ORIENTATION_TAG = 0x0112
-# PNG text (tEXt, zTXt, iTXt): Pillow inflates each compressed chunk as it opens the image, up to 64 MB in all by
-# default. A 64 x 64 PNG of 61 KB with 60 zTXt chunks of 1 MB each took 168 ms of CPU to open (an ordinary JPEG
-# 6.6 ms), twice a request (the pixel check, then the decode), while the pixel budgets saw 4,096 pixels. Real
-# metadata is far smaller (EXIF is held to 64 KiB above, XMP packets take kilobytes): 1 MiB in all, ~3 ms to inflate.
-MAX_PNG_TEXT_BYTES = 1 << 20
-PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_TEXT_BYTES  # Pillow's own count, kept as it inflates; a module setting
-PNG_TEXT_OVER = "Too much memory used in text chunks"  # what Pillow raises (ValueError) past it
 # Pillow's own decompression-bomb error names its internal limit (178,956,970 pixels), not the service's.
 DECLARED_PIXELS = re.compile(r"\((\d+) pixels\)")
 # EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose maps it).
@@ -115,13 +108,6 @@ def _reason(error: Exception) -> str:
     return shorten(str(error), MAX_DETAIL_CHARS)
 
 
-def _unreadable(error: Exception, what: str) -> InvalidInput:
-    if isinstance(error, ValueError) and str(error).startswith(PNG_TEXT_OVER):  # text after the pixels: on load
-        message = f"the PNG's text chunks (metadata) hold over {MAX_PNG_TEXT_BYTES} bytes: strip its metadata"
-        return InvalidInput("image_too_complex", message)
-    return InvalidInput("corrupt_image", f"{what}: {_reason(error)}")
-
-
 def open_header(data: bytes) -> Image.Image:
     """The image with only its header read (Pillow decodes pixels on ``load``); InvalidInput if it is not one."""
     if not data:
@@ -137,7 +123,7 @@ def open_header(data: bytes) -> Image.Image:
         message = f"the image declares {pixels}, far over the limit per image (images.max_pixels)"
         raise InputTooLarge("image_too_large", message) from None
     except Exception as error:  # PIL's format plugins raise many types on hostile headers
-        raise _unreadable(error, "the image header could not be read") from None
+        raise InvalidInput("corrupt_image", f"the image header could not be read: {_reason(error)}") from None
     _refuse_python_decoders(image)
     if image.format in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
         raise InvalidInput(
@@ -231,7 +217,8 @@ def decode_image(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT
     except InvalidInput:
         raise
     except Exception as error:  # likewise for the pixel data (and its EXIF): truncated, corrupt or malicious
-        raise _unreadable(error, "the image could not be decoded (truncated or corrupt)") from None
+        message = f"the image could not be decoded (truncated or corrupt): {_reason(error)}"
+        raise InvalidInput("corrupt_image", message) from None
 
 
 def preprocess(data: bytes, max_pixels: int, max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> torch.Tensor:

@@ -9,12 +9,18 @@ limit well above that, after a few milliseconds, and the image is refused as too
 
 Two more bound what Pillow and libjpeg do in C, found by a hostile client: a PNG may hold one ICC profile (iCCP; the
 PNG specification allows one), where 8,100 of them, each inflating to Pillow's 1 MB cap, took 10 s to open (Pillow
-counts zTXt against its text memory limit, not iCCP); and a JPEG's fill bytes (0xFF 0xFF, legal only before a
+counts kept text against its text memory limit, not iCCP); and a JPEG's fill bytes (0xFF 0xFF, legal only before a
 marker) count against MAX_JPEG_STRAY_BYTES after its first scan as before it: libjpeg's decode time grows with
-the square of a fill run (9 MB: 0.95 s, 18 MB: 2.3 s).
+the square of a fill run (9 MB: 0.95 s, 18 MB: 2.3 s). And a PNG's compressed text (zTXt, compressed iTXt
+metadata) inflates to at most MAX_PNG_TEXT_BYTES in all, measured here by inflating it up to that: Pillow inflates
+each such chunk up to 1 MB as it opens the image and counts only the text it keeps against its own limit (not a
+chunk with an empty keyword, nor an iTXt that is not UTF-8): 60 zTXt chunks of 1 MB each (61 KB sent) took 168 ms
+to open, 500 with empty keywords 1.1 s, twice a request (the pixel check, then the decode), while the pixel budgets
+saw 4,096 pixels.
 """
 
 import struct
+import zlib
 
 from deployments.errors import InvalidInput
 
@@ -26,6 +32,8 @@ MAX_JPEG_MARKERS = 512  # before the first scan: APPn (EXIF, ICC profile parts, 
 MAX_JPEG_STRAY_BYTES = 4096  # fill bytes and junk between markers, which libjpeg skips with a warning
 MAX_GIF_SUB_BLOCKS = 16384  # of the extensions before the first frame (XMP data reads as many small ones)
 MAX_PNG_ICC_PROFILES = 1  # iCCP chunks (the PNG specification allows one)
+# Real metadata is far smaller (EXIF is held to 64 KiB apart, XMP packets take kilobytes): ~3 ms to inflate it all.
+MAX_PNG_TEXT_BYTES = 1 << 20
 # JPEG markers that stand alone, without a length: TEM, RST0-7, SOI.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8), 0xD8}
 _JPEG_SOS = 0xDA
@@ -49,7 +57,7 @@ def check_structure(data: bytes) -> None:
 
 
 def _check_png(data: bytes) -> None:
-    position, chunks, profiles = len(PNG_SIGNATURE), 0, 0
+    position, chunks, profiles, text_bytes = len(PNG_SIGNATURE), 0, 0, 0
     while position + 8 <= len(data):
         chunks += 1
         if chunks > MAX_PNG_CHUNKS:
@@ -61,7 +69,37 @@ def _check_png(data: bytes) -> None:
         profiles += kind == b"iCCP"
         if profiles > MAX_PNG_ICC_PROFILES:
             raise _too_complex("ICC profile (iCCP chunk)", MAX_PNG_ICC_PROFILES)
+        if kind in (b"zTXt", b"iTXt"):
+            text = _compressed_text(kind, data[position + 8 : position + 8 + length])
+            text_bytes += _inflated_bytes(text, MAX_PNG_TEXT_BYTES + 1 - text_bytes) if text else 0
+            if text_bytes > MAX_PNG_TEXT_BYTES:
+                message = (
+                    f"the PNG's text chunks (metadata) inflate to over {MAX_PNG_TEXT_BYTES} bytes: strip its metadata"
+                )
+                raise InvalidInput("image_too_complex", message)
         position += 12 + length  # length, type, data, CRC
+
+
+def _compressed_text(kind: bytes, chunk: bytes) -> bytes | None:
+    """The zlib stream of a zTXt chunk (keyword, 0, method, stream), or of an iTXt chunk whose compression flag is
+    set (keyword, 0, flag, method, language, 0, translated keyword, 0, stream), as Pillow splits them."""
+    _, found, rest = chunk.partition(b"\0")
+    if not found or len(rest) < 2:
+        return None
+    if kind == b"zTXt":
+        return rest[1:]
+    if rest[0] == 0:  # iTXt, not compressed: its size is its size on the wire
+        return None
+    parts = rest[2:].split(b"\0", 2)
+    return parts[2] if len(parts) == 3 else None
+
+
+def _inflated_bytes(stream: bytes, most: int) -> int:
+    """How many bytes ``stream`` inflates to, counted up to ``most`` (what it costs is bounded by that)."""
+    try:
+        return len(zlib.decompressobj().decompress(stream, most))
+    except zlib.error:
+        return 0  # not zlib: Pillow refuses it or skips it, without inflating anything
 
 
 def _check_jpeg(data: bytes) -> None:
