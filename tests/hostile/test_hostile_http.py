@@ -264,6 +264,17 @@ def _images_classified(deployed: str, auth_headers: dict) -> int:
     return httpx.get(deployed + "/readyz", headers=auth_headers).json()["models"]["images"]["batching"]["images"]
 
 
+def _images_classified_once_idle(deployed: str, auth_headers: dict, readings: int = 5) -> int:
+    """_images_classified once it stays the same for ``readings`` readings in a row (~1.1 s apart): a batch of
+    images on a loaded CPU can take longer than two readings, and a count read mid-batch let an earlier test's
+    last images count in the next one's."""
+    classified, unchanged = _images_classified(deployed, auth_headers), 1
+    while unchanged < readings:
+        latest = _images_classified(deployed, auth_headers)
+        classified, unchanged = latest, (unchanged + 1 if latest == classified else 1)
+    return classified
+
+
 def _abandoned_uploads_classified(
     deployed: str, auth_headers: dict, upload: httpx.Request, leavers: int, expect: bool, linger_s: float
 ) -> int:
@@ -289,17 +300,14 @@ def _abandoned_uploads_classified(
         answer = httpx.post(deployed + "/images/classify", content=body, headers=headers, timeout=60)
         assert answer.status_code == 200, answer.text[:300]
 
-    before = _images_classified(deployed, auth_headers)
+    before = _images_classified_once_idle(deployed, auth_headers)
     with ThreadPoolExecutor(2 + leavers) as pool:
         staying = [pool.submit(stays) for _ in range(2)]  # the image replica's next seconds of work
         time.sleep(0.3)
         leaving = [pool.submit(sent_and_left) for _ in range(leavers)]
         for call in staying + leaving:
             call.result()
-    classified, settled = before, None
-    while classified != settled:  # until the image replica is idle
-        settled, classified = classified, _images_classified(deployed, auth_headers)
-    return classified - before
+    return _images_classified_once_idle(deployed, auth_headers) - before
 
 
 def _noise_png(side: int, seed: int) -> bytes:
