@@ -120,7 +120,8 @@ def ratios(rows: list[dict], target: str) -> list[dict]:
     for round_index, concurrency in keys:
         here = [row for row in rows if row["round"] == round_index and row["concurrency"] == concurrency]
         mine = next((row for row in here if row["peer"] == target), None)
-        others = [row for row in here if row["peer"] != target]
+        # A stack that answered nothing (its server gone: connection errors) is no bar to measure against.
+        others = [row for row in here if row["peer"] != target and row["requests_per_s"] > 0]
         if mine is None or not others:
             continue
         best = (

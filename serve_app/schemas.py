@@ -220,6 +220,11 @@ class ModelStatus(BaseModel):
     )
     device: str | None = Field(None, description="Where the model runs (image model).")
     torch_threads: int | None = Field(None, description="CPU threads torch uses on the replica (image model).")
+    gil_switch_interval_s: float | None = Field(
+        None,
+        description="Python's GIL switch interval on the replica, seconds (FAQ model: "
+        "SERVE_APP_FAQ_GIL_SWITCH_INTERVAL_S).",
+    )
     batching: dict[str, float] | None = Field(None, description="Requests, batches and batch settings so far.")
 
 

@@ -7,6 +7,13 @@
 - ``fastapi``: one uvicorn process with the models loaded, the thing a user might write instead.
 - ``fastapi-workers``: the same app under uvicorn with one worker process per core (each loads the models),
   the next thing that user would try for throughput.
+- ``fastapi-workers-1thread``: the same, each worker's math libraries held to one thread (OPENBLAS_NUM_THREADS,
+  OMP_NUM_THREADS = 1), as a user who knows about thread oversubscription runs it. By default numpy's OpenBLAS
+  in each worker starts a thread per core: FAQ chunks of 4-32 questions then cost ~1.9x the CPU of one thread,
+  though one question (what a worker scores per request) costs the same (benchmarks/results/faq_blas_threads.md).
+  Ray sets OMP_NUM_THREADS for each replica from its num_cpus, so the Serve stacks' replicas run one.
+- ``serve-fast-gil5ms``: ``serve-fast`` with the FAQ replica's GIL switch interval at Python's default, 5 ms,
+  instead of the shipped 0.5 ms (deployments.faq.deployment), to measure what that setting does.
 - ``serve``: this application on Ray Serve with the default proxy.
 - ``serve-fast``: the same application with Ray's HAProxy ingress and throughput-optimized mode.
 """
@@ -22,6 +29,7 @@ from pathlib import Path
 
 from benchmarks.load import Call
 from benchmarks.workloads import Paths
+from deployments.faq.gil import GIL_SWITCH_INTERVAL_ENV
 from serve_app.testing import AUTH_HEADERS, app_launch
 from serve_app.testing.process import Launch
 from serve_app.testing.process import running as running_process
@@ -34,6 +42,7 @@ SERVE_PATHS = {"faq": "/faq/match", "image": "/images/classify"}
 # Closed-loop throughput runs hold up to 64 image requests in flight on purpose: they measure the model path,
 # so the ingress's image admission limit (16 in flight, sized for overload on CPU) is lifted for them.
 THROUGHPUT_ENV = {"SERVE_APP_LIMITS__MAX_IMAGES_IN_FLIGHT": "1024"}
+ONE_MATH_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def reference_server() -> Path:
@@ -75,19 +84,19 @@ def _reference(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
     return Launch(command, env, REFERENCE_APP)
 
 
-def _fastapi(workers: int) -> Callable[[int, tuple[str, ...], dict], Launch]:
+def _fastapi(workers: int, env: dict[str, str] | None = None) -> Callable[[int, tuple[str, ...], dict], Launch]:
     def launch(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
         command = [sys.executable, "-m", "uvicorn", "benchmarks.peers.fastapi_app:app", "--port", str(port)]
         command += ["--log-level", "warning", "--workers", str(workers)]
-        return Launch(command, {"PEER_MODELS": ",".join(kinds)})
+        return Launch(command, {"PEER_MODELS": ",".join(kinds), **(env or {})})
 
     return launch
 
 
-def _serve(fast_ingress: bool) -> Callable[[int, tuple[str, ...], dict], Launch]:
+def _serve(fast_ingress: bool, env: dict[str, str] | None = None) -> Callable[[int, tuple[str, ...], dict], Launch]:
     def launch(port: int, kinds: tuple[str, ...], options: dict) -> Launch:
         # options: cpus, deployments (Serve options by deployment name), config and dashboard_port (serve deploy)
-        return app_launch(port, fast_ingress, **options)
+        return app_launch(port, fast_ingress, **options).with_env(env or {})
 
     return launch
 
@@ -107,9 +116,21 @@ PEERS = {
         SERVE_PATHS,
         _fastapi(os.cpu_count() or 1),
     ),
+    "fastapi-workers-1thread": Peer(
+        "fastapi-workers-1thread",
+        f"FastAPI + uvicorn, {os.cpu_count()} worker processes, one math-library thread each",
+        SERVE_PATHS,
+        _fastapi(os.cpu_count() or 1, ONE_MATH_THREAD),
+    ),
     "serve": Peer("serve", "Ray Serve, default proxy", SERVE_PATHS, _serve(fast_ingress=False)),
     "serve-fast": Peer(
         "serve-fast", "Ray Serve, HAProxy ingress + throughput-optimized", SERVE_PATHS, _serve(fast_ingress=True)
+    ),
+    "serve-fast-gil5ms": Peer(
+        "serve-fast-gil5ms",
+        "serve-fast, the FAQ replica's GIL switch interval at Python's default 5 ms",
+        SERVE_PATHS,
+        _serve(fast_ingress=True, env={GIL_SWITCH_INTERVAL_ENV: "0.005"}),
     ),
 }
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ray import serve
 
 from deployments.errors import ModelUnavailable, Refused, WorkBudgetExceeded
+from deployments.faq.gil import set_gil_switch_interval
 from deployments.faq.settings import FaqUserConfig
 from deployments.transport import RUNTIME_ENV
 
@@ -43,6 +45,8 @@ logger = logging.getLogger("ray.serve")
 )
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
+        # The scoring thread hands the GIL to the event loop and Ray's threads sooner (deployments.faq.gil).
+        logger.info("FAQ replica: GIL switch interval %g s", set_gil_switch_interval())
         self.model: FaqModel | None = None
         # The model this replica serves, or failed to load at start (None: the embedded demo), so the first
         # reconfigure does not load the same failing URI again.
@@ -122,6 +126,7 @@ class FAQMatcher:
             "model_version": self.version,
             "error": self.load_error,
             "update_error": self.update_error,
+            "gil_switch_interval_s": sys.getswitchinterval(),
             "batching": dict(self.batching),
         }
 

@@ -25,6 +25,8 @@ def test_probes_and_version(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["models"]["faq"]["model_version"] == "demo"
+    # The replica runs with the shipped GIL switch interval (deployments.faq.gil), not Python's 5 ms.
+    assert ready.json()["models"]["faq"]["gil_switch_interval_s"] == pytest.approx(0.0005)
     version = client.get("/version").json()
     assert version["models"] == {"faq": "demo", "images": "resnet152-random-seed0"}
     assert version["ray_version"].startswith("2.")
