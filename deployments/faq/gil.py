@@ -4,7 +4,8 @@ The replica scores on a thread of its own while its event loop answers calls (gR
 callbacks. Between its numba loops (which release the GIL) the scoring thread runs Python, and a thread waiting for
 the GIL waits until the holder's switch interval runs out: 5 ms by default, longer than a request's whole scoring.
 At 0.5 ms, side by side with the default (benchmarks/results/faq_gil_switch.md), a lone question's p50 was a median
-0.95 ms lower over 9 paired rounds (lower in 8); c16 and c64 throughput within the rounds' spread.
+0.69 ms lower over 12 paired rounds (lower in 10); c16 and c64 throughput within the rounds' spread (medians 1.04x,
+1.07x).
 """
 
 import os
