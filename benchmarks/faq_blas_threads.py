@@ -28,11 +28,12 @@ CHUNKS = (1, 4, 8, 16, 32)
 QUESTIONS = 512
 VARIANTS = {"default threads": {}, "one thread": ONE_MATH_THREAD}
 PROBE = """
-import csv, json, sys, time
+import json, sys, time
+from pathlib import Path
 from deployments.faq.artifact import load_artifact
+from deployments.faq.data import read_duplicates_tsv
 model, _ = load_artifact(sys.argv[1])
-with open(sys.argv[2], newline="") as file:
-    questions = [row[2] for row in csv.reader(file, delimiter="\\t") if len(row) > 2][: int(sys.argv[3])]
+questions = [duplicate.text for duplicate in read_duplicates_tsv(Path(sys.argv[2]))][: int(sys.argv[3])]
 model.probabilities(questions[:32])  # warm: numba's loops loaded, caches filled
 result = {}
 for chunk in map(int, sys.argv[4:]):
@@ -49,8 +50,12 @@ print(json.dumps(result))
 
 def measure(model: str, questions: Path, env: dict[str, str]) -> dict[str, dict[str, float]]:
     command = [sys.executable, "-c", PROBE, model, str(questions), str(QUESTIONS), *map(str, CHUNKS)]
-    output = subprocess.run(command, env=os.environ | env, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.splitlines()[-1])
+    # Neither variant inherits a thread count from the caller's shell: "default threads" means the libraries' own.
+    inherited = {name: value for name, value in os.environ.items() if name not in ONE_MATH_THREAD}
+    probe = subprocess.run(command, env=inherited | env, capture_output=True, text=True)
+    if probe.returncode:
+        raise RuntimeError(f"the scoring probe failed:\n{probe.stderr}")
+    return json.loads(probe.stdout.splitlines()[-1])
 
 
 def markdown(report: dict) -> str:

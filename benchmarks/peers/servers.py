@@ -8,10 +8,11 @@
 - ``fastapi-workers``: the same app under uvicorn with one worker process per core (each loads the models),
   the next thing that user would try for throughput.
 - ``fastapi-workers-1thread``: the same, each worker's math libraries held to one thread (OPENBLAS_NUM_THREADS,
-  OMP_NUM_THREADS = 1), as a user who knows about thread oversubscription runs it. By default numpy's OpenBLAS
-  in each worker starts a thread per core: FAQ chunks of 4-32 questions then cost ~1.9x the CPU of one thread,
-  though one question (what a worker scores per request) costs the same (benchmarks/results/faq_blas_threads.md).
-  Ray sets OMP_NUM_THREADS for each replica from its num_cpus, so the Serve stacks' replicas run one.
+  OMP_NUM_THREADS = 1; torch too, for the image model), as a user who knows about thread oversubscription runs it.
+  By default numpy's OpenBLAS in each worker starts a thread per core: FAQ chunks of 4-32 questions then cost
+  1.8-1.9x the CPU of one thread, though one question (what a worker scores per request) costs the same
+  (benchmarks/results/faq_blas_threads.md). A running FAQ replica showed no OpenBLAS thread (gdb, all threads'
+  stacks, 2026-12-06): Ray sets OMP_NUM_THREADS for each worker from its num_cpus.
 - ``serve-fast-gil5ms``: ``serve-fast`` with the FAQ replica's GIL switch interval at Python's default, 5 ms,
   instead of the shipped 0.5 ms (deployments.faq.deployment), to measure what that setting does.
 - ``serve``: this application on Ray Serve with the default proxy.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.load import Call
 from benchmarks.workloads import Paths
-from deployments.faq.gil import GIL_SWITCH_INTERVAL_ENV
+from deployments.faq.gil import GIL_SWITCH_INTERVAL_ENV, PYTHON_GIL_SWITCH_INTERVAL_S
 from serve_app.testing import AUTH_HEADERS, app_launch
 from serve_app.testing.process import Launch
 from serve_app.testing.process import running as running_process
@@ -130,7 +131,7 @@ PEERS = {
         "serve-fast-gil5ms",
         "serve-fast, the FAQ replica's GIL switch interval at Python's default 5 ms",
         SERVE_PATHS,
-        _serve(fast_ingress=True, env={GIL_SWITCH_INTERVAL_ENV: "0.005"}),
+        _serve(fast_ingress=True, env={GIL_SWITCH_INTERVAL_ENV: str(PYTHON_GIL_SWITCH_INTERVAL_S)}),
     ),
 }
 

@@ -46,7 +46,8 @@ logger = logging.getLogger("ray.serve")
 class FAQMatcher:
     def __init__(self, model_uri: str | None = None) -> None:
         # The scoring thread hands the GIL to the event loop and Ray's threads sooner (deployments.faq.gil).
-        logger.info("FAQ replica: GIL switch interval %g s", set_gil_switch_interval())
+        switch_interval_s = set_gil_switch_interval()
+        logger.info("FAQ replica: GIL switch interval %g s", switch_interval_s)
         self.model: FaqModel | None = None
         # The model this replica serves, or failed to load at start (None: the embedded demo), so the first
         # reconfigure does not load the same failing URI again.

@@ -10,28 +10,31 @@ At 0.5 ms, side by side with the default (benchmarks/results/faq_gil_switch.md),
 
 import os
 import sys
+from collections.abc import Mapping
 
 GIL_SWITCH_INTERVAL_ENV = "SERVE_APP_FAQ_GIL_SWITCH_INTERVAL_S"
 DEFAULT_GIL_SWITCH_INTERVAL_S = 0.0005
+PYTHON_GIL_SWITCH_INTERVAL_S = 0.005  # Python's own default, for comparison (benchmarks' serve-fast-gil5ms)
 # Python takes any positive float; beyond these, a value is surely a typo (milliseconds given as seconds, say).
 MIN_GIL_SWITCH_INTERVAL_S, MAX_GIL_SWITCH_INTERVAL_S = 0.00001, 0.1
 
 
-def gil_switch_interval_s(environ: dict[str, str] | os._Environ = os.environ) -> float:
+def gil_switch_interval_s(environ: Mapping[str, str] = os.environ) -> float:
     """The interval ``SERVE_APP_FAQ_GIL_SWITCH_INTERVAL_S`` asks for, else the default; ValueError naming the
-    variable for anything but seconds within bounds."""
+    variable for anything but seconds within bounds (NaN and infinities included: they fail the range check)."""
     text = environ.get(GIL_SWITCH_INTERVAL_ENV)
     if text is None:
         return DEFAULT_GIL_SWITCH_INTERVAL_S
+    refusal = (
+        f"{GIL_SWITCH_INTERVAL_ENV}={text!r}: must be seconds from {MIN_GIL_SWITCH_INTERVAL_S:g} to "
+        f"{MAX_GIL_SWITCH_INTERVAL_S:g} (default {DEFAULT_GIL_SWITCH_INTERVAL_S:g})"
+    )
     try:
         seconds = float(text)
     except ValueError:
-        seconds = float("nan")
+        raise ValueError(refusal) from None
     if not MIN_GIL_SWITCH_INTERVAL_S <= seconds <= MAX_GIL_SWITCH_INTERVAL_S:
-        raise ValueError(
-            f"{GIL_SWITCH_INTERVAL_ENV}={text!r}: must be seconds from {MIN_GIL_SWITCH_INTERVAL_S:g} to "
-            f"{MAX_GIL_SWITCH_INTERVAL_S:g} (default {DEFAULT_GIL_SWITCH_INTERVAL_S:g})"
-        )
+        raise ValueError(refusal)
     return seconds
 
 
