@@ -22,8 +22,8 @@ from pathlib import Path
 from benchmarks.machine_cpu import wait_until_quiet, without_steal
 from benchmarks.peers.servers import ONE_MATH_THREAD
 from benchmarks.report import alternating, provenance, publish, run_info, table
+from benchmarks.workloads import DUPLICATES_TSV
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "stackoverflow-faq"
 CHUNKS = (1, 4, 8, 16, 32)
 QUESTIONS = 512
 VARIANTS = {"default threads": {}, "one thread": ONE_MATH_THREAD}
@@ -91,7 +91,7 @@ def _cell(report: dict, variant: str, chunk: int, key: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faq-model", required=True, help="FAQ model directory (serve-app faq train)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with dup-q-train.tsv")
+    parser.add_argument("--duplicates", type=Path, default=DUPLICATES_TSV, help="the questions: a dup-q TSV")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     for round_index in range(args.rounds):
         wait_until_quiet(quiet_s=2, timeout_s=30)
         for variant in alternating(list(VARIANTS), round_index):
-            result, steal = without_steal(
-                lambda env=VARIANTS[variant]: measure(args.faq_model, args.data / "dup-q-train.tsv", env)
-            )
+            result, steal = without_steal(lambda env=VARIANTS[variant]: measure(args.faq_model, args.duplicates, env))
             rows.append({"round": round_index, "variant": variant, "steal": steal, "result": result})
             print(json.dumps(rows[-1]), file=sys.stderr)
     report = {**run_info("benchmarks.faq_blas_threads", argv), "faq_model": args.faq_model, "rows": rows}
