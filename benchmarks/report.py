@@ -29,6 +29,12 @@ def alternating(items: Iterable[T], round_index: int) -> list[T]:
     return ordered if round_index % 2 == 0 else ordered[::-1]
 
 
+def serve_background(ray_default_intervals: bool) -> str:
+    """Which intervals of Serve's background work a run used (serve_app.ray_env); runs recorded before the project
+    set its own used Ray's."""
+    return "Ray's defaults" if ray_default_intervals else "the project's (QUIET_BACKGROUND)"
+
+
 def publish(report: dict, markdown: str, out: Path | None) -> None:
     """Print the Markdown; with ``out``, also write OUT.json (every number) and OUT.md."""
     print(markdown)

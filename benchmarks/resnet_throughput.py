@@ -40,12 +40,13 @@ from ray import serve
 
 from benchmarks.load import Call, LoadResult, closed_loop, open_loop
 from benchmarks.machine_cpu import without_steal
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import publish, run_info, serve_background, table
 from benchmarks.workloads import images
 from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 from serve_app.app import build_graph
+from serve_app.ray_env import QUIET_BACKGROUND, RAY_DEFAULT_BACKGROUND
 from serve_app.settings import AppArgs
 from serve_app.testing import free_port
 from serve_app.testing.deployed import fast_ingress_env
@@ -316,6 +317,10 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
     if args.fast_ingress:
         # Ray's processes read these when they start; fresh ports and files for each instance.
         os.environ.update(fast_ingress_env())
+    for name, value in QUIET_BACKGROUND.items():  # as `serve run` and the image run Serve
+        os.environ.setdefault(name, value)
+    if args.ray_default_intervals:
+        os.environ.update(RAY_DEFAULT_BACKGROUND)
     args.port = free_port()
     ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
@@ -340,7 +345,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
         "off: max_batch_size 1.  ",
-        f"Machine: {report['machine']}; ingress: {report['ingress']}  ",
+        f"Machine: {report['machine']}; ingress: {report['ingress']}; Serve's background intervals: "
+        f"{report.get('serve_background', serve_background(True))}  ",
         f"Run: {report.get('date', 'date not recorded')}; commit {report.get('commit', 'not recorded')}",
     ]
     for number, served_round in enumerate(rounds, start=1):
@@ -408,6 +414,12 @@ def main() -> None:
         action="store_true",
         help="the classifier replicas in arrival order (images.fair_turns false): what the turns cost, if anything",
     )
+    parser.add_argument(
+        "--ray-default-intervals",
+        action="store_true",
+        help="Serve's controller loop and metrics export at Ray's default intervals instead of the project's "
+        "(serve_app.ray_env.QUIET_BACKGROUND): what those cost the served runs",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
     data = images()[0]
@@ -431,6 +443,7 @@ def main() -> None:
         "image_bytes": len(data),
         "max_batch_size": args.max_batch_size,
         "batch_wait": args.batch_wait,
+        "serve_background": serve_background(args.ray_default_intervals),
         "bare_layouts": {name: list(layout) for name, layout in bare_layouts(args).items()},
         "rounds": rounds,
         "median_efficiency": median_efficiencies(rounds),

@@ -32,7 +32,8 @@ from pathlib import Path
 from ray._common.utils import get_default_ray_temp_dir  # where Ray keeps its sessions by default
 
 from benchmarks.machine_cpu import jiffies, steal_percent
-from benchmarks.report import publish, run_info, table
+from benchmarks.report import publish, run_info, serve_background, table
+from serve_app.ray_env import RAY_DEFAULT_BACKGROUND
 from serve_app.testing import AUTH_HEADERS, app_launch, free_port
 from serve_app.testing.deployed import API_KEY, fast_ingress_env
 from serve_app.testing.process import SOURCE_ROOT
@@ -205,7 +206,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; {report['date']}; FAQ model: {report['faq_model']}; ResNet-152 weights: "
         f"{report['weights']}  ",
-        f"App launched as: `{run['command']}` (HAProxy + fast ingress, auth on); steal during the start "
+        f"App launched as: `{run['command']}` (HAProxy + fast ingress, auth on; Serve's background intervals: "
+        f"{report.get('serve_background', serve_background(True))}); steal during the start "
         f"{run['steal_percent']}%, load average at the end {run['load_average_1m_at_end']} (2 cores, shared).",
         "",
         *table(
@@ -256,6 +258,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="SERVE_APP_IMAGES__WEIGHTS")
     parser.add_argument("--no-steps", action="store_true", help="skip the step-by-step timing")
     parser.add_argument("--steps-only", action="store_true", help=argparse.SUPPRESS)  # the fresh process's part
+    parser.add_argument(
+        "--ray-default-intervals",
+        action="store_true",
+        help="Serve's controller loop and metrics export at Ray's default intervals instead of the project's "
+        "(serve_app.ray_env.QUIET_BACKGROUND): what those cost the start",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     faq_model = str(Path(args.faq_model).resolve()) if args.faq_model else None
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"SERVE_APP_IMAGES__WEIGHTS": args.weights}
     if faq_model:
         settings["SERVE_APP_FAQ_MODEL_URI"] = faq_model
+    if args.ray_default_intervals:
+        settings |= RAY_DEFAULT_BACKGROUND
     with tempfile.TemporaryDirectory(prefix="startup-") as folder:
         start = measure_start(args.launcher, settings, Path(folder) / "app.log")
     print(json.dumps(start), file=sys.stderr)
@@ -281,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         **run_info("benchmarks.startup", argv),
         "faq_model": args.faq_model or "embedded demo FAQ (trained at replica start)",
         "weights": args.weights,
+        "serve_background": serve_background(args.ray_default_intervals),
         "start": start,
         "steps": steps,
     }

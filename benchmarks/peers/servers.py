@@ -15,6 +15,8 @@
   stacks, 2026-12-06): Ray sets OMP_NUM_THREADS for each worker from its num_cpus.
 - ``serve-fast-gil5ms``: ``serve-fast`` with the FAQ replica's GIL switch interval at Python's default, 5 ms,
   instead of the shipped 0.5 ms (deployments.faq.deployment), to measure what that setting does.
+- ``serve-fast-ray-intervals``: ``serve-fast`` with Serve's controller loop and metrics export at Ray's default
+  intervals instead of the project's longer ones (serve_app.ray_env.QUIET_BACKGROUND), to measure what they save.
 - ``serve``: this application on Ray Serve with the default proxy.
 - ``serve-fast``: the same application with Ray's HAProxy ingress and throughput-optimized mode.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 from benchmarks.load import Call
 from benchmarks.workloads import Paths
 from deployments.faq.gil import GIL_SWITCH_INTERVAL_ENV, PYTHON_GIL_SWITCH_INTERVAL_S
+from serve_app.ray_env import RAY_DEFAULT_BACKGROUND
 from serve_app.testing import AUTH_HEADERS, app_launch
 from serve_app.testing.process import Launch
 from serve_app.testing.process import running as running_process
@@ -132,6 +135,12 @@ PEERS = {
         "serve-fast, the FAQ replica's GIL switch interval at Python's default 5 ms",
         SERVE_PATHS,
         _serve(fast_ingress=True, env={GIL_SWITCH_INTERVAL_ENV: str(PYTHON_GIL_SWITCH_INTERVAL_S)}),
+    ),
+    "serve-fast-ray-intervals": Peer(
+        "serve-fast-ray-intervals",
+        "serve-fast, Serve's controller loop and metrics export at Ray's default intervals (0.1 s)",
+        SERVE_PATHS,
+        _serve(fast_ingress=True, env=RAY_DEFAULT_BACKGROUND),
     ),
 }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from serve_app.ray_env import ray_process_env
+from serve_app.ray_env import QUIET_BACKGROUND, ray_process_env
 from serve_app.testing.ports import free_port, private_fast_ingress_env
 from serve_app.testing.process import Launch, running
 
@@ -86,8 +86,8 @@ def app_launch(
     if config:
         command += ["--config", str(config), "--dashboard-port", str(dashboard_port)]
     env = {"SERVE_APP_API_KEYS": f"{API_KEY},{OTHER_API_KEY}"}
-    if fast_ingress:
-        env |= fast_ingress_env()
+    # Serve's background intervals as deployed in both modes (fast_ingress_env has them), so the two compare.
+    env |= fast_ingress_env() if fast_ingress else QUIET_BACKGROUND
     return Launch(command, env)
 
 

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from serve_app.kuberay import ROOT
+from serve_app.ray_env import QUIET_BACKGROUND
+from serve_app.rehearsal.manifest import read_dockerfile
 
 KUBERAY = ROOT / "kuberay"
 SCRIPTS = sorted((KUBERAY / "aks").glob("*.sh"))
@@ -37,6 +39,12 @@ def test_dockerfile_starts_haproxy_through_the_limits_wrapper():
     script = ROOT / wrapper.removeprefix(workdir + "/")
     assert script.is_file() and script.stat().st_mode & 0o111
     assert "COPY --chown=ray:users serve_app ./serve_app" in dockerfile
+
+
+def test_the_image_runs_serves_background_work_as_serve_run_does():
+    """The pods get from the image's ENV what `serve run serve_app:graph` sets itself (serve_app.ray_env)."""
+    image_env = read_dockerfile(KUBERAY / "Dockerfile").env
+    assert {name: image_env.get(name) for name in QUIET_BACKGROUND} == QUIET_BACKGROUND
 
 
 def test_dockerfile_installs_dependencies_before_the_code():
