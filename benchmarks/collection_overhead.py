@@ -37,6 +37,7 @@ from serve_app.app import build_graph
 from serve_app.collection.records import prediction_record, text_input, top_k
 from serve_app.collection.settings import CollectionSettings
 from serve_app.collection.writer import RollingWriter
+from serve_app.ray_env import OWN_LOCAL_RAY
 from serve_app.settings import AppArgs
 from serve_app.testing import AUTH_HEADERS, free_port
 from serve_app.testing.deployed import API_KEY
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     port = free_port()
     os.environ["SERVE_APP_API_KEYS"] = API_KEY  # the replicas read their keys from the environment
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(address=OWN_LOCAL_RAY, num_cpus=4, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         with tempfile.TemporaryDirectory(prefix="collection-overhead-") as folder:

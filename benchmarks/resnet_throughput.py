@@ -46,7 +46,7 @@ from deployments.resnet.model import ResNetClassifier, load_resnet152
 from deployments.resnet.preprocess import preprocess
 from deployments.resnet.settings import ImageModelSettings, ImageUserConfig
 from serve_app.app import build_graph
-from serve_app.ray_env import QUIET_BACKGROUND, RAY_DEFAULT_BACKGROUND
+from serve_app.ray_env import OWN_LOCAL_RAY, QUIET_BACKGROUND, RAY_DEFAULT_BACKGROUND
 from serve_app.settings import AppArgs
 from serve_app.testing import free_port
 from serve_app.testing.deployed import fast_ingress_env
@@ -322,7 +322,13 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
     if args.ray_default_intervals:
         os.environ.update(RAY_DEFAULT_BACKGROUND)
     args.port = free_port()
-    ray.init(num_cpus=int(args.cpus) + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(
+        address=OWN_LOCAL_RAY,
+        num_cpus=int(args.cpus) + 1,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         batching = ImageUserConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)

@@ -4,12 +4,12 @@
 
 The application is started as deployed (HAProxy + fast ingress, auth on): ``--launcher server`` through
 serve_app.testing (``python -m serve_app.testing.server``, what the tests and benchmarks run; any free port),
-``--launcher serve-run`` as ``serve run serve_app:graph`` (port 8000, which must be free). From the moment the
-process is started, it is probed every 0.1 s: the first 200 of POST /faq/match, and the first 200 of /readyz
-(both models loaded). Then each replica's cold start comes from Serve's controller log: "Starting Replica" (the
-controller asks Ray for the actor) to "started successfully ... after Xs", of which "Replica constructor,
-reconfigure method, and initial health check took Ys"; the rest is Ray starting the worker process and
-importing the deployment's code.
+``--launcher serve-run`` as ``make run`` runs it (``serve run --address local serve_app:graph``, port 8000, which
+must be free). From the moment the process is started, it is probed every 0.1 s: the first 200 of POST /faq/match,
+and the first 200 of /readyz (both models loaded). Then each replica's cold start comes from Serve's controller log:
+"Starting Replica" (the controller asks Ray for the actor) to "started successfully ... after Xs", of which
+"Replica constructor, reconfigure method, and initial health check took Ys"; the rest is Ray starting the worker
+process and importing the deployment's code.
 
 What each replica does at start is then timed step by step in a fresh process (``--steps``): the imports, the
 FAQ artifact's load, the first scores (numba's compiled loops, caches), the demo FAQ's training (what a replica
@@ -33,7 +33,7 @@ from ray._common.utils import get_default_ray_temp_dir  # where Ray keeps its se
 
 from benchmarks.machine_cpu import jiffies, steal_percent
 from benchmarks.report import publish, run_info, serve_background, table
-from serve_app.ray_env import RAY_DEFAULT_BACKGROUND
+from serve_app.ray_env import OWN_LOCAL_RAY, RAY_DEFAULT_BACKGROUND
 from serve_app.testing import AUTH_HEADERS, app_launch, free_port
 from serve_app.testing.deployed import API_KEY, fast_ingress_env
 from serve_app.testing.process import SOURCE_ROOT
@@ -94,7 +94,8 @@ def _answers(url: str, body: bytes | None) -> bool:
 def _command(launcher: str) -> tuple[list[str], dict[str, str], int]:
     if launcher == "serve-run":
         env = {"SERVE_APP_API_KEYS": API_KEY, **fast_ingress_env()}
-        return [str(Path(sys.executable).parent / "serve"), "run", "serve_app:graph"], env, SERVE_RUN_PORT
+        command = [str(Path(sys.executable).parent / "serve"), "run", "--address", OWN_LOCAL_RAY, "serve_app:graph"]
+        return command, env, SERVE_RUN_PORT  # `make run`'s command
     port = free_port()
     launch = app_launch(port)
     return launch.command, launch.env, port

@@ -25,6 +25,12 @@ QUIET_BACKGROUND = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRI
 # Ray 2.60's own values of those, for measuring against them (benchmarks.background_cost).
 RAY_DEFAULT_BACKGROUND = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "100"}
 
+# ray.init's address wherever this project starts a Ray of its own (the tests, the benchmarks, `make run`): always
+# a new local instance. With no address, Ray joins the cluster named in <ray temp dir>/ray_current_cluster, and a
+# `ray start` that ended without `ray stop` (killed, or its machine's session over) leaves that file behind: every
+# later start then fails at once (when it asks for CPUs) or waits minutes for a GCS that is gone.
+OWN_LOCAL_RAY = "local"
+
 
 def ray_process_env(fast_ingress: bool) -> dict[str, str]:
     """The image's settings for Ray's processes; with ``fast_ingress``, those of its HAProxy too."""

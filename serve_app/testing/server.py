@@ -23,6 +23,7 @@ import ray
 from ray import serve
 
 from serve_app.app import build_graph
+from serve_app.ray_env import OWN_LOCAL_RAY
 from serve_app.settings import AppArgs
 from serve_app.testing.ports import PRIVATE_HAPROXY_PREFIX
 
@@ -43,7 +44,7 @@ def main() -> None:
         "dashboard_host": "127.0.0.1",
         "dashboard_port": args.dashboard_port,
     }
-    ray.init(num_cpus=args.cpus, logging_level="WARNING", log_to_driver=False, **dashboard)
+    ray.init(address=OWN_LOCAL_RAY, num_cpus=args.cpus, logging_level="WARNING", log_to_driver=False, **dashboard)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         if args.config:

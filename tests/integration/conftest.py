@@ -18,6 +18,7 @@ from ray import serve
 
 from serve_app.app import bind_ingress, build_app
 from serve_app.ingress import Ingress
+from serve_app.ray_env import OWN_LOCAL_RAY
 from serve_app.settings import AppArgs
 from serve_app.testing import free_port
 from tests.integration.crashing_model import CrashingFaq
@@ -59,7 +60,7 @@ def serve_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApps]:
     os.environ["SERVE_APP_JWT_SECRET"] = JWT_SECRET
     # Logical CPUs: the replicas of the four apps here and of the test modules' own apps (rate limiting) must
     # fit, though most of them idle; a replica that does not fit waits forever and its serve.run never returns.
-    ray.init(num_cpus=10, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(address=OWN_LOCAL_RAY, num_cpus=10, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = {
