@@ -8,10 +8,11 @@ ACTIVATE := . $(VENV)/bin/activate
 
 .PHONY: run test
 
-# --address local: a Ray of its own, never the cluster a `ray start` killed before `ray stop` left named in
-# /tmp/ray/ray_current_cluster (serve run would wait minutes for it; serve_app/ray_env.py OWN_LOCAL_RAY).
+# A Ray of its own (address local) unless RAY_ADDRESS names one: never the cluster a `ray start` killed before
+# `ray stop` left named in /tmp/ray/ray_current_cluster (serve run would wait minutes for it; serve_app/ray_env.py
+# OWN_LOCAL_RAY).
 run: $(INSTALLED)
-	$(ACTIVATE) && serve run --address local serve_app:graph
+	$(ACTIVATE) && serve run --address "$${RAY_ADDRESS:-local}" serve_app:graph
 
 test: $(INSTALLED)
 	$(ACTIVATE) && ruff check . && python -m pytest && python -m pytest -m autoscaling

@@ -228,7 +228,9 @@ class ImageClassifier:
         forward pass runs, and the batches it formed then wait their turn: under load every batch held the 1-4
         images that arrived within one wait, whatever ``max_batch_size`` (two 1-CPU replicas at 32 concurrent
         requests, max_batch_size 16: largest batch 3-4 over ~100 images each). Held here until the forward pass
-        ends, the images that arrived meanwhile (up to ``max_batch_size``, the places of batch_turns) go in one batch.
+        ends, the images that arrived meanwhile go in the next batch together: up to ``max_batch_size`` less the
+        running batch's images, as batch_turns' places count those too. One flag, not a count, is enough because
+        Ray runs one batch at a time (serve.batch's max_concurrent_batches, left at 1).
         """
         await self.forward_idle.wait()
         return await self._forward((tensor, deadline))
