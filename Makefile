@@ -9,8 +9,8 @@ ACTIVATE := . $(VENV)/bin/activate
 .PHONY: run test
 
 # A Ray of its own (address local) unless RAY_ADDRESS names one: never the cluster a `ray start` killed before
-# `ray stop` left named in /tmp/ray/ray_current_cluster (serve run would wait minutes for it; serve_app/ray_env.py
-# OWN_LOCAL_RAY).
+# `ray stop` left named in ray_current_cluster of Ray's temp folder (serve run would wait minutes for it;
+# serve_app/ray_env.py OWN_LOCAL_RAY).
 run: $(INSTALLED)
 	$(ACTIVATE) && serve run --address "$${RAY_ADDRESS:-local}" serve_app:graph
 
