@@ -295,7 +295,7 @@ def _abandoned_uploads_classified(
     before = _images_classified_once_idle(deployed, auth_headers)
     with ThreadPoolExecutor(2 + leavers) as pool:
         staying = [pool.submit(stays) for _ in range(2)]  # the image replica's next seconds of work
-        time.sleep(0.3)
+        time.sleep(1.0)  # their images decoded and holding batch places before the leavers come (0.3 s: not always)
         leaving = [pool.submit(sent_and_left) for _ in range(leavers)]
         for call in staying + leaving:
             call.result()
@@ -328,14 +328,16 @@ def test_an_upload_over_haproxys_buffer_stops_when_its_client_resets_right_after
     upload.headers["content-type"] = "image/png"
     # The two that stay send 8 images each: their 16 take every batch place (max_batch_size) for seconds, so an
     # abandoned image waits for a place long after its reset, and is classified only if the reset never reached the
-    # ingress. With one image each, a place came free within ~0.5 s, and a CI host busy enough to pass the reset on
-    # later let 4 of the 12 be classified.
+    # ingress. The reset comes 50 ms after the body: with 5 ms the kernel dropped the unsent end of some bodies, so
+    # even with the bug only 5-8 of the 12 reached the ingress whole (1-3 classified on a busy CI host with the fix,
+    # against a bound of 2). Now, on this machine: 0 of 12 classified with the fix, 10-12 with Ray's splice-request
+    # restored; the bound is half.
     files = [("image", (f"{n}.png", _noise_png(200, 2), "image/png")) for n in range(8)]
     stayer = httpx.Request("POST", deployed + "/images/classify", files=files)
     classified = _abandoned_uploads_classified(
-        deployed, auth_headers, upload, leavers=12, expect=False, linger_s=0.005, stayer=stayer
+        deployed, auth_headers, upload, leavers=12, expect=False, linger_s=0.05, stayer=stayer
     )
-    assert 16 <= classified <= 16 + 2, classified  # the two that stayed, and at most a batch place or two
+    assert 16 <= classified <= 16 + 12 // 2, classified  # the two that stayed, and at most half the abandoned
 
 
 def _faq_scoring(deployed: str, auth_headers: dict) -> dict[str, int]:
