@@ -1,7 +1,8 @@
 """ResNet-152 images/s and latency over HTTP, batching on and off, next to the bare model in the same run.
 
     python -m benchmarks.resnet_throughput [--weights random:0] [--duration 20] [--concurrency 1 8 32]
-        [--device auto] [--cpus 2] [--replicas 1] [--batch-wait 0.1] [--rounds 1] [--out benchmarks/results/resnet_cpu]
+        [--device auto] [--cpus 2] [--replicas 1] [--max-batch-size 16 [8 ...]] [--batch-wait 0.1] [--rounds 1]
+        [--out benchmarks/results/resnet_cpu]
 
 The bare model is the limit: decode + preprocess + forward at its best batch size, in one process with every CPU
 as a torch thread, and, with several replicas, also laid out like them (one process per replica with the same
@@ -12,8 +13,10 @@ Measured before and after the served runs (their mean is the reference). Any mea
 hypervisor took over 10% of this VM's CPU (steal, /proc/stat) is taken again, up to 3 times, after waiting for a
 quiet machine; the steal of each is reported.
 Served runs go through the whole stack (HTTP -> proxy -> ingress -> classifier replica with @serve.batch);
-"batching off" is the same replica re-tuned live to max_batch_size 1. With batching on, an open loop (requests on a
-fixed schedule) at --open-loop-fraction (0.7) of the best images/s measured gives the latency at that steady load.
+"batching off" is the same replica re-tuned live to max_batch_size 1; several --max-batch-size values are each
+served in every round (their order rotated from round to round), so they are compared side by side. With batching
+on, an open loop (requests on a fixed schedule) at --open-loop-fraction (0.7) of the best images/s measured gives
+the latency at that steady load.
 efficiency = served images/s / bare images/s. With ``--rounds N`` the served runs (each on a fresh Ray instance)
 and the bare runs alternate N times, each served round compared with the bare runs just before and after it, and
 the median efficiency over the rounds is reported: on a shared host the speed drifts by 10-20% within minutes,
@@ -206,7 +209,12 @@ def served(args: argparse.Namespace, data: bytes, batching: ImageUserConfig) -> 
 
 def measured_row(batching: ImageUserConfig, measure: Callable[[], LoadResult]) -> dict:
     result, steal = without_steal(measure)
-    row = {"batching": batching.max_batch_size > 1, **result.summary(), "host_steal_percent": steal}
+    row = {
+        "batching": batching.max_batch_size > 1,
+        "max_batch_size": batching.max_batch_size,
+        **result.summary(),
+        "host_steal_percent": steal,
+    }
     print(json.dumps(row), file=sys.stderr)
     return row
 
@@ -225,21 +233,31 @@ def compared_round(bare_before: dict[str, dict], bare_after: dict[str, dict], ro
 
 
 def median_efficiencies(rounds: list[dict]) -> list[dict]:
-    """Per served setting (batching, concurrency): the median over the rounds of its efficiency against each
+    """Per served setting (max_batch_size, concurrency): the median over the rounds of its efficiency against each
     bare layout, with the rounds' own figures beside it."""
-    settings: dict[tuple[bool, int], list[dict]] = {}
+    settings: dict[tuple[int, int], list[dict]] = {}
     for served_round in rounds:
-        for row in served_round["served"]:
-            settings.setdefault((row["batching"], row["concurrency"]), []).append(row["efficiency"])
+        for row in sorted(served_round["served"], key=batching_order):
+            settings.setdefault((row["max_batch_size"], row["concurrency"]), []).append(row["efficiency"])
     return [
         {
-            "batching": batching,
+            "batching": max_batch_size > 1,
+            "max_batch_size": max_batch_size,
             "concurrency": concurrency,
             "efficiency": {name: round(median(e[name] for e in found), 3) for name in found[0]},
             "per_round": found,
         }
-        for (batching, concurrency), found in settings.items()
+        for (max_batch_size, concurrency), found in settings.items()
     ]
+
+
+def batching_order(row: dict) -> tuple[int, int]:
+    """Largest max_batch_size first, batching off last, then by concurrency: the same order in every round."""
+    return (-row["max_batch_size"], row["concurrency"])
+
+
+def batching_label(row: dict) -> str:
+    return f"on, max {row['max_batch_size']}" if row["batching"] else "off"
 
 
 def round_markdown(report: dict, served_round: dict) -> list[str]:
@@ -273,7 +291,7 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
             + [f"efficiency vs bare {name}" for name in bare],
             (
                 [
-                    "on" if r["batching"] else "off",
+                    batching_label(r),
                     r["concurrency"],
                     f"{r['items_per_s']:.2f}",
                     f"{r['p50_ms']:.0f}",
@@ -282,7 +300,7 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
                     r["host_steal_percent"],
                     *(f"{r['efficiency'][name]:.2f}" for name in bare),
                 ]
-                for r in served_round["served"]
+                for r in sorted(served_round["served"], key=batching_order)
             ),
         ),
     ]
@@ -295,7 +313,7 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
                 ["batching", "fraction of peak", "offered/s", "images/s", "p50 ms", "p99 ms", "errors", "steal %"],
                 (
                     [
-                        "on" if r["batching"] else "off",
+                        batching_label(r),
                         r["fraction_of_peak"],
                         f"{r['offered_rps']:.2f}",
                         f"{r['items_per_s']:.2f}",
@@ -311,9 +329,10 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
     return lines
 
 
-def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
-    """Batching on, then off, on a Ray instance of its own: none of its processes outlive it to slow the bare
-    model's next run."""
+def served_on_fresh_ray(args: argparse.Namespace, data: bytes, round_index: int) -> list[dict]:
+    """Batching on at each --max-batch-size (in an order rotated by ``round_index``: none always measured first,
+    on the freshest instance), then off, on a Ray instance of its own: none of its processes outlive it to slow
+    the bare model's next run."""
     if args.fast_ingress:
         # Ray's processes read these when they start; fresh ports and files for each instance.
         os.environ.update(fast_ingress_env())
@@ -331,8 +350,12 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes) -> list[dict]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        batching = ImageUserConfig(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait)
-        rows = served(args, data, batching)
+        shift = round_index % len(args.max_batch_size)
+        rows = [
+            row
+            for size in args.max_batch_size[shift:] + args.max_batch_size[:shift]
+            for row in served(args, data, ImageUserConfig(max_batch_size=size, batch_wait_timeout_s=args.batch_wait))
+        ]
         return rows + served(args, data, ImageUserConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
     finally:
         serve.shutdown()
@@ -349,8 +372,8 @@ def markdown(report: dict) -> str:
         f"# ResNet-152 throughput ({report['device']}, weights {report['weights']})",
         "",
         f"Command: `{report['command']}`  ",
-        f"Batching on: max_batch_size {report['max_batch_size']}, batch_wait_timeout_s {report['batch_wait']}; "
-        "off: max_batch_size 1.  ",
+        f"Batching on: max_batch_size {', '.join(map(str, report['max_batch_size']))}, batch_wait_timeout_s "
+        f"{report['batch_wait']}; off: max_batch_size 1.  ",
         f"Machine: {report['machine']}; ingress: {report['ingress']}; Serve's background intervals: "
         f"{report.get('serve_background', serve_background(True))}  ",
         f"Run: {report.get('date', 'date not recorded')}; commit {report.get('commit', 'not recorded')}",
@@ -370,7 +393,7 @@ def markdown(report: dict) -> str:
                 + [f"vs bare {name}, each round" for name in layouts],
                 (
                     [
-                        "on" if m["batching"] else "off",
+                        batching_label(m),
                         m["concurrency"],
                         *(f"{m['efficiency'][name]:.2f}" for name in layouts),
                         *(" / ".join(f"{e[name]:.2f}" for e in m["per_round"]) for name in layouts),
@@ -389,7 +412,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per served measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--bare-batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--max-batch-size", type=int, nargs="+", default=[16], help="batching on at each of these, side by side"
+    )
     parser.add_argument(
         "--batch-wait", type=float, default=0.1, help="batch_wait_timeout_s; ~10-30%% of one forward pass works best"
     )
@@ -432,8 +457,8 @@ def main() -> None:
 
     bare_runs = [bare_measured(args, data)]
     rounds = []
-    for _ in range(args.rounds):
-        rows = served_on_fresh_ray(args, data)
+    for round_index in range(args.rounds):
+        rows = served_on_fresh_ray(args, data, round_index)
         bare_runs.append(bare_measured(args, data))
         rounds.append(compared_round(bare_runs[-2], bare_runs[-1], rows))
 
