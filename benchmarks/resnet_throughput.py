@@ -228,7 +228,7 @@ def compared_round(bare_before: dict[str, dict], bare_after: dict[str, dict], ro
         "bare_after": bare_after,
         "bare": bare,
         "served": efficiencies(closed, bare),
-        "open_loop": [row for row in rows if row["mode"] == "open"],
+        "open_loop": sorted((row for row in rows if row["mode"] == "open"), key=lambda row: -row["max_batch_size"]),
     }
 
 
@@ -329,10 +329,16 @@ def round_markdown(report: dict, served_round: dict) -> list[str]:
     return lines
 
 
+def rotated(sizes: list[int], round_index: int) -> list[int]:
+    """The --max-batch-size values in the order round ``round_index`` serves them: each measured first in turn
+    (with at least as many rounds as values), so none always runs on the freshest instance."""
+    shift = round_index % len(sizes)
+    return sizes[shift:] + sizes[:shift]
+
+
 def served_on_fresh_ray(args: argparse.Namespace, data: bytes, round_index: int) -> list[dict]:
-    """Batching on at each --max-batch-size (in an order rotated by ``round_index``: none always measured first,
-    on the freshest instance), then off, on a Ray instance of its own: none of its processes outlive it to slow
-    the bare model's next run."""
+    """Batching on at each --max-batch-size (in the order ``rotated`` gives), then off (always last), on a Ray
+    instance of its own: none of its processes outlive it to slow the bare model's next run."""
     if args.fast_ingress:
         # Ray's processes read these when they start; fresh ports and files for each instance.
         os.environ.update(fast_ingress_env())
@@ -350,10 +356,9 @@ def served_on_fresh_ray(args: argparse.Namespace, data: bytes, round_index: int)
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        shift = round_index % len(args.max_batch_size)
         rows = [
             row
-            for size in args.max_batch_size[shift:] + args.max_batch_size[:shift]
+            for size in rotated(args.max_batch_size, round_index)
             for row in served(args, data, ImageUserConfig(max_batch_size=size, batch_wait_timeout_s=args.batch_wait))
         ]
         return rows + served(args, data, ImageUserConfig(max_batch_size=1, batch_wait_timeout_s=0.0))
@@ -453,6 +458,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/resnet_cpu"))
     args = parser.parse_args()
+    if min(args.max_batch_size) < 2 or len(set(args.max_batch_size)) < len(args.max_batch_size):
+        parser.error("--max-batch-size: distinct values of 2 or more (batching off, max_batch_size 1, runs anyway)")
     data = images()[0]
 
     bare_runs = [bare_measured(args, data)]

@@ -9,6 +9,7 @@ from benchmarks.resnet_throughput import (
     efficiencies,
     markdown,
     median_efficiencies,
+    rotated,
 )
 
 
@@ -32,6 +33,7 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
     assert bare["as the replicas"]["best_images_per_s"] == 6.0
     row = {
         "batching": True,
+        "max_batch_size": 8,
         "mode": "closed",
         "concurrency": 8,
         "items_per_s": 3.6,
@@ -53,7 +55,7 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
         "device": "cpu",
         "weights": "random:0",
         "command": "python -m benchmarks.resnet_throughput --replicas 2",
-        "max_batch_size": 8,
+        "max_batch_size": [8],
         "batch_wait": 0.1,
         "machine": "test",
         "ingress": "Serve proxy",
@@ -66,9 +68,9 @@ def test_efficiency_is_taken_against_each_layouts_best_mean_before_and_after():
     text = markdown(report)
     assert "| one process: 1 x 2 thread(s) | 8 | 3.00 | 5.00 | 4.00 | 1.0 / 12.5 |" in text
     assert "| as the replicas: 2 x 1 thread(s) | 4 | 5.00 | 5.00 | 5.00 | 0.0 / 0.5 |" in text
-    assert "| on | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 | 0.60 |" in text
+    assert "| on, max 8 | 8 | 3.60 | 900 | 1500 | 0 | 0.5 | 0.90 | 0.60 |" in text
     assert "Drift between the two: one process: 25%, as the replicas: 0%" in text
-    assert "| on | 0.7 | 2.52 | 3.60 | 900 | 700 | 0 | 0.5 |" in text
+    assert "| on, max 8 | 0.7 | 2.52 | 3.60 | 900 | 700 | 0 | 0.5 |" in text
     assert "Median" not in text  # one round: nothing to take a median of
 
 
@@ -80,7 +82,9 @@ def test_several_rounds_report_each_one_and_the_median_of_their_efficiencies():
     served_rates = [4.5, 4.0, 4.5]  # against bare means 5.0, 5.0, 4.5
     rounds = [
         compared_round(
-            runs[i], runs[i + 1], [{"batching": True, "mode": "closed", "concurrency": 8, "items_per_s": rate}]
+            runs[i],
+            runs[i + 1],
+            [{"batching": True, "max_batch_size": 8, "mode": "closed", "concurrency": 8, "items_per_s": rate}],
         )
         for i, rate in enumerate(served_rates)
     ]
@@ -94,7 +98,7 @@ def test_several_rounds_report_each_one_and_the_median_of_their_efficiencies():
         "device": "cpu",
         "weights": "random:0",
         "command": "python -m benchmarks.resnet_throughput --rounds 3",
-        "max_batch_size": 8,
+        "max_batch_size": [8],
         "batch_wait": 0.1,
         "machine": "test",
         "ingress": "Serve proxy",
@@ -105,4 +109,46 @@ def test_several_rounds_report_each_one_and_the_median_of_their_efficiencies():
     text = markdown(report)
     assert "## Round 3 of 3" in text
     assert "| one process: 1 x 2 thread(s) | 8 | 4.00 | 5.00 | 4.50 | 0.0 / 0.0 |" in text  # round 3's bare
-    assert "| on | 8 | 0.90 | 0.90 / 0.80 / 1.00 |" in text
+    assert "| on, max 8 | 8 | 0.90 | 0.90 / 0.80 / 1.00 |" in text
+
+
+def test_several_batch_sizes_are_served_in_turn_first_and_each_gets_its_own_median():
+    assert [rotated([8, 16, 32], index) for index in range(4)] == [[8, 16, 32], [16, 32, 8], [32, 8, 16], [8, 16, 32]]
+    bare = {"one process": {"images_per_s": {8: 10.0}, "host_steal_percent": 0.0}}
+
+    def closed(max_batch_size: int, rate: float) -> dict:
+        batching = max_batch_size > 1
+        setting = {"batching": batching, "max_batch_size": max_batch_size, "mode": "closed", "concurrency": 32}
+        return setting | {"items_per_s": rate, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "host_steal_percent": 0.0}
+
+    # Each round in the order it served them (rotated), batching off last.
+    rounds = [
+        compared_round(bare, bare, [closed(8, 9.0), closed(16, 8.0), closed(1, 7.0)]),
+        compared_round(bare, bare, [closed(16, 8.4), closed(8, 8.6), closed(1, 7.2)]),
+    ]
+    medians = median_efficiencies(rounds)
+    assert [(m["max_batch_size"], m["efficiency"], m["per_round"]) for m in medians] == [
+        (16, {"one process": 0.82}, [{"one process": 0.8}, {"one process": 0.84}]),
+        (8, {"one process": 0.88}, [{"one process": 0.9}, {"one process": 0.86}]),
+        (1, {"one process": 0.71}, [{"one process": 0.7}, {"one process": 0.72}]),
+    ]
+    report = {
+        "device": "cpu",
+        "weights": "random:0",
+        "command": "python -m benchmarks.resnet_throughput --rounds 2 --max-batch-size 8 16",
+        "max_batch_size": [8, 16],
+        "batch_wait": 0.01,
+        "machine": "test",
+        "ingress": "Serve proxy",
+        "bare_layouts": {"one process": [1, 2]},
+        "rounds": rounds,
+        "median_efficiency": medians,
+    }
+    text = markdown(report)
+    assert "Batching on: max_batch_size 8, 16, batch_wait_timeout_s 0.01; off: max_batch_size 1." in text
+    # Every round's table in the same order, whatever order the round served them in.
+    assert text.count("| on, max 16 | 32 | 8.") == 2 and text.index("| on, max 16 | 32 | 8.40") < text.index(
+        "| on, max 8 | 32 | 8.60"
+    )
+    assert "| on, max 8 | 32 | 0.88 | 0.90 / 0.86 |" in text
+    assert "| off | 32 | 0.71 | 0.70 / 0.72 |" in text

@@ -322,16 +322,17 @@ def test_an_upload_expecting_100_continue_stops_when_its_client_leaves(deployed,
 
 
 def test_an_upload_over_haproxys_buffer_stops_when_its_client_resets_right_after_the_body(deployed, auth_headers):
-    """HAProxy spliced such bodies (Ray's `option splice-request`) and then never passed the client's reset on: 12
-    images sent whole and reset 5 ms later, 6 to 12 of them classified (another caller's image took 8 s)."""
+    """HAProxy spliced such bodies (Ray's `option splice-request`) and then never passed the client's reset on: of
+    12 images sent whole and reset 50 ms later, 10-12 were classified (when found, another caller's image took 8 s
+    instead of 0.3 s)."""
     upload = httpx.Request("POST", deployed + "/images/classify", content=_noise_png(330, 5))
     upload.headers["content-type"] = "image/png"
     # The two that stay send 8 images each: their 16 take every batch place (max_batch_size) for seconds, so an
     # abandoned image waits for a place long after its reset, and is classified only if the reset never reached the
-    # ingress. The reset comes 50 ms after the body: with 5 ms the kernel dropped the unsent end of some bodies, so
-    # even with the bug only 5-8 of the 12 reached the ingress whole (1-3 classified on a busy CI host with the fix,
-    # against a bound of 2). Now, on this machine: 0 of 12 classified with the fix, 10-12 with Ray's splice-request
-    # restored; the bound is half.
+    # ingress. The leavers come 1 s after the stayers (after 0.3 s, before the stayers' images all held their places,
+    # a CI host classified 3 of 12 with the fix), and reset 50 ms after the body (5 ms after it, the kernel dropped
+    # the unsent end of some bodies: even the bug classified only 5-8 of 12). On a quiet machine, 0 of 12 classified
+    # with the fix, 10-12 with Ray's splice-request restored; the bound is half.
     files = [("image", (f"{n}.png", _noise_png(200, 2), "image/png")) for n in range(8)]
     stayer = httpx.Request("POST", deployed + "/images/classify", files=files)
     classified = _abandoned_uploads_classified(
