@@ -82,7 +82,7 @@ class ImageWork:
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "runtime_env": RUNTIME_ENV},
     # At least a few batches' worth, or batches could never fill.
-    max_ongoing_requests=4 * DEFAULT_BATCHING.max_batch_size,
+    max_ongoing_requests=8 * DEFAULT_BATCHING.max_batch_size,
     # Beyond this many queued calls, callers (the ingress) get BackPressureError -> 503 at once.
     max_queued_requests=128,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},

@@ -55,8 +55,10 @@ class ImageUserConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # 8, not 16: on two 1-CPU replicas 8 served more images/s in 3 of 4 side-by-side rounds
+    # (benchmarks/results/resnet_cpu_goal3_sizes4.md); a GPU deployment sets its own (the overlay: 64).
     max_batch_size: int = Field(
-        16,
+        8,
         ge=1,
         le=4096,
         description="Most images in one forward pass; 1 turns batching off. Keep the deployment's "

@@ -327,12 +327,13 @@ def test_an_upload_over_haproxys_buffer_stops_when_its_client_resets_right_after
     instead of 0.3 s)."""
     upload = httpx.Request("POST", deployed + "/images/classify", content=_noise_png(330, 5))
     upload.headers["content-type"] = "image/png"
-    # The two that stay send 8 images each: their 16 take every batch place (max_batch_size) for seconds, so an
-    # abandoned image waits for a place long after its reset, and is classified only if the reset never reached the
-    # ingress. The leavers come 1 s after the stayers (after 0.3 s, before the stayers' images all held their places,
-    # a CI host classified 3 of 12 with the fix), and reset 50 ms after the body (5 ms after it, the kernel dropped
-    # the unsent end of some bodies: even the bug classified only 5-8 of 12). On a quiet machine, 0 of 12 classified
-    # with the fix, 10-12 with Ray's splice-request restored; the bound is half.
+    # The two that stay send 8 images each: their 16 take the next batches' places for seconds (two forward passes
+    # at max_batch_size 8, one at 16), so an abandoned image waits for a place long after its reset, and is classified
+    # only if the reset never reached the ingress. The leavers come 1 s after the stayers (after 0.3 s, before the
+    # stayers' images all held their places, a CI host classified 3 of 12 with the fix), and reset 50 ms after the
+    # body (5 ms after it, the kernel dropped the unsent end of some bodies: even the bug classified only 5-8 of 12).
+    # On a quiet machine, of the 12: with the fix 0 classified, with Ray's splice-request restored 10-12 at
+    # max_batch_size 16 and 12 (twice) at 8; the bound is half.
     files = [("image", (f"{n}.png", _noise_png(200, 2), "image/png")) for n in range(8)]
     stayer = httpx.Request("POST", deployed + "/images/classify", files=files)
     classified = _abandoned_uploads_classified(
